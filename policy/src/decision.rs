@@ -1,0 +1,226 @@
+//! Decisions are values: a verdict with a typed reason, never prose. Each wire format (HTTP 403 body,
+//! SOCKS reply, log line, CLI) renders them in one place of its own.
+
+use std::{fmt, net::IpAddr, str::FromStr, sync::Arc};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::{InvalidTarget, Target};
+
+/// What leash does with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed; names the allow rule (or `allow_local` rule) that matched.
+    Allow {
+        /// The canonical spelling of the matching rule.
+        rule: Arc<str>,
+    },
+    /// Refused by a rule or a protection; asking a person would not help.
+    Deny(BlockReason),
+    /// Nothing allows it; a person could approve it.
+    Ask(BlockReason),
+}
+
+/// The three verdicts, as written on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// `allow`
+    Allow,
+    /// `deny`
+    Deny,
+    /// `ask`
+    Ask,
+}
+
+/// Why a request was not allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BlockReason {
+    /// No allow rule matches (`ask`).
+    AllowlistMiss,
+    /// A deny rule matches.
+    Denylist {
+        /// The canonical spelling of the deny rule.
+        rule: Arc<str>,
+    },
+    /// A local address or name that `allow_local` does not cover, or one of leash's own listeners.
+    LocalAddress {
+        /// The offending resolved addresses; empty for a local name refused before DNS.
+        addrs: Vec<IpAddr>,
+    },
+    /// Limited mode: a method (or body, `Upgrade`, method override) that is not read-only.
+    MethodNotAllowed {
+        /// The method as the client sent it.
+        method: String,
+    },
+    /// Limited mode: a protocol that cannot be inspected (SOCKS5 without MITM, UDP).
+    ProtocolNotAllowed,
+    /// Limited mode: `CONNECT` without MITM, so inner requests could not be checked.
+    MitmRequired,
+    /// The target is not a valid host and port.
+    InvalidTarget(InvalidTarget),
+}
+
+impl BlockReason {
+    /// The stable snake_case code of the reason (`allowlist_miss`, `denylist`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            BlockReason::AllowlistMiss => "allowlist_miss",
+            BlockReason::Denylist { .. } => "denylist",
+            BlockReason::LocalAddress { .. } => "local_address",
+            BlockReason::MethodNotAllowed { .. } => "method_not_allowed",
+            BlockReason::ProtocolNotAllowed => "protocol_not_allowed",
+            BlockReason::MitmRequired => "mitm_required",
+            BlockReason::InvalidTarget(_) => "invalid_target",
+        }
+    }
+}
+
+impl Decision {
+    /// The refusal of a target that failed canonicalisation (decision step 1).
+    pub fn invalid_target(error: InvalidTarget) -> Decision {
+        Decision::Deny(BlockReason::InvalidTarget(error))
+    }
+
+    /// The verdict alone.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Decision::Allow { .. } => Verdict::Allow,
+            Decision::Deny(_) => Verdict::Deny,
+            Decision::Ask(_) => Verdict::Ask,
+        }
+    }
+
+    /// Whether the request may go ahead.
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Decision::Allow { .. })
+    }
+
+    /// The block reason, for `deny` and `ask`.
+    pub fn reason(&self) -> Option<&BlockReason> {
+        match self {
+            Decision::Allow { .. } => None,
+            Decision::Deny(reason) | Decision::Ask(reason) => Some(reason),
+        }
+    }
+
+    /// The rule the decision names: the allow rule, or the deny rule; `None` otherwise.
+    pub fn rule(&self) -> Option<&Arc<str>> {
+        match self {
+            Decision::Allow { rule } | Decision::Deny(BlockReason::Denylist { rule }) => Some(rule),
+            _ => None,
+        }
+    }
+}
+
+impl Verdict {
+    /// `allow`, `deny` or `ask`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Ask => "ask",
+        }
+    }
+}
+
+/// The policy mode (SPEC §4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Every method, every protocol the rules allow.
+    #[default]
+    Full,
+    /// Read-only: GET, HEAD, OPTIONS, and only where leash can see them.
+    Limited,
+}
+
+/// How a request reached leash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// An absolute-form plain HTTP request.
+    Http,
+    /// An HTTP `CONNECT` tunnel.
+    Connect,
+    /// A request inside an intercepted (MITM) TLS tunnel.
+    Https,
+    /// A SOCKS5 `CONNECT`.
+    Socks5,
+    /// A SOCKS5 UDP datagram.
+    Socks5Udp,
+}
+
+macro_rules! str_enum {
+    ($ty:ty { $($variant:ident = $text:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$ty>::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok(<$ty>::$variant),)+
+                    _ => Err(format!("expected one of: {}", [$($text),+].join(", "))),
+                }
+            }
+        }
+    };
+}
+
+str_enum!(Mode { Full = "full", Limited = "limited" });
+str_enum!(Protocol {
+    Http = "http",
+    Connect = "connect",
+    Https = "https",
+    Socks5 = "socks5",
+    Socks5Udp = "socks5_udp",
+});
+
+/// One request to decide: plain data handed over by a protocol crate.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The canonical target.
+    pub target: &'a Target,
+    /// The method (`CONNECT` for tunnels and SOCKS5).
+    pub method: &'a str,
+    /// How the request arrived.
+    pub protocol: Protocol,
+    /// What else limited mode looks at.
+    pub shape: RequestShape<'a>,
+}
+
+/// The parts of an HTTP request, besides its method, that can make it write (SPEC §4).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestShape<'a> {
+    /// The request carries a body.
+    pub has_body: bool,
+    /// The request asks for an `Upgrade` (WebSocket, h2c).
+    pub upgrade: bool,
+    /// The method named by `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override`.
+    pub method_override: Option<&'a str>,
+}
+
+impl<'a> Request<'a> {
+    /// A request with no body, upgrade or override.
+    pub fn new(target: &'a Target, method: &'a str, protocol: Protocol) -> Request<'a> {
+        Request {
+            target,
+            method,
+            protocol,
+            shape: RequestShape::default(),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The boundary traits the proxies talk through (SPEC §1.6): a `PolicyEngine` decides, a
+//! `DecisionSink` records. Both are object-safe and held as `Arc<dyn _>`.
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+};
+
+use crate::{
+    decision::{Decision, Mode, Protocol, Request},
+    explain::Explanation,
+    host::Target,
+    policy::Policy,
+};
+
+/// Decides requests. Implemented by `Policy`; `bin` wraps it for atomic hot-swap.
+pub trait PolicyEngine: fmt::Debug + Send + Sync {
+    /// The pre-DNS decision (SPEC §1.3).
+    fn decide(&self, request: &Request<'_>) -> Decision;
+
+    /// The post-DNS check of every resolved address (SPEC §1.4).
+    fn vet(&self, target: &Target, addrs: &[IpAddr]) -> Decision;
+
+    /// The decision with its trace (SPEC §1.5).
+    fn explain(&self, request: &Request<'_>) -> Explanation;
+
+    /// The mode in force.
+    fn mode(&self) -> Mode;
+}
+
+impl PolicyEngine for Policy {
+    fn decide(&self, request: &Request<'_>) -> Decision {
+        Policy::decide(self, request)
+    }
+
+    fn vet(&self, target: &Target, addrs: &[IpAddr]) -> Decision {
+        Policy::vet(self, target, addrs)
+    }
+
+    fn explain(&self, request: &Request<'_>) -> Explanation {
+        Policy::explain(self, request)
+    }
+
+    fn mode(&self) -> Mode {
+        Policy::mode(self)
+    }
+}
+
+/// The id a sink gives an event: the violation log's `seq`, the 403 body's `event`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId(pub u64);
+
+/// One decision, with everything a log line or a 403 body says about it (SPEC §3, §7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionEvent {
+    /// The decision (verdict, reason, rule, addresses).
+    pub decision: Decision,
+    /// The host as canonicalised, or as the client sent it (escaped by the writer) when invalid.
+    pub host: String,
+    /// The port, 0 when the target had none.
+    pub port: u16,
+    /// How the request arrived.
+    pub protocol: Protocol,
+    /// The method (`CONNECT` for tunnels and SOCKS5).
+    pub method: String,
+    /// The mode in force.
+    pub mode: Mode,
+    /// The attempt id from the proxy credentials, if any.
+    pub attempt: Option<String>,
+    /// The client's address.
+    pub client: Option<SocketAddr>,
+    /// The request path without its query (HTTP and MITM only).
+    pub path: Option<String>,
+}
+
+/// Records decisions. `record` returns once the event is handed to durable storage, so a caller
+/// may answer the client only afterwards.
+pub trait DecisionSink: fmt::Debug + Send + Sync {
+    /// Records one event and returns its id.
+    fn record(&self, event: &DecisionEvent) -> EventId;
+}
+
+/// Drops every event; ids still count up so responses stay distinct.
+#[derive(Debug, Default)]
+pub struct NoopSink {
+    next: AtomicU64,
+}
+
+impl DecisionSink for NoopSink {
+    fn record(&self, _: &DecisionEvent) -> EventId {
+        EventId(self.next.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// Keeps every event in memory, for tests and embedding.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    events: Mutex<Vec<(EventId, DecisionEvent)>>,
+}
+
+impl MemorySink {
+    /// A copy of the events recorded so far, oldest first.
+    pub fn events(&self) -> Vec<(EventId, DecisionEvent)> {
+        self.events.lock().expect("memory sink poisoned").clone()
+    }
+}
+
+impl DecisionSink for MemorySink {
+    fn record(&self, event: &DecisionEvent) -> EventId {
+        let mut events = self.events.lock().expect("memory sink poisoned");
+        let id = EventId(events.len() as u64 + 1);
+        events.push((id, event.clone()));
+        id
+    }
+}

@@ -1,0 +1,33 @@
+//! `policy` owns every network-policy decision leash makes (SPEC §1): the rule grammar, host
+//! canonicalisation, the compiled matcher, the pre-DNS `decide`, the post-DNS `vet`, `explain` and
+//! `lint`, and the boundary traits (`PolicyEngine`, `DecisionSink`) that the proxies talk through.
+//!
+//! It is pure: no async runtime, no sockets, no files, no clock. It knows nothing about HTTP, SOCKS5,
+//! TLS or how decisions are logged; the protocol crates hand it plain data and get plain data back.
+
+mod config;
+mod decision;
+mod engine;
+mod explain;
+mod fxhash;
+mod host;
+mod ipv4;
+mod lint;
+mod local;
+mod matcher;
+mod net;
+mod policy;
+mod rule;
+
+pub use crate::{
+    config::{AllowLocalConfig, PolicyConfig},
+    decision::{BlockReason, Decision, Mode, Protocol, Request, RequestShape, Verdict},
+    engine::{DecisionEvent, DecisionSink, EventId, MemorySink, NoopSink, PolicyEngine},
+    explain::{Explanation, Step},
+    host::{Host, InvalidTarget, Target},
+    lint::{lint, LintWarning},
+    local::{is_local_ip, is_local_name},
+    net::IpNet,
+    policy::{AllowLocal, Policy, PolicyBuilder, PolicyError},
+    rule::{PortRange, Rule, RuleError, RuleHost},
+};

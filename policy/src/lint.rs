@@ -1,0 +1,125 @@
+//! `lint` (SPEC §1.5): warnings about a policy that probably does not say what its author meant.
+//! Lint never changes a decision.
+
+use std::{fmt, sync::Arc};
+
+use crate::{
+    local::{is_local_ip, is_local_name, is_local_net},
+    matcher::RuleSet,
+    policy::{AllowLocal, Policy},
+    rule::{Rule, RuleHost},
+};
+
+/// One lint warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LintWarning {
+    /// `*` in the deny list blocks everything.
+    DenyEverything,
+    /// A rule that another rule of the same list already covers.
+    Shadowed {
+        /// `allow` or `deny`.
+        list: &'static str,
+        /// The redundant rule.
+        rule: Arc<str>,
+        /// The rule that covers it.
+        by: Arc<str>,
+    },
+    /// An allow rule that a deny rule fully covers, so it can never allow anything.
+    AllowCoveredByDeny {
+        /// The dead allow rule.
+        allow: Arc<str>,
+        /// The deny rule.
+        deny: Arc<str>,
+    },
+    /// An allow rule for local targets while `allow_local` is off: local protection refuses them.
+    DeadLocalAllow {
+        /// The dead allow rule.
+        rule: Arc<str>,
+    },
+    /// `*` in the allow list next to other allow rules, which then add nothing.
+    WildcardWithOthers,
+}
+
+impl fmt::Display for LintWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LintWarning::DenyEverything => f.write_str("`*` in deny blocks every request"),
+            LintWarning::Shadowed { list, rule, by } => {
+                write!(f, "{list} rule `{rule}` is already covered by `{by}`")
+            }
+            LintWarning::AllowCoveredByDeny { allow, deny } => {
+                write!(f, "allow rule `{allow}` can never match: deny rule `{deny}` covers it")
+            }
+            LintWarning::DeadLocalAllow { rule } => write!(
+                f,
+                "allow rule `{rule}` only names local targets, which allow_local = false refuses"
+            ),
+            LintWarning::WildcardWithOthers => {
+                f.write_str("`*` in allow makes every other allow rule redundant")
+            }
+        }
+    }
+}
+
+/// Every warning for `policy`, in a stable order.
+pub fn lint(policy: &Policy) -> Vec<LintWarning> {
+    let (allow, deny) = (policy.allow_set(), policy.deny_set());
+    let mut warnings = Vec::new();
+    if deny.rules().iter().any(|r| *r.host() == RuleHost::Any) {
+        warnings.push(LintWarning::DenyEverything);
+    }
+    let allow_any = allow.rules().iter().any(|r| *r.host() == RuleHost::Any);
+    if allow_any && allow.rules().len() > 1 {
+        warnings.push(LintWarning::WildcardWithOthers);
+    }
+    shadowed("allow", allow, allow_any, &mut warnings);
+    shadowed("deny", deny, false, &mut warnings);
+    for (id, rule) in allow.rules().iter().enumerate() {
+        if let Some(by) = covering_rule(deny, rule, None) {
+            warnings.push(LintWarning::AllowCoveredByDeny {
+                allow: allow.name(id as u32).clone(),
+                deny: by,
+            });
+        }
+        if *policy.allow_local() == AllowLocal::None && only_local(rule) {
+            warnings.push(LintWarning::DeadLocalAllow {
+                rule: allow.name(id as u32).clone(),
+            });
+        }
+    }
+    warnings
+}
+
+/// Rules covered by another rule of the same list; `*` itself is reported once, not per rule.
+fn shadowed(list: &'static str, set: &RuleSet, skip_any: bool, warnings: &mut Vec<LintWarning>) {
+    for (id, rule) in set.rules().iter().enumerate() {
+        let id = id as u32;
+        let by = covering_rule(set, rule, Some(id)).filter(|by| !(skip_any && &**by == "*"));
+        if let Some(by) = by {
+            warnings.push(LintWarning::Shadowed {
+                list,
+                rule: set.name(id).clone(),
+                by,
+            });
+        }
+    }
+}
+
+fn covering_rule(set: &RuleSet, rule: &Rule, skip: Option<u32>) -> Option<Arc<str>> {
+    set.candidates(rule.host())
+        .into_iter()
+        .find(|&id| Some(id) != skip && set.rule(id).covers(rule))
+        .map(|id| set.name(id).clone())
+}
+
+fn only_local(rule: &Rule) -> bool {
+    match rule.host() {
+        RuleHost::Exact(name) => is_local_name(name),
+        // Every subdomain of `localhost` (or of one of its subdomains) is local.
+        RuleHost::ApexAndSubdomains(base) | RuleHost::Subdomains(base) => is_local_name(&format!("x.{base}")),
+        RuleHost::Ip(ip) => is_local_ip(*ip),
+        RuleHost::Net(net) => is_local_net(net),
+        RuleHost::Any => false,
+    }
+}

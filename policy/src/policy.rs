@@ -1,0 +1,413 @@
+//! The compiled policy and the decision order of SPEC §1.3, the post-DNS `vet` of §1.4.
+
+use std::{net::IpAddr, sync::Arc};
+
+use crate::{
+    config::{AllowLocalConfig, PolicyConfig},
+    decision::{BlockReason, Decision, Mode, Protocol, Request, RequestShape},
+    explain::{Explanation, NoTrace, Step, Trace},
+    host::{Host, Target},
+    local::{embedded_ipv4, is_local_ip, is_local_name},
+    matcher::RuleSet,
+    net::IpNet,
+    rule::{Rule, RuleError, RuleErrorKind, RuleHost},
+};
+
+/// Methods limited mode lets through.
+const READ_ONLY_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS"];
+
+/// Which local targets are opened (SPEC §1.4).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AllowLocal {
+    /// No local target (the default).
+    #[default]
+    None,
+    /// Every local target.
+    All,
+    /// Only these IP, CIDR and `localhost` rules (with their ports).
+    Only(Vec<Rule>),
+}
+
+/// An immutable, compiled policy: what every request is decided against.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    allow: RuleSet,
+    deny: RuleSet,
+    allow_local: AllowLocal,
+    local_exceptions: LocalExceptions,
+    mode: Mode,
+    tls_inspection: bool,
+    own_ports: Vec<u16>,
+}
+
+#[derive(Clone, Debug)]
+enum LocalExceptions {
+    None,
+    All(Arc<str>),
+    Only(RuleSet),
+}
+
+/// Builds a `Policy`; rules are compiled once, in `build`.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyBuilder {
+    allow: Vec<Rule>,
+    deny: Vec<Rule>,
+    allow_local: AllowLocal,
+    mode: Mode,
+    tls_inspection: bool,
+    own_ports: Vec<u16>,
+}
+
+/// A policy that could not be built: which key and which rule.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}`: {error}")]
+pub struct PolicyError {
+    key: String,
+    #[source]
+    error: RuleError,
+}
+
+impl PolicyError {
+    /// The key path inside the `[policy]` table (`allow[2]`, `allow_local[0]`).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The rule error.
+    pub fn error(&self) -> &RuleError {
+        &self.error
+    }
+}
+
+impl PolicyBuilder {
+    /// Adds an allow rule.
+    pub fn allow(mut self, rule: Rule) -> Self {
+        self.allow.push(rule);
+        self
+    }
+
+    /// Adds a deny rule.
+    pub fn deny(mut self, rule: Rule) -> Self {
+        self.deny.push(rule);
+        self
+    }
+
+    /// Sets which local targets are opened.
+    pub fn allow_local(mut self, allow_local: AllowLocal) -> Self {
+        self.allow_local = allow_local;
+        self
+    }
+
+    /// Sets the mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether TLS interception (MITM) is on, which lets limited mode admit `CONNECT`.
+    pub fn tls_inspection(mut self, on: bool) -> Self {
+        self.tls_inspection = on;
+        self
+    }
+
+    /// A port leash itself listens on: never reachable on a local address, whatever `allow_local`.
+    pub fn own_port(mut self, port: u16) -> Self {
+        self.own_ports.push(port);
+        self
+    }
+
+    /// Compiles the policy. Fails when an `allow_local` rule is not an IP, CIDR or `localhost` rule.
+    pub fn build(self) -> Result<Policy, PolicyError> {
+        let local_exceptions = match &self.allow_local {
+            AllowLocal::None => LocalExceptions::None,
+            AllowLocal::All => LocalExceptions::All("allow_local".into()),
+            AllowLocal::Only(rules) => LocalExceptions::Only(compile_local_rules(rules)?),
+        };
+        Ok(Policy {
+            allow: RuleSet::new(self.allow),
+            deny: RuleSet::new(self.deny),
+            allow_local: self.allow_local,
+            local_exceptions,
+            mode: self.mode,
+            tls_inspection: self.tls_inspection,
+            own_ports: self.own_ports,
+        })
+    }
+}
+
+/// `allow_local` rules, with `localhost` standing for the loopback names and addresses.
+fn compile_local_rules(rules: &[Rule]) -> Result<RuleSet, PolicyError> {
+    let mut expanded = Vec::new();
+    for (index, rule) in rules.iter().enumerate() {
+        let name = rule.shared_name();
+        match rule.host() {
+            RuleHost::Ip(_) | RuleHost::Net(_) => expanded.push((rule.clone(), name)),
+            RuleHost::Exact(host) if &**host == "localhost" => {
+                for host in loopback_hosts() {
+                    expanded.push((Rule::new(host, rule.ports()), name.clone()));
+                }
+            }
+            _ => {
+                return Err(PolicyError {
+                    key: format!("allow_local[{index}]"),
+                    error: RuleError::new(&rule.to_string(), RuleErrorKind::NotLocalRule),
+                })
+            }
+        }
+    }
+    Ok(RuleSet::with_names(expanded))
+}
+
+fn loopback_hosts() -> [RuleHost; 5] {
+    [
+        RuleHost::ApexAndSubdomains("localhost".into()),
+        RuleHost::Exact("localhost.localdomain".into()),
+        RuleHost::Net(IpNet::new([127, 0, 0, 0].into(), 8).expect("valid")),
+        RuleHost::Ip(std::net::Ipv6Addr::LOCALHOST.into()),
+        RuleHost::Ip([0, 0, 0, 0].into()),
+    ]
+}
+
+impl Policy {
+    /// A builder for an empty policy (which asks for everything).
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder::default()
+    }
+
+    /// A builder holding this policy's rules and settings, to derive a changed policy.
+    pub fn to_builder(&self) -> PolicyBuilder {
+        PolicyBuilder {
+            allow: self.allow.rules().to_vec(),
+            deny: self.deny.rules().to_vec(),
+            allow_local: self.allow_local.clone(),
+            mode: self.mode,
+            tls_inspection: self.tls_inspection,
+            own_ports: self.own_ports.clone(),
+        }
+    }
+
+    /// The policy of a `[policy]` table and a mode; errors name the key (`allow[2]`).
+    pub fn from_config(config: &PolicyConfig, mode: Mode) -> Result<Policy, PolicyError> {
+        let mut builder = Policy::builder().mode(mode);
+        for (index, text) in config.allow.iter().enumerate() {
+            builder = builder.allow(parse_at("allow", index, text)?);
+        }
+        for (index, text) in config.deny.iter().enumerate() {
+            builder = builder.deny(parse_at("deny", index, text)?);
+        }
+        let allow_local = match &config.allow_local {
+            AllowLocalConfig::Flag(false) => AllowLocal::None,
+            AllowLocalConfig::Flag(true) => AllowLocal::All,
+            AllowLocalConfig::Rules(rules) => AllowLocal::Only(
+                rules
+                    .iter()
+                    .enumerate()
+                    .map(|(index, text)| parse_at("allow_local", index, text))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        builder.allow_local(allow_local).build()
+    }
+
+    /// The allow rules, duplicates merged.
+    pub fn allow_rules(&self) -> &[Rule] {
+        self.allow.rules()
+    }
+
+    /// The deny rules, duplicates merged.
+    pub fn deny_rules(&self) -> &[Rule] {
+        self.deny.rules()
+    }
+
+    /// Which local targets are opened.
+    pub fn allow_local(&self) -> &AllowLocal {
+        &self.allow_local
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether TLS interception is on.
+    pub fn tls_inspection(&self) -> bool {
+        self.tls_inspection
+    }
+
+    pub(crate) fn allow_set(&self) -> &RuleSet {
+        &self.allow
+    }
+
+    pub(crate) fn deny_set(&self) -> &RuleSet {
+        &self.deny
+    }
+
+    /// Decides a request before any DNS lookup (SPEC §1.3).
+    pub fn decide(&self, request: &Request<'_>) -> Decision {
+        self.evaluate(request, &mut NoTrace)
+    }
+
+    /// `decide` with the trace of every step (SPEC §1.5).
+    pub fn explain(&self, request: &Request<'_>) -> Explanation {
+        let mut steps = Vec::new();
+        let decision = self.evaluate(request, &mut steps);
+        Explanation { decision, steps }
+    }
+
+    fn evaluate(&self, request: &Request<'_>, trace: &mut impl Trace) -> Decision {
+        let target = request.target;
+        let (host, port) = (target.host(), target.port());
+        trace.step(|| Step::Target {
+            target: target.to_string(),
+        });
+        let denied_by = self.deny_match(host, port);
+        trace.step(|| Step::Denylist { rule: denied_by.clone() });
+        if let Some(rule) = denied_by {
+            return Decision::Deny(BlockReason::Denylist { rule });
+        }
+        let local = self.local_check(host, port);
+        trace.step(|| local.step());
+        if local.refused() {
+            return Decision::Deny(BlockReason::LocalAddress {
+                addrs: host.ip().into_iter().collect(),
+            });
+        }
+        let allowed_by = self.allow.find(host, port).map(|id| self.allow.name(id).clone());
+        let allowed_by = allowed_by.or(local.allowed_by);
+        trace.step(|| Step::Allowlist { rule: allowed_by.clone() });
+        let Some(rule) = allowed_by else {
+            return Decision::Ask(BlockReason::AllowlistMiss);
+        };
+        let mode = self.check_mode(request);
+        trace.step(|| Step::Mode {
+            mode: self.mode,
+            method: request.method.to_owned(),
+            protocol: request.protocol,
+            allowed: mode.is_ok(),
+        });
+        match mode {
+            Ok(()) => Decision::Allow { rule },
+            Err(reason) => Decision::Deny(reason),
+        }
+    }
+
+    /// Vets the addresses a name resolved to (SPEC §1.4): a deny rule on any address, or any local
+    /// address `allow_local` does not cover, refuses the whole target.
+    pub fn vet(&self, target: &Target, addrs: &[IpAddr]) -> Decision {
+        if addrs.is_empty() {
+            // Nothing to dial is never "allowed"; the dialer reports `dns_failed` before this.
+            return Decision::Deny(BlockReason::LocalAddress { addrs: Vec::new() });
+        }
+        let port = target.port();
+        let mut local_addrs = Vec::new();
+        let mut local_rule = None;
+        for addr in addrs.iter().map(|a| a.to_canonical()) {
+            let host = Host::Ip(addr);
+            if let Some(rule) = self.deny_match(&host, port) {
+                return Decision::Deny(BlockReason::Denylist { rule });
+            }
+            let local = self.local_check(&host, port);
+            if local.refused() {
+                local_addrs.push(addr);
+            }
+            local_rule = local_rule.or(local.allowed_by);
+        }
+        if !local_addrs.is_empty() {
+            return Decision::Deny(BlockReason::LocalAddress { addrs: local_addrs });
+        }
+        let allowed_by = self.allow.find(target.host(), port).map(|id| self.allow.name(id).clone());
+        match allowed_by.or(local_rule).or_else(|| self.local_check(target.host(), port).allowed_by) {
+            Some(rule) => Decision::Allow { rule },
+            None => Decision::Ask(BlockReason::AllowlistMiss),
+        }
+    }
+
+    /// The deny rule matching the host, or for an IPv6 address the IPv4 address it carries.
+    fn deny_match(&self, host: &Host, port: u16) -> Option<Arc<str>> {
+        if self.deny.is_empty() {
+            return None;
+        }
+        let found = self.deny.find(host, port).or_else(|| {
+            let IpAddr::V6(v6) = host.ip()? else { return None };
+            embedded_ipv4(v6)
+                .into_iter()
+                .flatten()
+                .find_map(|v4| self.deny.find_ip(IpAddr::V4(v4), port))
+        });
+        found.map(|id| self.deny.name(id).clone())
+    }
+
+    fn local_check(&self, host: &Host, port: u16) -> LocalCheck {
+        let local = match host {
+            Host::Name(name) => is_local_name(name),
+            Host::Ip(ip) => is_local_ip(*ip),
+            Host::ScopedIp(_) => true,
+        };
+        let own_listener = local && self.own_ports.contains(&port);
+        let allowed_by = match (&self.local_exceptions, local && !own_listener) {
+            (_, false) => None,
+            (LocalExceptions::None, true) => None,
+            (LocalExceptions::All(name), true) => Some(name.clone()),
+            (LocalExceptions::Only(rules), true) => rules.find(host, port).map(|id| rules.name(id).clone()),
+        };
+        LocalCheck {
+            local,
+            own_listener,
+            allowed_by,
+        }
+    }
+
+    fn check_mode(&self, request: &Request<'_>) -> Result<(), BlockReason> {
+        if self.mode == Mode::Full {
+            return Ok(());
+        }
+        match request.protocol {
+            Protocol::Connect if self.tls_inspection => Ok(()),
+            Protocol::Connect => Err(BlockReason::MitmRequired),
+            Protocol::Socks5 if self.tls_inspection && request.target.port() == 443 => Ok(()),
+            Protocol::Socks5 | Protocol::Socks5Udp => Err(BlockReason::ProtocolNotAllowed),
+            Protocol::Http | Protocol::Https if is_read_only(request.method, &request.shape) => Ok(()),
+            Protocol::Http | Protocol::Https => Err(BlockReason::MethodNotAllowed {
+                method: request.method.to_owned(),
+            }),
+        }
+    }
+}
+
+/// GET, HEAD or OPTIONS with no body, no `Upgrade` and no override naming another method.
+fn is_read_only(method: &str, shape: &RequestShape<'_>) -> bool {
+    let safe_override = shape
+        .method_override
+        .is_none_or(|m| READ_ONLY_METHODS.contains(&m.trim().to_ascii_uppercase().as_str()));
+    READ_ONLY_METHODS.contains(&method) && !shape.has_body && !shape.upgrade && safe_override
+}
+
+struct LocalCheck {
+    local: bool,
+    own_listener: bool,
+    allowed_by: Option<Arc<str>>,
+}
+
+impl LocalCheck {
+    fn refused(&self) -> bool {
+        self.local && self.allowed_by.is_none()
+    }
+
+    fn step(&self) -> Step {
+        Step::Local {
+            local: self.local,
+            own_listener: self.own_listener,
+            allowed_by: self.allowed_by.clone(),
+        }
+    }
+}
+
+fn parse_at(list: &str, index: usize, text: &str) -> Result<Rule, PolicyError> {
+    text.parse().map_err(|error| PolicyError {
+        key: format!("{list}[{index}]"),
+        error,
+    })
+}
+
+#[cfg(test)]
+mod tests;
