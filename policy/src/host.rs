@@ -34,7 +34,12 @@ impl Host {
             return parse_ipv6(inner);
         }
         if input.contains(':') {
-            return parse_ipv6(input);
+            let addr = input.split('%').next().unwrap_or(input);
+            if addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                return parse_ipv6(input);
+            }
+            // Not IPv6-shaped: report the byte that makes it no name either.
+            check_bytes(input)?;
         }
         parse_name_or_ipv4(input)
     }
