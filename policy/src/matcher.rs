@@ -2,7 +2,12 @@
 //! carries (a domain suffix, an address, a masked network), so a lookup costs one probe per label of
 //! the host (or per distinct prefix length of the networks), never a scan over the rules.
 
-use std::{collections::HashSet, net::IpAddr, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{BuildHasherDefault, Hasher},
+    net::IpAddr,
+    sync::Arc,
+};
 
 use crate::{
     fxhash::FxHashMap,
@@ -20,14 +25,50 @@ pub(crate) struct RuleSet {
     rules: Vec<Rule>,
     names: Vec<Arc<str>>,
     any: PortRules,
-    domains: FxHashMap<Box<str>, DomainRules>,
+    domains: DomainTable,
     ips: FxHashMap<IpAddr, PortRules>,
     v4_nets: Vec<(u8, FxHashMap<u32, PortRules>)>,
     v6_nets: Vec<(u8, FxHashMap<u128, PortRules>)>,
 }
 
+/// Domain rules keyed by the hash of the domain, computed label by label from the right, so one
+/// pass over a host's labels yields the key of every suffix without re-hashing any byte. A hit is
+/// confirmed against the stored name, so a hash collision can never match the wrong domain.
+///
+/// A bit set of the keys sits in front of the map: most suffixes of most hosts match no rule, and
+/// the bit set (8 bits per domain, small enough to stay in cache) turns those probes into one bit
+/// test instead of a cache miss in a large map.
+#[derive(Debug, Default, Clone)]
+struct DomainTable {
+    entries: HashMap<u64, Vec<DomainRules>, BuildHasherDefault<PrehashedKey>>,
+    filter: Vec<u64>,
+}
+
+impl DomainTable {
+    /// Rebuilds the bit set once all domains are in.
+    fn seal(&mut self) {
+        let bits = (self.entries.len() * 8).next_power_of_two().max(64);
+        self.filter = vec![0; bits / 64];
+        for &hash in self.entries.keys() {
+            let bit = self.bit(hash);
+            self.filter[bit / 64] |= 1 << (bit % 64);
+        }
+    }
+
+    fn bit(&self, hash: u64) -> usize {
+        // The high bits: the low ones also pick the map's bucket.
+        (hash >> 40) as usize & (self.filter.len() * 64 - 1)
+    }
+
+    fn may_contain(&self, hash: u64) -> bool {
+        let bit = self.bit(hash);
+        self.filter[bit / 64] & (1 << (bit % 64)) != 0
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct DomainRules {
+    name: Box<str>,
     exact: PortRules,
     subdomains: PortRules,
     apex_and_subdomains: PortRules,
@@ -73,6 +114,7 @@ impl RuleSet {
                 set.insert(rule, name);
             }
         }
+        set.domains.seal();
         // Longest prefix first, so the most specific network names the decision.
         set.v4_nets.sort_by(|a, b| b.0.cmp(&a.0));
         set.v6_nets.sort_by(|a, b| b.0.cmp(&a.0));
@@ -104,7 +146,28 @@ impl RuleSet {
     }
 
     fn domain(&mut self, name: &str) -> &mut DomainRules {
-        self.domains.entry(name.into()).or_default()
+        let mut key = 0;
+        for_each_suffix(name, |_, hash| key = hash);
+        let bucket = self.domains.entries.entry(key).or_default();
+        match bucket.iter().position(|d| &*d.name == name) {
+            Some(index) => &mut bucket[index],
+            None => {
+                bucket.push(DomainRules {
+                    name: name.into(),
+                    ..DomainRules::default()
+                });
+                bucket.last_mut().expect("just pushed")
+            }
+        }
+    }
+
+    #[inline]
+    fn domain_at(&self, suffix: &str, hash: u64) -> Option<&DomainRules> {
+        if !self.domains.may_contain(hash) {
+            return None;
+        }
+        let bucket = self.domains.entries.get(&hash)?;
+        bucket.iter().find(|d| &*d.name == suffix)
     }
 
     /// The rules, in load order without duplicates.
@@ -127,32 +190,37 @@ impl RuleSet {
 
     /// The most specific rule that matches `host` on `port`.
     pub(crate) fn find(&self, host: &Host, port: u16) -> Option<RuleId> {
-        match host {
-            Host::Name(name) => self.find_name(name, port),
-            Host::Ip(ip) => self.find_ip(*ip, port),
-            Host::ScopedIp(ip) => self.find_ip(IpAddr::V6(*ip), port),
+        self.find_key(&HostKey::new(host), port)
+    }
+
+    /// `find` with the host's lookup keys computed once by the caller, who may ask several sets.
+    pub(crate) fn find_key(&self, key: &HostKey<'_>, port: u16) -> Option<RuleId> {
+        match key {
+            HostKey::Name(keys) => self.find_name(keys, port),
+            HostKey::Ip(ip) => self.find_ip(*ip, port),
         }
     }
 
-    fn find_name(&self, name: &str, port: u16) -> Option<RuleId> {
-        if let Some(rules) = self.domains.get(name) {
-            let found = rules.exact.find(port).or_else(|| rules.apex_and_subdomains.find(port));
-            if found.is_some() {
-                return found;
-            }
+    /// Visits the suffixes shortest first (`com`, `example.com`, `a.example.com`); a match at a
+    /// longer suffix replaces one at a shorter, so the most specific rule names the decision.
+    fn find_name(&self, keys: &SuffixKeys<'_>, port: u16) -> Option<RuleId> {
+        let mut best = None;
+        if !self.domains.entries.is_empty() {
+            keys.for_each(|start, hash| {
+                best = self.match_suffix(keys.name, start, hash, port).or(best);
+            });
         }
-        // Walk the proper suffixes, longest first: `b.example.com`, `example.com`, `com`.
-        let mut rest = name;
-        while let Some(dot) = rest.find('.') {
-            rest = &rest[dot + 1..];
-            if let Some(rules) = self.domains.get(rest) {
-                let found = rules.subdomains.find(port).or_else(|| rules.apex_and_subdomains.find(port));
-                if found.is_some() {
-                    return found;
-                }
-            }
-        }
-        self.any.find(port)
+        best.or_else(|| self.any.find(port))
+    }
+
+    #[inline]
+    fn match_suffix(&self, name: &str, start: usize, hash: u64, port: u16) -> Option<RuleId> {
+        let rules = self.domain_at(&name[start..], hash)?;
+        let found = match start {
+            0 => rules.exact.find(port),
+            _ => rules.subdomains.find(port),
+        };
+        found.or_else(|| rules.apex_and_subdomains.find(port))
     }
 
     /// The most specific rule for an address: exact, then networks longest prefix first, then `*`.
@@ -184,18 +252,13 @@ impl RuleSet {
         match rule {
             RuleHost::Any => {}
             RuleHost::Exact(base) | RuleHost::Subdomains(base) | RuleHost::ApexAndSubdomains(base) => {
-                let mut rest: &str = base;
-                loop {
-                    if let Some(rules) = self.domains.get(rest) {
+                for_each_suffix(base, |start, hash| {
+                    if let Some(rules) = self.domain_at(&base[start..], hash) {
                         ids.extend(rules.exact.ids());
                         ids.extend(rules.subdomains.ids());
                         ids.extend(rules.apex_and_subdomains.ids());
                     }
-                    match rest.find('.') {
-                        Some(dot) => rest = &rest[dot + 1..],
-                        None => break,
-                    }
-                }
+                });
             }
             RuleHost::Ip(ip) => {
                 ids.extend(self.ips.get(ip).into_iter().flat_map(PortRules::ids));
@@ -221,6 +284,113 @@ impl RuleSet {
             }
         }
         ids
+    }
+}
+
+/// A host as the rule sets look it up: an address, or a name with the keys of all its suffixes.
+#[derive(Debug)]
+pub(crate) enum HostKey<'a> {
+    Name(SuffixKeys<'a>),
+    Ip(IpAddr),
+}
+
+impl<'a> HostKey<'a> {
+    #[inline]
+    pub(crate) fn new(host: &'a Host) -> HostKey<'a> {
+        match host {
+            Host::Name(name) => HostKey::Name(SuffixKeys::new(name)),
+            Host::Ip(ip) => HostKey::Ip(*ip),
+            Host::ScopedIp(ip) => HostKey::Ip(IpAddr::V6(*ip)),
+        }
+    }
+}
+
+/// Most names have a handful of labels; their keys are kept inline. Longer names (up to 127
+/// labels) are re-hashed on every visit instead of allocating.
+const INLINE_KEYS: usize = 8;
+
+/// The suffix keys of a name, computed once per decision and shared by the deny, allow and
+/// `allow_local` sets.
+#[derive(Debug)]
+pub(crate) struct SuffixKeys<'a> {
+    name: &'a str,
+    hashes: [u64; INLINE_KEYS],
+    starts: [u8; INLINE_KEYS],
+    len: usize,
+}
+
+impl<'a> SuffixKeys<'a> {
+    #[inline]
+    fn new(name: &'a str) -> SuffixKeys<'a> {
+        let mut keys = SuffixKeys {
+            name,
+            hashes: [0; INLINE_KEYS],
+            starts: [0; INLINE_KEYS],
+            len: 0,
+        };
+        for_each_suffix(name, |start, hash| {
+            if keys.len < INLINE_KEYS {
+                // A name of at most 253 bytes: every start fits a byte.
+                keys.starts[keys.len] = start as u8;
+                keys.hashes[keys.len] = hash;
+            }
+            keys.len += 1;
+        });
+        keys
+    }
+
+    #[inline]
+    fn for_each(&self, mut f: impl FnMut(usize, u64)) {
+        match self.len <= INLINE_KEYS {
+            true => (0..self.len).for_each(|i| f(usize::from(self.starts[i]), self.hashes[i])),
+            false => for_each_suffix(self.name, f),
+        }
+    }
+}
+
+/// Calls `f(start, hash)` for every suffix of `name`, shortest first: `com`, `example.com`, …
+/// `hash` folds the suffix's labels from the right, so it is the same for a suffix of a host and
+/// for a rule's domain with the same labels.
+fn for_each_suffix(name: &str, mut f: impl FnMut(usize, u64)) {
+    // Each label is folded in eight-byte words, then a marker, so `ab.c` and `a.bc` differ. A
+    // collision only costs a string compare. No multiply per byte: this loop runs on every request.
+    const LABEL_END: u64 = 1 << 63;
+    let bytes = name.as_bytes();
+    let (mut hash, mut end) = (0u64, bytes.len());
+    loop {
+        let start = bytes[..end].iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1);
+        for chunk in bytes[start..end].chunks(8) {
+            let word = chunk.iter().fold(0u64, |word, &b| (word << 8) | u64::from(b));
+            hash = fold(hash, word);
+        }
+        hash = fold(hash, LABEL_END);
+        f(start, hash);
+        if start == 0 {
+            break;
+        }
+        end = start - 1;
+    }
+}
+
+fn fold(hash: u64, word: u64) -> u64 {
+    (hash.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+}
+
+/// A hasher for keys that already are good hashes.
+#[derive(Debug, Default, Clone, Copy)]
+struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys are hashed")
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

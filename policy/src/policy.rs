@@ -8,7 +8,7 @@ use crate::{
     explain::{Explanation, NoTrace, Step, Trace},
     host::{Host, Target},
     local::{embedded_ipv4, is_local_ip, is_local_name},
-    matcher::RuleSet,
+    matcher::{HostKey, RuleSet},
     net::IpNet,
     rule::{Rule, RuleError, RuleErrorKind, RuleHost},
 };
@@ -260,19 +260,20 @@ impl Policy {
         trace.step(|| Step::Target {
             target: target.to_string(),
         });
-        let denied_by = self.deny_match(host, port);
+        let key = HostKey::new(host);
+        let denied_by = self.deny_match(&key, port);
         trace.step(|| Step::Denylist { rule: denied_by.clone() });
         if let Some(rule) = denied_by {
             return Decision::Deny(BlockReason::Denylist { rule });
         }
-        let local = self.local_check(host, port);
+        let local = self.local_check(host, &key, port);
         trace.step(|| local.step());
         if local.refused() {
             return Decision::Deny(BlockReason::LocalAddress {
                 addrs: host.ip().into_iter().collect(),
             });
         }
-        let allowed_by = self.allow.find(host, port).map(|id| self.allow.name(id).clone());
+        let allowed_by = self.allow.find_key(&key, port).map(|id| self.allow.name(id).clone());
         let allowed_by = allowed_by.or(local.allowed_by);
         trace.step(|| Step::Allowlist { rule: allowed_by.clone() });
         let Some(rule) = allowed_by else {
@@ -303,10 +304,11 @@ impl Policy {
         let mut local_rule = None;
         for addr in addrs.iter().map(|a| a.to_canonical()) {
             let host = Host::Ip(addr);
-            if let Some(rule) = self.deny_match(&host, port) {
+            let key = HostKey::Ip(addr);
+            if let Some(rule) = self.deny_match(&key, port) {
                 return Decision::Deny(BlockReason::Denylist { rule });
             }
-            let local = self.local_check(&host, port);
+            let local = self.local_check(&host, &key, port);
             if local.refused() {
                 local_addrs.push(addr);
             }
@@ -315,21 +317,22 @@ impl Policy {
         if !local_addrs.is_empty() {
             return Decision::Deny(BlockReason::LocalAddress { addrs: local_addrs });
         }
-        let allowed_by = self.allow.find(target.host(), port).map(|id| self.allow.name(id).clone());
-        match allowed_by.or(local_rule).or_else(|| self.local_check(target.host(), port).allowed_by) {
+        let key = HostKey::new(target.host());
+        let allowed_by = self.allow.find_key(&key, port).map(|id| self.allow.name(id).clone());
+        match allowed_by.or(local_rule).or_else(|| self.local_check(target.host(), &key, port).allowed_by) {
             Some(rule) => Decision::Allow { rule },
             None => Decision::Ask(BlockReason::AllowlistMiss),
         }
     }
 
     /// The deny rule matching the host, or for an IPv6 address the IPv4 address it carries.
-    fn deny_match(&self, host: &Host, port: u16) -> Option<Arc<str>> {
+    fn deny_match(&self, key: &HostKey<'_>, port: u16) -> Option<Arc<str>> {
         if self.deny.is_empty() {
             return None;
         }
-        let found = self.deny.find(host, port).or_else(|| {
-            let IpAddr::V6(v6) = host.ip()? else { return None };
-            embedded_ipv4(v6)
+        let found = self.deny.find_key(key, port).or_else(|| {
+            let HostKey::Ip(IpAddr::V6(v6)) = key else { return None };
+            embedded_ipv4(*v6)
                 .into_iter()
                 .flatten()
                 .find_map(|v4| self.deny.find_ip(IpAddr::V4(v4), port))
@@ -337,7 +340,7 @@ impl Policy {
         found.map(|id| self.deny.name(id).clone())
     }
 
-    fn local_check(&self, host: &Host, port: u16) -> LocalCheck {
+    fn local_check(&self, host: &Host, key: &HostKey<'_>, port: u16) -> LocalCheck {
         let local = match host {
             Host::Name(name) => is_local_name(name),
             Host::Ip(ip) => is_local_ip(*ip),
@@ -348,7 +351,7 @@ impl Policy {
             (_, false) => None,
             (LocalExceptions::None, true) => None,
             (LocalExceptions::All(name), true) => Some(name.clone()),
-            (LocalExceptions::Only(rules), true) => rules.find(host, port).map(|id| rules.name(id).clone()),
+            (LocalExceptions::Only(rules), true) => rules.find_key(key, port).map(|id| rules.name(id).clone()),
         };
         LocalCheck {
             local,
