@@ -1,1 +1,16 @@
-//! placeholder
+//! `leash` (crate of the `leash` binary) composes the protocol crates into a running proxy and owns
+//! everything that touches the user's machine outside the proxies themselves: the configuration
+//! file, the command line, and (later) the embedding API of SPEC §13.
+//!
+//! **Invariant:** only this crate reads configuration files; the library crates receive plain data.
+
+mod config;
+mod duration;
+
+pub use crate::{
+    config::{
+        AdminConfig, AuthConfig, Config, ConfigError, LimitsConfig, ListenConfig, LogConfig,
+        MitmConfig, Rotation, SocksConfig,
+    },
+    duration::HumanDuration,
+};

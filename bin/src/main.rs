@@ -1,1 +1,53 @@
-fn main() {}
+//! The `leash` command line (SPEC §11). Each subcommand lives in its own module; this file only
+//! parses arguments and maps outcomes to the stable exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod check;
+mod config_check;
+mod flags;
+
+/// leash: a local network-policy proxy for sandboxed programs.
+#[derive(Debug, Parser)]
+#[command(name = "leash", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Decide a target offline with its trace (policy only, no network).
+    Check(check::CheckArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Parse and lint a config file; warnings go to stderr.
+    Check(config_check::ConfigCheckArgs),
+}
+
+/// Exit codes are part of the CLI contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Allowed, or the command succeeded.
+    Ok = 0,
+    /// Blocked (`ask` or `deny`), or the checked file is invalid.
+    Refused = 1,
+    /// Usage or configuration error.
+    Usage = 2,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let exit = match cli.command {
+        Command::Check(args) => check::run(args),
+        Command::Config(ConfigCommand::Check(args)) => config_check::run(args),
+    };
+    ExitCode::from(exit as u8)
+}

@@ -3,6 +3,9 @@
 //! decides a batch of 3–5 label hosts (hits and misses mixed), so the per-element time is the cost
 //! of one `decide`.
 
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -23,7 +26,9 @@ fn rule_texts(count: usize) -> (Vec<String>, Vec<String>) {
             _ => format!("pkg{i}.registry{i}.io:443"),
         })
         .collect();
-    let deny = (0..count.div_ceil(10)).map(|i| format!("bad{i}.service{i}.com")).collect();
+    let deny = (0..count.div_ceil(10))
+        .map(|i| format!("bad{i}.service{i}.com"))
+        .collect();
     (allow, deny)
 }
 
@@ -83,7 +88,11 @@ fn bench_matchers(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("compiled", size), &batch, |b, batch| {
             b.iter(|| {
                 for target in batch {
-                    black_box(policy.decide(&Request::new(black_box(target), "GET", Protocol::Http)));
+                    black_box(policy.decide(&Request::new(
+                        black_box(target),
+                        "GET",
+                        Protocol::Http,
+                    )));
                 }
             })
         });

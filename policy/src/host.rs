@@ -35,7 +35,10 @@ impl Host {
         }
         if input.contains(':') {
             let addr = input.split('%').next().unwrap_or(input);
-            if addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            if addr
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
                 return parse_ipv6(input);
             }
             // Not IPv6-shaped: report the byte that makes it no name either.

@@ -4,6 +4,24 @@
 //!
 //! It is pure: no async runtime, no sockets, no files, no clock. It knows nothing about HTTP, SOCKS5,
 //! TLS or how decisions are logged; the protocol crates hand it plain data and get plain data back.
+//!
+//! ```
+//! use policy::{BlockReason, Decision, Policy, Protocol, Request, Target};
+//!
+//! let policy = Policy::builder()
+//!     .allow("**.github.com".parse()?)
+//!     .deny("gist.github.com".parse()?)
+//!     .build()?;
+//! let target = Target::parse("api.github.com:443", None)?;
+//! let decision = policy.decide(&Request::new(&target, "CONNECT", Protocol::Connect));
+//! assert!(decision.is_allowed());
+//!
+//! // Every spelling of a local address is local, whatever the allow list says.
+//! let target = Target::parse("0x7f.1:80", None)?;
+//! let decision = policy.decide(&Request::new(&target, "GET", Protocol::Http));
+//! assert!(matches!(decision, Decision::Deny(BlockReason::LocalAddress { .. })));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod config;
 mod decision;

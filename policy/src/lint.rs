@@ -49,7 +49,10 @@ impl fmt::Display for LintWarning {
                 write!(f, "{list} rule `{rule}` is already covered by `{by}`")
             }
             LintWarning::AllowCoveredByDeny { allow, deny } => {
-                write!(f, "allow rule `{allow}` can never match: deny rule `{deny}` covers it")
+                write!(
+                    f,
+                    "allow rule `{allow}` can never match: deny rule `{deny}` covers it"
+                )
             }
             LintWarning::DeadLocalAllow { rule } => write!(
                 f,
@@ -117,7 +120,9 @@ fn only_local(rule: &Rule) -> bool {
     match rule.host() {
         RuleHost::Exact(name) => is_local_name(name),
         // Every subdomain of `localhost` (or of one of its subdomains) is local.
-        RuleHost::ApexAndSubdomains(base) | RuleHost::Subdomains(base) => is_local_name(&format!("x.{base}")),
+        RuleHost::ApexAndSubdomains(base) | RuleHost::Subdomains(base) => {
+            is_local_name(&format!("x.{base}"))
+        }
         RuleHost::Ip(ip) => is_local_ip(*ip),
         RuleHost::Net(net) => is_local_net(net),
         RuleHost::Any => false,

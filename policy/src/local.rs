@@ -7,10 +7,10 @@ use crate::net::{mask_v4, mask_v6, IpNet};
 
 /// Non-public IPv4 networks, plus the cloud metadata addresses.
 const LOCAL_V4: &[(u32, u8)] = &[
-    (0x0000_0000, 8),  // 0.0.0.0/8 "this network"; 0.0.0.0 reaches local listeners on Linux
-    (0x0a00_0000, 8),  // 10/8
+    (0x0000_0000, 8), // 0.0.0.0/8 "this network"; 0.0.0.0 reaches local listeners on Linux
+    (0x0a00_0000, 8), // 10/8
     (0x6440_0000, 10), // 100.64/10 CGNAT
-    (0x7f00_0000, 8),  // 127/8
+    (0x7f00_0000, 8), // 127/8
     (0xa9fe_0000, 16), // 169.254/16 link-local and the 169.254.169.254 metadata service
     (0xac10_0000, 12), // 172.16/12
     (0xc000_0000, 24), // 192.0.0/24
@@ -19,26 +19,30 @@ const LOCAL_V4: &[(u32, u8)] = &[
     (0xc612_0000, 15), // 198.18/15 benchmarking
     (0xc633_6400, 24), // 198.51.100/24 TEST-NET-2
     (0xcb00_7100, 24), // 203.0.113/24 TEST-NET-3
-    (0xe000_0000, 4),  // 224/4 multicast
-    (0xf000_0000, 4),  // 240/4 reserved, and 255.255.255.255
+    (0xe000_0000, 4), // 224/4 multicast
+    (0xf000_0000, 4), // 240/4 reserved, and 255.255.255.255
     (0x6464_64c8, 32), // 100.100.100.200 Alibaba metadata
     (0xa83f_8110, 32), // 168.63.129.16 Azure wire server
 ];
 
 /// Non-public IPv6 networks; embedded-IPv4 forms are handled by `embedded_ipv4`.
 const LOCAL_V6: &[(u128, u8)] = &[
-    (0, 128),                                          // ::
-    (1, 128),                                          // ::1
-    (0xfc00 << 112, 7),                                // fc00::/7 unique local
-    (0xfe80 << 112, 10),                               // fe80::/10 link-local
-    (0xfec0 << 112, 10),                               // fec0::/10 site-local
-    (0xff00 << 112, 8),                                // ff00::/8 multicast
-    (0x2001_0db8 << 96, 32),                           // 2001:db8::/32 documentation
-    ((0xfd00_0ec2 << 96) | 0x254, 128),                // fd00:ec2::254 AWS metadata
+    (0, 128),                           // ::
+    (1, 128),                           // ::1
+    (0xfc00 << 112, 7),                 // fc00::/7 unique local
+    (0xfe80 << 112, 10),                // fe80::/10 link-local
+    (0xfec0 << 112, 10),                // fec0::/10 site-local
+    (0xff00 << 112, 8),                 // ff00::/8 multicast
+    (0x2001_0db8 << 96, 32),            // 2001:db8::/32 documentation
+    ((0xfd00_0ec2 << 96) | 0x254, 128), // fd00:ec2::254 AWS metadata
 ];
 
 /// Names that always mean "this machine" or a metadata service, whatever DNS says.
-const LOCAL_NAMES: &[&str] = &["localhost", "localhost.localdomain", "metadata.google.internal"];
+const LOCAL_NAMES: &[&str] = &[
+    "localhost",
+    "localhost.localdomain",
+    "metadata.google.internal",
+];
 
 /// Whether `ip` is a local address, classifying IPv4 embedded in IPv6 by its IPv4.
 pub fn is_local_ip(ip: IpAddr) -> bool {
@@ -123,17 +127,43 @@ mod tests {
     #[test]
     fn ipv4_ranges() {
         for ip in [
-            "0.0.0.0", "10.1.2.3", "100.64.0.1", "100.127.255.255", "127.0.0.1", "127.255.0.9",
-            "169.254.169.254", "172.16.0.1", "172.31.255.255", "192.0.0.8", "192.0.2.1",
-            "192.168.1.1", "198.18.0.1", "198.19.255.255", "198.51.100.7", "203.0.113.9",
-            "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255", "100.100.100.200",
+            "0.0.0.0",
+            "10.1.2.3",
+            "100.64.0.1",
+            "100.127.255.255",
+            "127.0.0.1",
+            "127.255.0.9",
+            "169.254.169.254",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "100.100.100.200",
             "168.63.129.16",
         ] {
             local(ip, true);
         }
         for ip in [
-            "1.1.1.1", "8.8.8.8", "100.63.255.255", "100.128.0.0", "172.15.255.255", "172.32.0.0",
-            "192.0.1.1", "198.20.0.0", "100.128.0.1", "168.63.129.17", "223.255.255.255",
+            "1.1.1.1",
+            "8.8.8.8",
+            "100.63.255.255",
+            "100.128.0.0",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.0.1.1",
+            "198.20.0.0",
+            "100.128.0.1",
+            "168.63.129.17",
+            "223.255.255.255",
         ] {
             local(ip, false);
         }
@@ -142,17 +172,38 @@ mod tests {
     #[test]
     fn ipv6_ranges_and_embedded_ipv4() {
         for ip in [
-            "::", "::1", "fc00::1", "fd12::1", "fe80::1", "febf::1", "fec0::1", "ff02::1",
-            "2001:db8::1", "fd00:ec2::254", "::ffff:127.0.0.1", "::ffff:7f00:1", "::127.0.0.1",
-            "::ffff:0:10.0.0.1", "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1",
-            "2002:a9fe:a9fe::", "2001:0:7f00:1::", "2001:0:0808:0808:0:0:80ff:fffe",
+            "::",
+            "::1",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+            "fd00:ec2::254",
+            "::ffff:127.0.0.1",
+            "::ffff:7f00:1",
+            "::127.0.0.1",
+            "::ffff:0:10.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "2001:0:7f00:1::",
+            "2001:0:0808:0808:0:0:80ff:fffe",
             "64:ff9b:1:7f00:0:100::",
         ] {
             local(ip, true);
         }
         for ip in [
-            "2606:4700::1111", "2001:4860:4860::8888", "::ffff:8.8.8.8", "64:ff9b::808:808",
-            "2002:808:808::1", "2001:0:808:808:0:0:f7f7:f7f7", "64:ff9b:1:808:8:800::",
+            "2606:4700::1111",
+            "2001:4860:4860::8888",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:0:808:808:0:0:f7f7:f7f7",
+            "64:ff9b:1:808:8:800::",
         ] {
             local(ip, false);
         }
@@ -160,7 +211,12 @@ mod tests {
 
     #[test]
     fn local_names() {
-        for name in ["localhost", "a.localhost", "localhost.localdomain", "metadata.google.internal"] {
+        for name in [
+            "localhost",
+            "a.localhost",
+            "localhost.localdomain",
+            "metadata.google.internal",
+        ] {
             assert!(is_local_name(name), "{name}");
         }
         for name in ["localhost.example", "notlocalhost", "google.internal"] {

@@ -116,8 +116,10 @@ impl RuleSet {
         }
         set.domains.seal();
         // Longest prefix first, so the most specific network names the decision.
-        set.v4_nets.sort_by(|a, b| b.0.cmp(&a.0));
-        set.v6_nets.sort_by(|a, b| b.0.cmp(&a.0));
+        set.v4_nets
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(*prefix));
+        set.v6_nets
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(*prefix));
         set
     }
 
@@ -128,7 +130,9 @@ impl RuleSet {
             RuleHost::Any => self.any.push(ports, id),
             RuleHost::Exact(name) => self.domain(name).exact.push(ports, id),
             RuleHost::Subdomains(base) => self.domain(base).subdomains.push(ports, id),
-            RuleHost::ApexAndSubdomains(base) => self.domain(base).apex_and_subdomains.push(ports, id),
+            RuleHost::ApexAndSubdomains(base) => {
+                self.domain(base).apex_and_subdomains.push(ports, id)
+            }
             RuleHost::Ip(ip) => self.ips.entry(*ip).or_default().push(ports, id),
             RuleHost::Net(net) => match net.addr() {
                 IpAddr::V4(v4) => net_table(&mut self.v4_nets, net.prefix())
@@ -189,6 +193,7 @@ impl RuleSet {
     }
 
     /// The most specific rule that matches `host` on `port`.
+    #[cfg(test)]
     pub(crate) fn find(&self, host: &Host, port: u16) -> Option<RuleId> {
         self.find_key(&HostKey::new(host), port)
     }
@@ -251,7 +256,9 @@ impl RuleSet {
         let mut ids: Vec<RuleId> = self.any.ids().collect();
         match rule {
             RuleHost::Any => {}
-            RuleHost::Exact(base) | RuleHost::Subdomains(base) | RuleHost::ApexAndSubdomains(base) => {
+            RuleHost::Exact(base)
+            | RuleHost::Subdomains(base)
+            | RuleHost::ApexAndSubdomains(base) => {
                 for_each_suffix(base, |start, hash| {
                     if let Some(rules) = self.domain_at(&base[start..], hash) {
                         ids.extend(rules.exact.ids());
@@ -274,12 +281,22 @@ impl RuleSet {
         match ip {
             IpAddr::V4(v4) => {
                 for (prefix, table) in self.v4_nets.iter().filter(|(p, _)| *p <= max_prefix) {
-                    ids.extend(table.get(&mask_v4(v4.into(), *prefix)).into_iter().flat_map(PortRules::ids));
+                    ids.extend(
+                        table
+                            .get(&mask_v4(v4.into(), *prefix))
+                            .into_iter()
+                            .flat_map(PortRules::ids),
+                    );
                 }
             }
             IpAddr::V6(v6) => {
                 for (prefix, table) in self.v6_nets.iter().filter(|(p, _)| *p <= max_prefix) {
-                    ids.extend(table.get(&mask_v6(v6.into(), *prefix)).into_iter().flat_map(PortRules::ids));
+                    ids.extend(
+                        table
+                            .get(&mask_v6(v6.into(), *prefix))
+                            .into_iter()
+                            .flat_map(PortRules::ids),
+                    );
                 }
             }
         }
@@ -358,9 +375,14 @@ fn for_each_suffix(name: &str, mut f: impl FnMut(usize, u64)) {
     let bytes = name.as_bytes();
     let (mut hash, mut end) = (0u64, bytes.len());
     loop {
-        let start = bytes[..end].iter().rposition(|&b| b == b'.').map_or(0, |dot| dot + 1);
+        let start = bytes[..end]
+            .iter()
+            .rposition(|&b| b == b'.')
+            .map_or(0, |dot| dot + 1);
         for chunk in bytes[start..end].chunks(8) {
-            let word = chunk.iter().fold(0u64, |word, &b| (word << 8) | u64::from(b));
+            let word = chunk
+                .iter()
+                .fold(0u64, |word, &b| (word << 8) | u64::from(b));
             hash = fold(hash, word);
         }
         hash = fold(hash, LABEL_END);
@@ -394,7 +416,10 @@ impl Hasher for PrehashedKey {
     }
 }
 
-fn net_table<K>(tables: &mut Vec<(u8, FxHashMap<K, PortRules>)>, prefix: u8) -> &mut FxHashMap<K, PortRules> {
+fn net_table<K>(
+    tables: &mut Vec<(u8, FxHashMap<K, PortRules>)>,
+    prefix: u8,
+) -> &mut FxHashMap<K, PortRules> {
     let index = match tables.iter().position(|(p, _)| *p == prefix) {
         Some(index) => index,
         None => {

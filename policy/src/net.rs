@@ -17,8 +17,12 @@ impl IpNet {
     /// longer than the address.
     pub fn new(addr: IpAddr, prefix: u8) -> Option<IpNet> {
         let addr = match addr {
-            IpAddr::V4(v4) if prefix <= 32 => IpAddr::V4(Ipv4Addr::from(mask_v4(v4.into(), prefix))),
-            IpAddr::V6(v6) if prefix <= 128 => IpAddr::V6(Ipv6Addr::from(mask_v6(v6.into(), prefix))),
+            IpAddr::V4(v4) if prefix <= 32 => {
+                IpAddr::V4(Ipv4Addr::from(mask_v4(v4.into(), prefix)))
+            }
+            IpAddr::V6(v6) if prefix <= 128 => {
+                IpAddr::V6(Ipv6Addr::from(mask_v6(v6.into(), prefix)))
+            }
             _ => return None,
         };
         Some(IpNet { addr, prefix })

@@ -63,7 +63,7 @@ pub struct PolicyBuilder {
 #[error("`{key}`: {error}")]
 pub struct PolicyError {
     key: String,
-    #[source]
+    // Part of the message (see `RuleError`), not a separate cause.
     error: RuleError,
 }
 
@@ -80,6 +80,29 @@ impl PolicyError {
 }
 
 impl PolicyBuilder {
+    /// A builder holding the rules of a `[policy]` table; errors name the key (`allow[2]`).
+    pub fn from_config(config: &PolicyConfig) -> Result<PolicyBuilder, PolicyError> {
+        let mut builder = Policy::builder();
+        for (index, text) in config.allow.iter().enumerate() {
+            builder = builder.allow(parse_at("allow", index, text)?);
+        }
+        for (index, text) in config.deny.iter().enumerate() {
+            builder = builder.deny(parse_at("deny", index, text)?);
+        }
+        let allow_local = match &config.allow_local {
+            AllowLocalConfig::Flag(false) => AllowLocal::None,
+            AllowLocalConfig::Flag(true) => AllowLocal::All,
+            AllowLocalConfig::Rules(rules) => AllowLocal::Only(
+                rules
+                    .iter()
+                    .enumerate()
+                    .map(|(index, text)| parse_at("allow_local", index, text))
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        Ok(builder.allow_local(allow_local))
+    }
+
     /// Adds an allow rule.
     pub fn allow(mut self, rule: Rule) -> Self {
         self.allow.push(rule);
@@ -188,25 +211,7 @@ impl Policy {
 
     /// The policy of a `[policy]` table and a mode; errors name the key (`allow[2]`).
     pub fn from_config(config: &PolicyConfig, mode: Mode) -> Result<Policy, PolicyError> {
-        let mut builder = Policy::builder().mode(mode);
-        for (index, text) in config.allow.iter().enumerate() {
-            builder = builder.allow(parse_at("allow", index, text)?);
-        }
-        for (index, text) in config.deny.iter().enumerate() {
-            builder = builder.deny(parse_at("deny", index, text)?);
-        }
-        let allow_local = match &config.allow_local {
-            AllowLocalConfig::Flag(false) => AllowLocal::None,
-            AllowLocalConfig::Flag(true) => AllowLocal::All,
-            AllowLocalConfig::Rules(rules) => AllowLocal::Only(
-                rules
-                    .iter()
-                    .enumerate()
-                    .map(|(index, text)| parse_at("allow_local", index, text))
-                    .collect::<Result<_, _>>()?,
-            ),
-        };
-        builder.allow_local(allow_local).build()
+        PolicyBuilder::from_config(config)?.mode(mode).build()
     }
 
     /// The allow rules, duplicates merged.
@@ -262,7 +267,9 @@ impl Policy {
         });
         let key = HostKey::new(host);
         let denied_by = self.deny_match(&key, port);
-        trace.step(|| Step::Denylist { rule: denied_by.clone() });
+        trace.step(|| Step::Denylist {
+            rule: denied_by.clone(),
+        });
         if let Some(rule) = denied_by {
             return Decision::Deny(BlockReason::Denylist { rule });
         }
@@ -273,9 +280,14 @@ impl Policy {
                 addrs: host.ip().into_iter().collect(),
             });
         }
-        let allowed_by = self.allow.find_key(&key, port).map(|id| self.allow.name(id).clone());
+        let allowed_by = self
+            .allow
+            .find_key(&key, port)
+            .map(|id| self.allow.name(id).clone());
         let allowed_by = allowed_by.or(local.allowed_by);
-        trace.step(|| Step::Allowlist { rule: allowed_by.clone() });
+        trace.step(|| Step::Allowlist {
+            rule: allowed_by.clone(),
+        });
         let Some(rule) = allowed_by else {
             return Decision::Ask(BlockReason::AllowlistMiss);
         };
@@ -318,8 +330,14 @@ impl Policy {
             return Decision::Deny(BlockReason::LocalAddress { addrs: local_addrs });
         }
         let key = HostKey::new(target.host());
-        let allowed_by = self.allow.find_key(&key, port).map(|id| self.allow.name(id).clone());
-        match allowed_by.or(local_rule).or_else(|| self.local_check(target.host(), &key, port).allowed_by) {
+        let allowed_by = self
+            .allow
+            .find_key(&key, port)
+            .map(|id| self.allow.name(id).clone());
+        match allowed_by
+            .or(local_rule)
+            .or_else(|| self.local_check(target.host(), &key, port).allowed_by)
+        {
             Some(rule) => Decision::Allow { rule },
             None => Decision::Ask(BlockReason::AllowlistMiss),
         }
@@ -331,7 +349,9 @@ impl Policy {
             return None;
         }
         let found = self.deny.find_key(key, port).or_else(|| {
-            let HostKey::Ip(IpAddr::V6(v6)) = key else { return None };
+            let HostKey::Ip(IpAddr::V6(v6)) = key else {
+                return None;
+            };
             embedded_ipv4(*v6)
                 .into_iter()
                 .flatten()
@@ -351,7 +371,9 @@ impl Policy {
             (_, false) => None,
             (LocalExceptions::None, true) => None,
             (LocalExceptions::All(name), true) => Some(name.clone()),
-            (LocalExceptions::Only(rules), true) => rules.find_key(key, port).map(|id| rules.name(id).clone()),
+            (LocalExceptions::Only(rules), true) => {
+                rules.find_key(key, port).map(|id| rules.name(id).clone())
+            }
         };
         LocalCheck {
             local,
@@ -369,7 +391,9 @@ impl Policy {
             Protocol::Connect => Err(BlockReason::MitmRequired),
             Protocol::Socks5 if self.tls_inspection && request.target.port() == 443 => Ok(()),
             Protocol::Socks5 | Protocol::Socks5Udp => Err(BlockReason::ProtocolNotAllowed),
-            Protocol::Http | Protocol::Https if is_read_only(request.method, &request.shape) => Ok(()),
+            Protocol::Http | Protocol::Https if is_read_only(request.method, &request.shape) => {
+                Ok(())
+            }
             Protocol::Http | Protocol::Https => Err(BlockReason::MethodNotAllowed {
                 method: request.method.to_owned(),
             }),

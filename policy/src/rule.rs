@@ -189,14 +189,18 @@ fn parse_rule(input: &str) -> Result<Rule, RuleErrorKind> {
 /// Splits `HOST[:PORTS]`, where a CIDR's `/len` belongs to the host (`[fd00::]/8:443`).
 fn split_rule(input: &str) -> Result<(&str, Option<&str>), RuleErrorKind> {
     if input.starts_with('[') {
-        let end = input.find(']').ok_or(RuleErrorKind::BadHost("unclosed `[`".into()))?;
+        let end = input
+            .find(']')
+            .ok_or(RuleErrorKind::BadHost("unclosed `[`".into()))?;
         let rest = &input[end + 1..];
         let (prefix, ports) = match rest.split_once(':') {
             Some((prefix, ports)) => (prefix, Some(ports)),
             None => (rest, None),
         };
         if !(prefix.is_empty() || prefix.starts_with('/')) {
-            return Err(RuleErrorKind::BadHost(format!("unexpected `{rest}` after `]`")));
+            return Err(RuleErrorKind::BadHost(format!(
+                "unexpected `{rest}` after `]`"
+            )));
         }
         return Ok((&input[..end + 1 + prefix.len()], ports));
     }
@@ -230,7 +234,9 @@ fn parse_rule_host(host: &str) -> Result<RuleHost, RuleErrorKind> {
     match canonical_host(host)? {
         Host::Name(name) => Ok(RuleHost::Exact(name)),
         Host::Ip(ip) => Ok(RuleHost::Ip(ip)),
-        Host::ScopedIp(_) => Err(RuleErrorKind::BadHost("zone ids are not allowed in rules".into())),
+        Host::ScopedIp(_) => Err(RuleErrorKind::BadHost(
+            "zone ids are not allowed in rules".into(),
+        )),
     }
 }
 
@@ -261,7 +267,10 @@ fn wildcard_base(base: &str) -> Result<Box<str>, RuleErrorKind> {
 fn parse_net(host: &str) -> Result<IpNet, RuleErrorKind> {
     let (addr, prefix) = host.split_once('/').expect("caller checked for `/`");
     let bad = || RuleErrorKind::BadHost(format!("`{host}` is not a CIDR network"));
-    let addr = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(addr);
+    let addr = addr
+        .strip_prefix('[')
+        .and_then(|a| a.strip_suffix(']'))
+        .unwrap_or(addr);
     let addr: IpAddr = addr.parse().map_err(|_| bad())?;
     if prefix.is_empty() || prefix.len() > 3 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
@@ -293,7 +302,7 @@ fn is_public_suffix(name: &str) -> bool {
 #[error("invalid rule `{rule}`: {reason}")]
 pub struct RuleError {
     rule: String,
-    #[source]
+    // Part of the message, not a separate cause: printing a chain must not say it twice.
     reason: RuleErrorKind,
 }
 
@@ -321,7 +330,9 @@ pub(crate) enum RuleErrorKind {
     BadHost(String),
     #[error("bad port `{0}` (expected PORT or PORT-PORT within 1-65535)")]
     BadPorts(String),
-    #[error("`*` is only allowed as a whole leading label (`*.example.com`, `**.example.com`) or alone")]
+    #[error(
+        "`*` is only allowed as a whole leading label (`*.example.com`, `**.example.com`) or alone"
+    )]
     BadWildcard,
     #[error("wildcards apply to names, not IP addresses (use a CIDR network)")]
     WildcardOnIp,

@@ -1,1 +1,4 @@
-//! x
+//! leash's end-to-end tests: the real binary and real sockets, one integration test binary.
+
+mod cli;
+mod tidy;

@@ -1,1 +1,52 @@
-fn main() {}
+//! leash's development automation (`cargo xtask <command>`, aliased in `.cargo/config.toml`).
+//! One module per command; each runs cargo the way CI and the README do.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context};
+
+mod bench;
+mod tidy;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  bench [ARGS]   run the criterion benchmarks (policy matcher vs baselines)
+  tidy           check workspace rules: formatting, clippy, policy purity";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("bench") => bench::run(&args[1..]),
+        Some("tidy") => tidy::run(),
+        Some("-h" | "--help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `cargo ARGS` in the workspace root and fails unless it succeeds.
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?;
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

@@ -11,7 +11,11 @@ fn check(input: &str, expected: &str) {
 #[track_caller]
 fn check_ip(input: &str, expected: &str) {
     let expected: IpAddr = expected.parse().unwrap();
-    assert_eq!(Host::parse(input), Ok(Host::Ip(expected)), "input {input:?}");
+    assert_eq!(
+        Host::parse(input),
+        Ok(Host::Ip(expected)),
+        "input {input:?}"
+    );
 }
 
 #[track_caller]
@@ -28,7 +32,10 @@ fn names_are_lowercased_and_lose_one_trailing_dot() {
     check("xn--bcher-kva.example", "xn--bcher-kva.example");
     check("a-b.c-d", "a-b.c-d");
     check("localhost", "localhost");
-    check(&format!("{}.test", "a".repeat(63)), &format!("{}.test", "a".repeat(63)));
+    check(
+        &format!("{}.test", "a".repeat(63)),
+        &format!("{}.test", "a".repeat(63)),
+    );
 }
 
 #[test]
@@ -64,7 +71,10 @@ fn zone_ids_are_removed_and_scoped() {
     assert_eq!(Host::parse("[fe80::1%25eth0]"), Ok(scoped("fe80::1")));
     assert_eq!(Host::parse("[fe80::1%eth0]"), Ok(scoped("fe80::1")));
     assert_eq!(Host::parse("fe80::1%lo"), Ok(scoped("fe80::1")));
-    assert_eq!(Host::parse("[2606:4700::1%25eth0]"), Ok(scoped("2606:4700::1")));
+    assert_eq!(
+        Host::parse("[2606:4700::1%25eth0]"),
+        Ok(scoped("2606:4700::1"))
+    );
     invalid("[fe80::1%]", InvalidTarget::BadIpv6);
     invalid("[fe80::1%25]", InvalidTarget::BadIpv6);
     invalid("[fe80::1%25e th0]", InvalidTarget::BadIpv6);
@@ -80,12 +90,27 @@ fn invalid_hosts_are_refused_never_fixed_up() {
     invalid("%65vil.test", InvalidTarget::PercentEscape);
     invalid("ｅｖｉｌ.test", InvalidTarget::NonAscii);
     invalid("bücher.example", InvalidTarget::NonAscii);
-    invalid(&format!("{}.test", "a".repeat(64)), InvalidTarget::LabelTooLong { len: 64 });
-    invalid(&["abcdefghi"; 26].join("."), InvalidTarget::NameTooLong { len: 259 });
+    invalid(
+        &format!("{}.test", "a".repeat(64)),
+        InvalidTarget::LabelTooLong { len: 64 },
+    );
+    invalid(
+        &["abcdefghi"; 26].join("."),
+        InvalidTarget::NameTooLong { len: 259 },
+    );
     invalid("evil\0.test", InvalidTarget::ForbiddenByte { byte: 0 });
-    invalid("evil.test\r\nX: y", InvalidTarget::ForbiddenByte { byte: b'\r' });
-    invalid("allowed.test@evil.test", InvalidTarget::ForbiddenByte { byte: b'@' });
-    invalid("allowed.test\\evil.test", InvalidTarget::ForbiddenByte { byte: b'\\' });
+    invalid(
+        "evil.test\r\nX: y",
+        InvalidTarget::ForbiddenByte { byte: b'\r' },
+    );
+    invalid(
+        "allowed.test@evil.test",
+        InvalidTarget::ForbiddenByte { byte: b'@' },
+    );
+    invalid(
+        "allowed.test\\evil.test",
+        InvalidTarget::ForbiddenByte { byte: b'\\' },
+    );
     invalid("evil.test\t", InvalidTarget::ForbiddenByte { byte: b'\t' });
     invalid("a/b", InvalidTarget::ForbiddenByte { byte: b'/' });
     invalid("1.2.3.4.5", InvalidTarget::BadIpv4);

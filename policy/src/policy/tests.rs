@@ -31,7 +31,12 @@ pub(super) fn render(decision: &Decision) -> String {
     text
 }
 
-pub(super) fn decide_text(policy: &Policy, target: &str, method: &str, protocol: Protocol) -> String {
+pub(super) fn decide_text(
+    policy: &Policy,
+    target: &str,
+    method: &str,
+    protocol: Protocol,
+) -> String {
     let decision = match Target::parse(target, Some(443)) {
         Ok(target) => policy.decide(&Request::new(&target, method, protocol)),
         Err(error) => Decision::invalid_target(error),
@@ -41,16 +46,31 @@ pub(super) fn decide_text(policy: &Policy, target: &str, method: &str, protocol:
 
 #[track_caller]
 fn check(policy: &Policy, target: &str, expected: &str) {
-    assert_eq!(decide_text(policy, target, "GET", Protocol::Http), expected, "target {target}");
+    assert_eq!(
+        decide_text(policy, target, "GET", Protocol::Http),
+        expected,
+        "target {target}"
+    );
 }
 
 #[test]
 fn step_1_invalid_targets_are_denied() {
     let p = policy(&["*"], &[], AllowLocal::None);
-    for target in ["a..b", "exa mple.com", "%65vil.test", "ｅｖｉｌ.test", "evil\0.test", "1.2.3.4.5"] {
+    for target in [
+        "a..b",
+        "exa mple.com",
+        "%65vil.test",
+        "ｅｖｉｌ.test",
+        "evil\0.test",
+        "1.2.3.4.5",
+    ] {
         check(&p, target, "deny invalid_target");
     }
-    check(&p, &format!("{}.test", "a".repeat(64)), "deny invalid_target");
+    check(
+        &p,
+        &format!("{}.test", "a".repeat(64)),
+        "deny invalid_target",
+    );
     check(&p, "example.com:65536", "deny invalid_target");
 }
 
@@ -82,12 +102,38 @@ fn step_2_deny_always_wins() {
 fn step_3_every_local_spelling_is_local() {
     let p = policy(&["*"], &[], AllowLocal::None);
     for target in [
-        "localhost", "LOCALHOST.", "a.localhost", "localhost.localdomain", "metadata.google.internal",
-        "127.0.0.1", "2130706433", "0177.0.0.1", "0x7f.1", "127.1", "[::ffff:127.0.0.1]",
-        "[::ffff:7f00:1]", "[64:ff9b::7f00:1]", "[2002:7f00:1::1]", "[fe80::1%25eth0]", "0.0.0.0",
-        "[::]", "[::1]", "169.254.169.254", "100.100.100.200", "168.63.129.16", "10.0.0.1",
-        "192.168.1.1", "172.16.0.1", "100.64.0.1", "[fd00:ec2::254]", "[fc00::1]", "[2001:0:7f00:1::]",
-        "[2001:db8::1]", "[ff02::1]", "224.0.0.1", "255.255.255.255",
+        "localhost",
+        "LOCALHOST.",
+        "a.localhost",
+        "localhost.localdomain",
+        "metadata.google.internal",
+        "127.0.0.1",
+        "2130706433",
+        "0177.0.0.1",
+        "0x7f.1",
+        "127.1",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "[64:ff9b::7f00:1]",
+        "[2002:7f00:1::1]",
+        "[fe80::1%25eth0]",
+        "0.0.0.0",
+        "[::]",
+        "[::1]",
+        "169.254.169.254",
+        "100.100.100.200",
+        "168.63.129.16",
+        "10.0.0.1",
+        "192.168.1.1",
+        "172.16.0.1",
+        "100.64.0.1",
+        "[fd00:ec2::254]",
+        "[fc00::1]",
+        "[2001:0:7f00:1::]",
+        "[2001:db8::1]",
+        "[ff02::1]",
+        "224.0.0.1",
+        "255.255.255.255",
     ] {
         check(&p, target, "deny local_address");
     }
@@ -149,7 +195,15 @@ fn step_4_allowlist() {
         check(&p, target, "ask allowlist_miss");
     }
     let p = policy(
-        &["example.com", "*.sub.test", "**.apex.test", "pypi.org:443", "8.8.8.0/24", "[2606:4700::]/32", "web.test:8000-8010"],
+        &[
+            "example.com",
+            "*.sub.test",
+            "**.apex.test",
+            "pypi.org:443",
+            "8.8.8.0/24",
+            "[2606:4700::]/32",
+            "web.test:8000-8010",
+        ],
         &[],
         AllowLocal::None,
     );
@@ -170,24 +224,49 @@ fn step_4_allowlist() {
     // Raw IPs are not matched by name rules.
     check(&p, "93.184.216.34", "ask allowlist_miss");
     // The most specific rule names the decision.
-    let p = policy(&["*", "**.example.com", "a.example.com"], &[], AllowLocal::None);
+    let p = policy(
+        &["*", "**.example.com", "a.example.com"],
+        &[],
+        AllowLocal::None,
+    );
     check(&p, "a.example.com", "allow a.example.com");
     check(&p, "b.example.com", "allow **.example.com");
     check(&p, "other.test", "allow *");
 }
 
 #[track_caller]
-fn mode_check(policy: &Policy, method: &str, protocol: Protocol, shape: RequestShape<'_>, port: u16, expected: &str) {
+fn mode_check(
+    policy: &Policy,
+    method: &str,
+    protocol: Protocol,
+    shape: RequestShape<'_>,
+    port: u16,
+    expected: &str,
+) {
     let target = Target::parse("example.com", Some(port)).unwrap();
-    let request = Request { target: &target, method, protocol, shape };
-    assert_eq!(render(&policy.decide(&request)), expected, "{method} {protocol} {shape:?}");
+    let request = Request {
+        target: &target,
+        method,
+        protocol,
+        shape,
+    };
+    assert_eq!(
+        render(&policy.decide(&request)),
+        expected,
+        "{method} {protocol} {shape:?}"
+    );
 }
 
 #[test]
 fn step_5_limited_mode() {
     let limited = |mitm: bool| {
         let rule = "example.com".parse().unwrap();
-        Policy::builder().allow(rule).mode(Mode::Limited).tls_inspection(mitm).build().unwrap()
+        Policy::builder()
+            .allow(rule)
+            .mode(Mode::Limited)
+            .tls_inspection(mitm)
+            .build()
+            .unwrap()
     };
     let plain = RequestShape::default();
     let p = limited(false);
@@ -196,54 +275,192 @@ fn step_5_limited_mode() {
         mode_check(&p, method, Protocol::Https, plain, 443, "allow example.com");
     }
     for method in ["POST", "PUT", "DELETE", "PATCH", "get", "TRACE"] {
-        mode_check(&p, method, Protocol::Http, plain, 80, "deny method_not_allowed");
+        mode_check(
+            &p,
+            method,
+            Protocol::Http,
+            plain,
+            80,
+            "deny method_not_allowed",
+        );
     }
-    let body = RequestShape { has_body: true, ..plain };
-    mode_check(&p, "GET", Protocol::Http, body, 80, "deny method_not_allowed");
-    let upgrade = RequestShape { upgrade: true, ..plain };
-    mode_check(&p, "GET", Protocol::Https, upgrade, 443, "deny method_not_allowed");
-    let delete = RequestShape { method_override: Some("DELETE"), ..plain };
-    mode_check(&p, "GET", Protocol::Http, delete, 80, "deny method_not_allowed");
-    let head = RequestShape { method_override: Some(" head"), ..plain };
+    let body = RequestShape {
+        has_body: true,
+        ..plain
+    };
+    mode_check(
+        &p,
+        "GET",
+        Protocol::Http,
+        body,
+        80,
+        "deny method_not_allowed",
+    );
+    let upgrade = RequestShape {
+        upgrade: true,
+        ..plain
+    };
+    mode_check(
+        &p,
+        "GET",
+        Protocol::Https,
+        upgrade,
+        443,
+        "deny method_not_allowed",
+    );
+    let delete = RequestShape {
+        method_override: Some("DELETE"),
+        ..plain
+    };
+    mode_check(
+        &p,
+        "GET",
+        Protocol::Http,
+        delete,
+        80,
+        "deny method_not_allowed",
+    );
+    let head = RequestShape {
+        method_override: Some(" head"),
+        ..plain
+    };
     mode_check(&p, "GET", Protocol::Http, head, 80, "allow example.com");
-    mode_check(&p, "CONNECT", Protocol::Connect, plain, 443, "deny mitm_required");
-    mode_check(&p, "CONNECT", Protocol::Socks5, plain, 443, "deny protocol_not_allowed");
+    mode_check(
+        &p,
+        "CONNECT",
+        Protocol::Connect,
+        plain,
+        443,
+        "deny mitm_required",
+    );
+    mode_check(
+        &p,
+        "CONNECT",
+        Protocol::Socks5,
+        plain,
+        443,
+        "deny protocol_not_allowed",
+    );
     let p = limited(true);
-    mode_check(&p, "CONNECT", Protocol::Connect, plain, 443, "allow example.com");
-    mode_check(&p, "CONNECT", Protocol::Socks5, plain, 443, "allow example.com");
-    mode_check(&p, "CONNECT", Protocol::Socks5, plain, 22, "deny protocol_not_allowed");
-    mode_check(&p, "CONNECT", Protocol::Socks5Udp, plain, 443, "deny protocol_not_allowed");
+    mode_check(
+        &p,
+        "CONNECT",
+        Protocol::Connect,
+        plain,
+        443,
+        "allow example.com",
+    );
+    mode_check(
+        &p,
+        "CONNECT",
+        Protocol::Socks5,
+        plain,
+        443,
+        "allow example.com",
+    );
+    mode_check(
+        &p,
+        "CONNECT",
+        Protocol::Socks5,
+        plain,
+        22,
+        "deny protocol_not_allowed",
+    );
+    mode_check(
+        &p,
+        "CONNECT",
+        Protocol::Socks5Udp,
+        plain,
+        443,
+        "deny protocol_not_allowed",
+    );
     // Full mode lets every method through.
     let p = policy(&["example.com"], &[], AllowLocal::None);
     mode_check(&p, "DELETE", Protocol::Http, body, 80, "allow example.com");
-    mode_check(&p, "CONNECT", Protocol::Socks5, plain, 22, "allow example.com");
+    mode_check(
+        &p,
+        "CONNECT",
+        Protocol::Socks5,
+        plain,
+        22,
+        "allow example.com",
+    );
 }
 
 #[track_caller]
 fn vet_check(policy: &Policy, target: &str, addrs: &[&str], expected: &str) {
     let target = Target::parse(target, Some(443)).unwrap();
     let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
-    assert_eq!(render(&policy.vet(&target, &addrs)), expected, "{target} -> {addrs:?}");
+    assert_eq!(
+        render(&policy.vet(&target, &addrs)),
+        expected,
+        "{target} -> {addrs:?}"
+    );
 }
 
 #[test]
 fn vet_checks_every_resolved_address() {
-    let p = policy(&["**.example.com"], &["9.9.9.9", "66.0.0.0/8"], AllowLocal::None);
-    vet_check(&p, "a.example.com", &["93.184.216.34"], "allow **.example.com");
-    vet_check(&p, "a.example.com", &["93.184.216.34", "2606:2800::1"], "allow **.example.com");
-    vet_check(&p, "a.example.com", &["93.184.216.34", "127.0.0.1"], "deny local_address");
+    let p = policy(
+        &["**.example.com"],
+        &["9.9.9.9", "66.0.0.0/8"],
+        AllowLocal::None,
+    );
+    vet_check(
+        &p,
+        "a.example.com",
+        &["93.184.216.34"],
+        "allow **.example.com",
+    );
+    vet_check(
+        &p,
+        "a.example.com",
+        &["93.184.216.34", "2606:2800::1"],
+        "allow **.example.com",
+    );
+    vet_check(
+        &p,
+        "a.example.com",
+        &["93.184.216.34", "127.0.0.1"],
+        "deny local_address",
+    );
     vet_check(&p, "a.example.com", &["10.0.0.7"], "deny local_address");
-    vet_check(&p, "a.example.com", &["::ffff:169.254.169.254"], "deny local_address");
-    vet_check(&p, "a.example.com", &["64:ff9b::a9fe:a9fe"], "deny local_address");
+    vet_check(
+        &p,
+        "a.example.com",
+        &["::ffff:169.254.169.254"],
+        "deny local_address",
+    );
+    vet_check(
+        &p,
+        "a.example.com",
+        &["64:ff9b::a9fe:a9fe"],
+        "deny local_address",
+    );
     vet_check(&p, "a.example.com", &["9.9.9.9"], "deny denylist 9.9.9.9");
-    vet_check(&p, "a.example.com", &["66.1.2.3"], "deny denylist 66.0.0.0/8");
+    vet_check(
+        &p,
+        "a.example.com",
+        &["66.1.2.3"],
+        "deny denylist 66.0.0.0/8",
+    );
     vet_check(&p, "a.example.com", &[], "deny local_address");
     let target = Target::parse("a.example.com", Some(443)).unwrap();
-    let addrs: Vec<IpAddr> = vec!["8.8.8.8".parse().unwrap(), "127.0.0.1".parse().unwrap(), "10.0.0.1".parse().unwrap()];
+    let addrs: Vec<IpAddr> = vec![
+        "8.8.8.8".parse().unwrap(),
+        "127.0.0.1".parse().unwrap(),
+        "10.0.0.1".parse().unwrap(),
+    ];
     let expected = vec![addrs[1], addrs[2]];
-    assert_eq!(p.vet(&target, &addrs), Decision::Deny(BlockReason::LocalAddress { addrs: expected }));
+    assert_eq!(
+        p.vet(&target, &addrs),
+        Decision::Deny(BlockReason::LocalAddress { addrs: expected })
+    );
 
-    let p = policy(&["dev.test"], &[], AllowLocal::Only(rules(&["127.0.0.1:8000"])));
+    let p = policy(
+        &["dev.test"],
+        &[],
+        AllowLocal::Only(rules(&["127.0.0.1:8000"])),
+    );
     vet_check(&p, "dev.test:8000", &["127.0.0.1"], "allow dev.test");
     vet_check(&p, "dev.test:8001", &["127.0.0.1"], "deny local_address");
     vet_check(&p, "dev.test:8000", &["127.0.0.2"], "deny local_address");
@@ -266,29 +483,57 @@ fn explain_traces_each_step() {
     let target = Target::parse("gist.github.com:443", None).unwrap();
     let explanation = p.explain(&Request::new(&target, "CONNECT", Protocol::Connect));
     assert_eq!(explanation.steps.len(), 2, "stops at the deny step");
-    assert_eq!(explanation.decision, p.decide(&Request::new(&target, "CONNECT", Protocol::Connect)));
+    assert_eq!(
+        explanation.decision,
+        p.decide(&Request::new(&target, "CONNECT", Protocol::Connect))
+    );
 }
 
 #[test]
 fn lint_warnings() {
     let warnings = |allow: &[&str], deny: &[&str], local: AllowLocal| -> Vec<String> {
-        lint(&policy(allow, deny, local)).iter().map(ToString::to_string).collect()
+        lint(&policy(allow, deny, local))
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     };
-    assert_eq!(warnings(&["github.com", "**.example.com"], &["evil.test"], AllowLocal::None), Vec::<String>::new());
-    assert_eq!(warnings(&[], &["*"], AllowLocal::None), ["`*` in deny blocks every request"]);
     assert_eq!(
-        warnings(&["a.example.com", "**.example.com", "example.com:443"], &[], AllowLocal::None),
+        warnings(
+            &["github.com", "**.example.com"],
+            &["evil.test"],
+            AllowLocal::None
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        warnings(&[], &["*"], AllowLocal::None),
+        ["`*` in deny blocks every request"]
+    );
+    assert_eq!(
+        warnings(
+            &["a.example.com", "**.example.com", "example.com:443"],
+            &[],
+            AllowLocal::None
+        ),
         [
             "allow rule `a.example.com` is already covered by `**.example.com`",
             "allow rule `example.com:443` is already covered by `**.example.com`",
         ]
     );
     assert_eq!(
-        warnings(&["x.evil.test", "ok.test"], &["**.evil.test"], AllowLocal::None),
+        warnings(
+            &["x.evil.test", "ok.test"],
+            &["**.evil.test"],
+            AllowLocal::None
+        ),
         ["allow rule `x.evil.test` can never match: deny rule `**.evil.test` covers it"]
     );
     assert_eq!(
-        warnings(&["localhost", "127.0.0.1", "10.0.0.0/8", "github.com"], &[], AllowLocal::None),
+        warnings(
+            &["localhost", "127.0.0.1", "10.0.0.0/8", "github.com"],
+            &[],
+            AllowLocal::None
+        ),
         [
             "allow rule `localhost` only names local targets, which allow_local = false refuses",
             "allow rule `127.0.0.1` only names local targets, which allow_local = false refuses",
@@ -310,10 +555,17 @@ fn lint_warnings() {
 
 #[test]
 fn lint_never_changes_a_decision() {
-    let p = policy(&["a.example.com", "**.example.com"], &["x.example.com"], AllowLocal::None);
+    let p = policy(
+        &["a.example.com", "**.example.com"],
+        &["x.example.com"],
+        AllowLocal::None,
+    );
     let before = decide_text(&p, "a.example.com", "GET", Protocol::Http);
     assert!(!lint(&p).is_empty());
-    assert_eq!(decide_text(&p, "a.example.com", "GET", Protocol::Http), before);
+    assert_eq!(
+        decide_text(&p, "a.example.com", "GET", Protocol::Http),
+        before
+    );
     assert!(matches!(lint(&p)[0], LintWarning::Shadowed { .. }));
 }
 
@@ -325,12 +577,17 @@ fn config_errors_name_the_key() {
     };
     let error = Policy::from_config(&config, Mode::Full).unwrap_err();
     assert_eq!(error.key(), "allow[1]");
-    assert_eq!(error.to_string(), "`allow[1]`: invalid rule `*.com`: a wildcard may not cover the public suffix `com`");
+    assert_eq!(
+        error.to_string(),
+        "`allow[1]`: invalid rule `*.com`: a wildcard may not cover the public suffix `com`"
+    );
     let config = PolicyConfig {
         allow_local: AllowLocalConfig::Rules(vec!["127.0.0.1".into(), "example.com".into()]),
         ..PolicyConfig::default()
     };
     let error = Policy::from_config(&config, Mode::Full).unwrap_err();
     assert_eq!(error.key(), "allow_local[1]");
-    assert!(error.to_string().contains("only IP addresses, CIDR networks and `localhost`"));
+    assert!(error
+        .to_string()
+        .contains("only IP addresses, CIDR networks and `localhost`"));
 }

@@ -10,8 +10,14 @@ fn parses(input: &str, canonical: &str) {
 #[track_caller]
 fn rejected(input: &str, message: &str) {
     let error = input.parse::<Rule>().expect_err(input).to_string();
-    assert!(error.contains(&format!("`{input}`")), "{error:?} does not name the rule");
-    assert!(error.contains(message), "{error:?} does not say {message:?}");
+    assert!(
+        error.contains(&format!("`{input}`")),
+        "{error:?} does not name the rule"
+    );
+    assert!(
+        error.contains(message),
+        "{error:?} does not say {message:?}"
+    );
 }
 
 #[test]
@@ -72,7 +78,11 @@ fn bad_rules_are_load_errors_naming_the_rule() {
 fn check(rule: &str, target: &str, expected: bool) {
     let rule: Rule = rule.parse().unwrap();
     let target = Target::parse(target, Some(443)).unwrap();
-    assert_eq!(rule.matches(target.host(), target.port()), expected, "{rule} vs {target}");
+    assert_eq!(
+        rule.matches(target.host(), target.port()),
+        expected,
+        "{rule} vs {target}"
+    );
 }
 
 #[test]

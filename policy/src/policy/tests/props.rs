@@ -8,7 +8,13 @@ use super::{decide_text, policy};
 use crate::{matcher::RuleSet, AllowLocal, Host, Protocol, Rule, Target};
 
 const LABELS: &[&str] = &["a", "b", "example", "test", "org", "x-1"];
-const IPS: &[&str] = &["8.8.8.8", "8.8.4.4", "1.1.1.1", "2606:4700::1111", "2001:4860::8888"];
+const IPS: &[&str] = &[
+    "8.8.8.8",
+    "8.8.4.4",
+    "1.1.1.1",
+    "2606:4700::1111",
+    "2001:4860::8888",
+];
 const PORTS: &[u16] = &[80, 443, 8000, 8005, 9000];
 
 fn name() -> impl Strategy<Value = String> {
@@ -41,7 +47,10 @@ fn rule() -> impl Strategy<Value = String> {
 
 fn rules() -> impl Strategy<Value = Vec<String>> {
     prop::collection::vec(rule(), 0..12).prop_map(|texts| {
-        texts.into_iter().filter(|t| t.parse::<Rule>().is_ok()).collect()
+        texts
+            .into_iter()
+            .filter(|t| t.parse::<Rule>().is_ok())
+            .collect()
     })
 }
 
@@ -110,8 +119,16 @@ proptest! {
 
 fn local_v4() -> impl Strategy<Value = Ipv4Addr> {
     let nets: Vec<(u32, u8)> = vec![
-        (0x0000_0000, 8), (0x0a00_0000, 8), (0x6440_0000, 10), (0x7f00_0000, 8), (0xa9fe_0000, 16),
-        (0xac10_0000, 12), (0xc0a8_0000, 16), (0xc612_0000, 15), (0xe000_0000, 4), (0xf000_0000, 4),
+        (0x0000_0000, 8),
+        (0x0a00_0000, 8),
+        (0x6440_0000, 10),
+        (0x7f00_0000, 8),
+        (0xa9fe_0000, 16),
+        (0xac10_0000, 12),
+        (0xc0a8_0000, 16),
+        (0xc612_0000, 15),
+        (0xe000_0000, 4),
+        (0xf000_0000, 4),
     ];
     (prop::sample::select(nets), any::<u32>())
         .prop_map(|((base, prefix), noise)| Ipv4Addr::from(base | (noise >> prefix)))
@@ -129,7 +146,10 @@ fn spell(ip: Ipv4Addr, spelling: usize, parts: usize) -> String {
     };
     match spelling {
         0..=2 => {
-            let head: Vec<String> = o[..parts - 1].iter().map(|&b| number(u32::from(b))).collect();
+            let head: Vec<String> = o[..parts - 1]
+                .iter()
+                .map(|&b| number(u32::from(b)))
+                .collect();
             // The last part holds every byte the earlier parts leave open.
             let tail = bits & (u32::MAX >> (8 * (parts - 1)));
             let mut all = head;

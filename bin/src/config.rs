@@ -1,0 +1,307 @@
+//! The configuration file (SPEC §10): one TOML document, unknown keys refused, every error naming
+//! the file, the key path and what was expected.
+
+use std::{
+    fmt, io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use policy::{Mode, Policy, PolicyBuilder, PolicyConfig, PolicyError};
+use serde::{Deserialize, Serialize};
+use serde_with::{serde_as, DisplayFromStr};
+
+use crate::duration::HumanDuration;
+
+/// The whole configuration file; every table and key is optional.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `full` or `limited`.
+    pub mode: Mode,
+    /// Allow, deny and `allow_local` rules.
+    pub policy: PolicyConfig,
+    /// Listener addresses.
+    pub listen: ListenConfig,
+    /// The SOCKS5 listener.
+    pub socks: SocksConfig,
+    /// TLS interception.
+    pub mitm: MitmConfig,
+    /// Proxy authentication.
+    pub auth: AuthConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// The violation log.
+    pub log: LogConfig,
+    /// Limits and timeouts.
+    pub limits: LimitsConfig,
+}
+
+/// `[listen]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Bind `127.0.0.1:0` for every enabled listener; the addresses below are ignored.
+    pub ephemeral: bool,
+    /// The HTTP proxy address.
+    pub http: SocketAddr,
+    /// The SOCKS5 proxy address.
+    pub socks: SocketAddr,
+    /// The admin API address.
+    pub admin: SocketAddr,
+    /// Allow the proxies on a non-loopback address.
+    pub dangerously_allow_non_loopback_proxy: bool,
+    /// Allow the admin API on a non-loopback address.
+    pub dangerously_allow_non_loopback_admin: bool,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            ephemeral: false,
+            http: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            socks: SocketAddr::from(([127, 0, 0, 1], 1080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            dangerously_allow_non_loopback_proxy: false,
+            dangerously_allow_non_loopback_admin: false,
+        }
+    }
+}
+
+/// `[socks]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocksConfig {
+    /// Run the SOCKS5 listener.
+    pub enabled: bool,
+    /// Allow UDP ASSOCIATE.
+    pub udp: bool,
+}
+
+impl Default for SocksConfig {
+    fn default() -> Self {
+        SocksConfig {
+            enabled: true,
+            udp: false,
+        }
+    }
+}
+
+/// `[mitm]`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MitmConfig {
+    /// Intercept TLS (needed for limited mode over HTTPS).
+    pub enabled: bool,
+    /// Where the CA lives; `None` means `$XDG_DATA_HOME/leash/ca` or `~/.local/share/leash/ca`.
+    pub ca_dir: Option<PathBuf>,
+    /// Extra CA files trusted for upstream TLS.
+    pub upstream_ca: Vec<PathBuf>,
+}
+
+/// `[auth]`.
+#[derive(Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The proxy password required from clients; empty means none.
+    pub token: String,
+}
+
+/// `[admin]`.
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Run the admin API.
+    pub enabled: bool,
+    /// The bearer token required by the admin API; empty means none.
+    pub token: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            token: String::new(),
+        }
+    }
+}
+
+/// Tokens never reach a log or a debug print.
+macro_rules! redacted_debug {
+    ($ty:ident { $($field:ident),* }) => {
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let redact = if self.token.is_empty() { "" } else { "<redacted>" };
+                f.debug_struct(stringify!($ty))$(.field(stringify!($field), &self.$field))*.field("token", &redact).finish()
+            }
+        }
+    };
+}
+
+redacted_debug!(AuthConfig {});
+redacted_debug!(AdminConfig { enabled });
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The violation log file (JSONL).
+    pub violations: PathBuf,
+    /// When to start a new file.
+    pub rotate: Rotation,
+    /// Also log allowed decisions.
+    pub log_allowed: bool,
+    /// How many events the in-memory ring keeps for the admin API.
+    pub ring: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            violations: PathBuf::from("leash-violations.jsonl"),
+            rotate: Rotation::Never,
+            log_allowed: false,
+            ring: 1000,
+        }
+    }
+}
+
+/// Log rotation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rotation {
+    /// One file.
+    #[default]
+    Never,
+    /// A file per hour.
+    Hourly,
+    /// A file per day.
+    Daily,
+}
+
+/// `[limits]`.
+#[serde_as]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Upstream TCP connect timeout.
+    #[serde_as(as = "DisplayFromStr")]
+    pub connect_timeout: HumanDuration,
+    /// DNS lookup timeout.
+    #[serde_as(as = "DisplayFromStr")]
+    pub dns_timeout: HumanDuration,
+    /// Idle client connection timeout.
+    #[serde_as(as = "DisplayFromStr")]
+    pub idle_timeout: HumanDuration,
+    /// The largest request head accepted (bytes).
+    pub max_request_head: usize,
+    /// The most client connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let secs = |s| HumanDuration(std::time::Duration::from_secs(s));
+        LimitsConfig {
+            connect_timeout: secs(10),
+            dns_timeout: secs(5),
+            idle_timeout: secs(300),
+            max_request_head: 65536,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// A configuration that could not be loaded. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read the config file: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why (part of the message, so not chained as a separate cause).
+        error: io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("{}{}: key `{key}`: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The line, when known.
+        line: Option<usize>,
+        /// The key path (`policy.allow[2]`, `limits.dns_timeout`).
+        key: String,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+    /// A rule in `[policy]` is invalid.
+    #[error("{}: key `policy.{}`: {}", path.display(), error.key(), error.error())]
+    Policy {
+        /// The file.
+        path: PathBuf,
+        /// The rule error (part of the message).
+        error: PolicyError,
+    },
+}
+
+impl Config {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses `text`, naming `path` in errors; rules are checked too, so a loaded config always
+    /// builds a policy.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let key = error.path().to_string();
+            let inner = error.into_inner();
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line: inner.span().map(|span| line_of(text, span.start)),
+                key,
+                message: inner.message().to_owned(),
+            }
+        })?;
+        config.policy().map_err(|error| ConfigError::Policy {
+            path: path.to_owned(),
+            error,
+        })?;
+        Ok(config)
+    }
+
+    /// The compiled policy of `[policy]`, `mode` and whether MITM is on.
+    pub fn policy(&self) -> Result<Policy, PolicyError> {
+        PolicyBuilder::from_config(&self.policy)?
+            .mode(self.mode)
+            .tls_inspection(self.mitm.enabled)
+            .build()
+    }
+
+    /// Where the config comes from: `--config`, else `$LEASH_CONFIG`, else `./leash.toml` if it
+    /// exists; `None` means the embedded defaults.
+    pub fn locate(flag: Option<&Path>) -> Option<PathBuf> {
+        if let Some(path) = flag {
+            return Some(path.to_owned());
+        }
+        if let Some(path) = std::env::var_os("LEASH_CONFIG").filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(path));
+        }
+        let local = PathBuf::from("leash.toml");
+        local.is_file().then_some(local)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests;

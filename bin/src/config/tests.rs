@@ -1,0 +1,132 @@
+use super::*;
+
+#[track_caller]
+fn error(text: &str) -> String {
+    Config::parse(text, Path::new("leash.toml"))
+        .expect_err(text)
+        .to_string()
+}
+
+#[test]
+fn the_spec_example_parses() {
+    let text = r#"
+mode = "full"
+[policy]
+allow = ["github.com", "**.githubusercontent.com", "pypi.org:443"]
+deny = ["evil.example"]
+allow_local = false
+[listen]
+ephemeral = false
+http = "127.0.0.1:3128"
+socks = "127.0.0.1:1080"
+admin = "127.0.0.1:9180"
+dangerously_allow_non_loopback_proxy = false
+dangerously_allow_non_loopback_admin = false
+[socks]
+enabled = true
+udp = false
+[mitm]
+enabled = false
+ca_dir = "~/.local/share/leash/ca"
+upstream_ca = []
+[auth]
+token = ""
+[admin]
+enabled = true
+token = ""
+[log]
+violations = "leash-violations.jsonl"
+rotate = "never"
+log_allowed = false
+ring = 1000
+[limits]
+connect_timeout = "10s"
+dns_timeout = "5s"
+idle_timeout = "5m"
+max_request_head = 65536
+max_connections = 4096
+"#;
+    let config = Config::parse(text, Path::new("leash.toml")).unwrap();
+    assert_eq!(config.policy.allow.len(), 3);
+    assert_eq!(config.limits.idle_timeout.0.as_secs(), 300);
+    let mut expected = Config {
+        policy: config.policy.clone(),
+        ..Config::default()
+    };
+    expected.mitm.ca_dir = Some("~/.local/share/leash/ca".into());
+    assert_eq!(config, expected, "the example spells out the defaults");
+}
+
+#[test]
+fn an_empty_file_is_the_defaults() {
+    let config = Config::parse("", Path::new("leash.toml")).unwrap();
+    assert_eq!(config, Config::default());
+    assert!(
+        config.policy.allow.is_empty(),
+        "the default asks for everything"
+    );
+    assert_eq!(config.listen.http.to_string(), "127.0.0.1:3128");
+}
+
+#[test]
+fn errors_name_file_key_and_expectation() {
+    let e = error("[policy]\nallw = []\n");
+    assert!(e.starts_with("leash.toml:2: key `policy.allw`:"), "{e}");
+    assert!(
+        e.contains("unknown field `allw`, expected one of `allow`, `deny`, `allow_local`"),
+        "{e}"
+    );
+
+    let e = error("mode = \"fast\"\n");
+    assert!(e.starts_with("leash.toml:1: key `mode`:"), "{e}");
+    assert!(e.contains("expected `full` or `limited`"), "{e}");
+
+    let e = error("[policy]\nallow = [\"github.com\", \"*.com\"]\n");
+    assert_eq!(e, "leash.toml: key `policy.allow[1]`: invalid rule `*.com`: a wildcard may not cover the public suffix `com`");
+
+    let e = error("[policy]\nallow_local = \"yes\"\n");
+    assert!(e.contains("key `policy.allow_local`"), "{e}");
+    assert!(
+        e.contains("true, false, or a list of IP, CIDR or `localhost` rules"),
+        "{e}"
+    );
+
+    let e = error("[limits]\ndns_timeout = \"5 seconds\"\n");
+    assert!(e.contains("key `limits.dns_timeout`"), "{e}");
+    assert!(e.contains("expected a number with ms, s, m or h"), "{e}");
+
+    let e = error("[listen]\nhttp = \"localhost\"\n");
+    assert!(e.contains("key `listen.http`"), "{e}");
+
+    let e = error("[unknown]\n");
+    assert!(e.contains("unknown field `unknown`"), "{e}");
+
+    let e = error("[policy\n");
+    assert!(e.starts_with("leash.toml:1:"), "{e}");
+}
+
+#[test]
+fn tokens_are_redacted_in_debug_output() {
+    let config = Config::parse(
+        "[auth]\ntoken = \"s3cret\"\n[admin]\ntoken = \"adm1n\"\n",
+        Path::new("x"),
+    )
+    .unwrap();
+    let debug = format!("{config:?}");
+    assert!(
+        !debug.contains("s3cret") && !debug.contains("adm1n"),
+        "{debug}"
+    );
+    assert!(debug.contains("<redacted>"));
+}
+
+#[test]
+fn a_missing_file_names_the_file() {
+    let e = Config::load(Path::new("/nonexistent/leash.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("/nonexistent/leash.toml: cannot read the config file"),
+        "{e}"
+    );
+}

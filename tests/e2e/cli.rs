@@ -1,0 +1,216 @@
+//! `leash check` and `leash config check` as a person runs them (SPEC §11).
+
+use std::fs;
+
+use tests::{leash, stderr, stdout};
+
+fn dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+#[test]
+fn check_allows_with_the_matching_rule_and_exits_0() {
+    let dir = dir();
+    let out = leash(
+        dir.path(),
+        &["check", "api.github.com:443", "--allow", "**.github.com"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("allow api.github.com:443 (rule `**.github.com`)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("4. allow list: matched `**.github.com`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_names_the_deny_rule_and_exits_1() {
+    let dir = dir();
+    let out = leash(
+        dir.path(),
+        &[
+            "check",
+            "www.evil.example",
+            "--allow",
+            "*",
+            "--deny",
+            "**.evil.example",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).starts_with("deny www.evil.example (denylist: `**.evil.example`)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn check_with_no_config_asks_for_everything() {
+    let dir = dir();
+    let out = leash(dir.path(), &["check", "example.com", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(json["decision"], "ask");
+    assert_eq!(json["reason"], "allowlist_miss");
+    assert_eq!(json["target"], "example.com");
+    assert_eq!(json["steps"][3]["step"], "allowlist");
+}
+
+#[test]
+fn check_refuses_local_spellings_and_invalid_targets() {
+    let dir = dir();
+    for (target, reason) in [
+        ("0x7f.1:80", "local_address"),
+        ("[::ffff:127.0.0.1]:80", "local_address"),
+        ("a..b", "invalid_target"),
+    ] {
+        let out = leash(dir.path(), &["check", target, "--allow", "*", "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{target}");
+        let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+        assert_eq!(json["reason"], reason, "{target}");
+    }
+}
+
+#[test]
+fn a_malformed_rule_exits_2_naming_it() {
+    let dir = dir();
+    let out = leash(dir.path(), &["check", "example.com", "--allow", "*.com"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("invalid rule `*.com`"), "{err}");
+    assert!(err.contains("public suffix `com`"), "{err}");
+}
+
+#[test]
+fn check_reads_the_config_file_and_flags_add_to_it() {
+    let dir = dir();
+    fs::write(
+        dir.path().join("leash.toml"),
+        "[policy]\nallow = [\"**.example.com\"]\ndeny = [\"bad.example.com\"]\n",
+    )
+    .unwrap();
+    let out = leash(dir.path(), &["check", "a.example.com"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "./leash.toml is found: {}",
+        stdout(&out)
+    );
+    let out = leash(
+        dir.path(),
+        &["check", "bad.example.com", "--allow", "bad.example.com"],
+    );
+    assert_eq!(out.status.code(), Some(1), "deny wins over a flag's allow");
+    let out = leash(
+        dir.path(),
+        &["check", "pypi.org", "--allow", "pypi.org:443"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let out = leash(
+        dir.path(),
+        &["check", "pypi.org:80", "--allow", "pypi.org:443"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn check_in_limited_mode_explains_the_method() {
+    let dir = dir();
+    let args = [
+        "check",
+        "example.com",
+        "--allow",
+        "example.com",
+        "--mode",
+        "limited",
+        "--protocol",
+        "http",
+        "--method",
+        "POST",
+    ];
+    let out = leash(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("(method_not_allowed)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = leash(
+        dir.path(),
+        &[
+            "check",
+            "example.com",
+            "--allow",
+            "example.com",
+            "--mode",
+            "limited",
+        ],
+    );
+    assert!(stdout(&out).contains("(mitm_required)"), "{}", stdout(&out));
+    let out = leash(
+        dir.path(),
+        &[
+            "check",
+            "example.com",
+            "--allow",
+            "example.com",
+            "--mode",
+            "limited",
+            "--mitm",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn config_check_lints_and_reports_errors_with_file_and_key() {
+    let dir = dir();
+    let good = dir.path().join("good.toml");
+    fs::write(
+        &good,
+        "[policy]\nallow = [\"a.github.com\", \"**.github.com\"]\n",
+    )
+    .unwrap();
+    let out = leash(dir.path(), &["config", "check", good.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout(&out).contains("ok (2 allow rules, 0 deny rules, 1 warnings)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("allow rule `a.github.com` is already covered by `**.github.com`")
+    );
+
+    let bad = dir.path().join("bad.toml");
+    fs::write(
+        &bad,
+        "mode = \"full\"\n[policy]\nallow = [\"ok.test\", \"a*.b.test\"]\n",
+    )
+    .unwrap();
+    let out = leash(dir.path(), &["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad.toml: key `policy.allow[1]`: invalid rule `a*.b.test`"),
+        "{err}"
+    );
+
+    fs::write(&bad, "[listen]\nhttp = \"127.0.0.1:3128\"\nhtps = 1\n").unwrap();
+    let out = leash(dir.path(), &["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("bad.toml:3: key `listen.htps`: unknown field `htps`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = leash(dir.path(), &["config", "check"]);
+    assert_eq!(out.status.code(), Some(1), "no file anywhere");
+    assert!(stderr(&out).contains("no config file"));
+}
