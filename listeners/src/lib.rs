@@ -1,7 +1,19 @@
-//! `listeners` owns how leash gets its sockets (SPEC §9): managed mode binds `127.0.0.1:0` for every
-//! enabled listener up front and carries the bound socket itself into the server; fixed mode binds the
-//! configured addresses and fails naming the address. It also writes the ready record.
+//! `listeners` owns every socket leash opens (SPEC §9, §1.4): the inbound listeners, reserved up
+//! front and carried bound into the servers (no bind-drop-rebind window), the ready record, and the
+//! one outbound dialer that resolves a name once, vets every address with the policy and connects
+//! only to a vetted address — for HTTP, CONNECT, SOCKS5 and MITM alike.
 //!
-//! It knows addresses and sockets, not protocols.
-//!
-//! This crate is filled by the HTTP proxy issue; it holds no code yet.
+//! It knows addresses and sockets, not protocols: it never parses HTTP or SOCKS.
+
+mod dial;
+mod ready;
+mod reserve;
+
+pub use crate::{
+    dial::{
+        BoxFuture, Connector, DialError, Dialed, Dialer, Resolver, StaticResolver, SystemResolver,
+        TcpConnector,
+    },
+    ready::ReadyRecord,
+    reserve::{ListenError, ListenPlan, Reserved},
+};

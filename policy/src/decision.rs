@@ -60,6 +60,15 @@ pub enum BlockReason {
     MitmRequired,
     /// The target is not a valid host and port.
     InvalidTarget(InvalidTarget),
+    /// The proxy credentials did not carry the required token (not a policy decision).
+    AuthFailed,
+    /// The request was malformed (not a policy decision).
+    InvalidRequest {
+        /// What was wrong, for the log.
+        detail: String,
+    },
+    /// A request inside a tunnel named another host than the tunnel (not a policy decision).
+    HostMismatch,
 }
 
 impl BlockReason {
@@ -73,6 +82,9 @@ impl BlockReason {
             BlockReason::ProtocolNotAllowed => "protocol_not_allowed",
             BlockReason::MitmRequired => "mitm_required",
             BlockReason::InvalidTarget(_) => "invalid_target",
+            BlockReason::AuthFailed => "auth_failed",
+            BlockReason::InvalidRequest { .. } => "invalid_request",
+            BlockReason::HostMismatch => "host_mismatch",
         }
     }
 }

@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
 };
 
@@ -30,6 +30,10 @@ pub trait PolicyEngine: fmt::Debug + Send + Sync {
 
     /// The mode in force.
     fn mode(&self) -> Mode;
+
+    /// The policy in force now, held for the rest of one request so that its decision and its
+    /// post-DNS check see the same rules even if the policy is swapped in between.
+    fn snapshot(&self) -> Arc<dyn PolicyEngine>;
 }
 
 impl PolicyEngine for Policy {
@@ -47,6 +51,10 @@ impl PolicyEngine for Policy {
 
     fn mode(&self) -> Mode {
         Policy::mode(self)
+    }
+
+    fn snapshot(&self) -> Arc<dyn PolicyEngine> {
+        Arc::new(self.clone())
     }
 }
 
@@ -82,6 +90,12 @@ pub struct DecisionEvent {
 pub trait DecisionSink: fmt::Debug + Send + Sync {
     /// Records one event and returns its id.
     fn record(&self, event: &DecisionEvent) -> EventId;
+
+    /// Whether allowed decisions should be recorded too (`log_allowed`); callers skip building
+    /// events for allowed requests otherwise.
+    fn wants_allowed(&self) -> bool {
+        false
+    }
 }
 
 /// Drops every event; ids still count up so responses stay distinct.

@@ -26,6 +26,7 @@
 mod config;
 mod decision;
 mod engine;
+mod escape;
 mod explain;
 mod fxhash;
 mod host;
@@ -41,6 +42,7 @@ pub use crate::{
     config::{AllowLocalConfig, PolicyConfig},
     decision::{BlockReason, Decision, Mode, Protocol, Request, RequestShape, Verdict},
     engine::{DecisionEvent, DecisionSink, EventId, MemorySink, NoopSink, PolicyEngine},
+    escape::escape_untrusted,
     explain::{Explanation, Step},
     host::{Host, InvalidTarget, Target},
     lint::{lint, LintWarning},

@@ -28,9 +28,15 @@ pub enum AllowLocal {
     Only(Vec<Rule>),
 }
 
-/// An immutable, compiled policy: what every request is decided against.
+/// An immutable, compiled policy: what every request is decided against. Cloning is cheap (one
+/// reference count), so a request can hold the policy it started with.
 #[derive(Clone, Debug)]
 pub struct Policy {
+    inner: Arc<Compiled>,
+}
+
+#[derive(Debug)]
+struct Compiled {
     allow: RuleSet,
     deny: RuleSet,
     allow_local: AllowLocal,
@@ -146,7 +152,7 @@ impl PolicyBuilder {
             AllowLocal::All => LocalExceptions::All("allow_local".into()),
             AllowLocal::Only(rules) => LocalExceptions::Only(compile_local_rules(rules)?),
         };
-        Ok(Policy {
+        let compiled = Compiled {
             allow: RuleSet::new(self.allow),
             deny: RuleSet::new(self.deny),
             allow_local: self.allow_local,
@@ -154,6 +160,9 @@ impl PolicyBuilder {
             mode: self.mode,
             tls_inspection: self.tls_inspection,
             own_ports: self.own_ports,
+        };
+        Ok(Policy {
+            inner: Arc::new(compiled),
         })
     }
 }
@@ -200,12 +209,12 @@ impl Policy {
     /// A builder holding this policy's rules and settings, to derive a changed policy.
     pub fn to_builder(&self) -> PolicyBuilder {
         PolicyBuilder {
-            allow: self.allow.rules().to_vec(),
-            deny: self.deny.rules().to_vec(),
-            allow_local: self.allow_local.clone(),
-            mode: self.mode,
-            tls_inspection: self.tls_inspection,
-            own_ports: self.own_ports.clone(),
+            allow: self.inner.allow.rules().to_vec(),
+            deny: self.inner.deny.rules().to_vec(),
+            allow_local: self.inner.allow_local.clone(),
+            mode: self.inner.mode,
+            tls_inspection: self.inner.tls_inspection,
+            own_ports: self.inner.own_ports.clone(),
         }
     }
 
@@ -216,35 +225,35 @@ impl Policy {
 
     /// The allow rules, duplicates merged.
     pub fn allow_rules(&self) -> &[Rule] {
-        self.allow.rules()
+        self.inner.allow.rules()
     }
 
     /// The deny rules, duplicates merged.
     pub fn deny_rules(&self) -> &[Rule] {
-        self.deny.rules()
+        self.inner.deny.rules()
     }
 
     /// Which local targets are opened.
     pub fn allow_local(&self) -> &AllowLocal {
-        &self.allow_local
+        &self.inner.allow_local
     }
 
     /// The mode.
     pub fn mode(&self) -> Mode {
-        self.mode
+        self.inner.mode
     }
 
     /// Whether TLS interception is on.
     pub fn tls_inspection(&self) -> bool {
-        self.tls_inspection
+        self.inner.tls_inspection
     }
 
     pub(crate) fn allow_set(&self) -> &RuleSet {
-        &self.allow
+        &self.inner.allow
     }
 
     pub(crate) fn deny_set(&self) -> &RuleSet {
-        &self.deny
+        &self.inner.deny
     }
 
     /// Decides a request before any DNS lookup (SPEC §1.3).
@@ -281,9 +290,10 @@ impl Policy {
             });
         }
         let allowed_by = self
+            .inner
             .allow
             .find_key(&key, port)
-            .map(|id| self.allow.name(id).clone());
+            .map(|id| self.inner.allow.name(id).clone());
         let allowed_by = allowed_by.or(local.allowed_by);
         trace.step(|| Step::Allowlist {
             rule: allowed_by.clone(),
@@ -293,7 +303,7 @@ impl Policy {
         };
         let mode = self.check_mode(request);
         trace.step(|| Step::Mode {
-            mode: self.mode,
+            mode: self.inner.mode,
             method: request.method.to_owned(),
             protocol: request.protocol,
             allowed: mode.is_ok(),
@@ -331,9 +341,10 @@ impl Policy {
         }
         let key = HostKey::new(target.host());
         let allowed_by = self
+            .inner
             .allow
             .find_key(&key, port)
-            .map(|id| self.allow.name(id).clone());
+            .map(|id| self.inner.allow.name(id).clone());
         match allowed_by
             .or(local_rule)
             .or_else(|| self.local_check(target.host(), &key, port).allowed_by)
@@ -345,19 +356,19 @@ impl Policy {
 
     /// The deny rule matching the host, or for an IPv6 address the IPv4 address it carries.
     fn deny_match(&self, key: &HostKey<'_>, port: u16) -> Option<Arc<str>> {
-        if self.deny.is_empty() {
+        if self.inner.deny.is_empty() {
             return None;
         }
-        let found = self.deny.find_key(key, port).or_else(|| {
+        let found = self.inner.deny.find_key(key, port).or_else(|| {
             let HostKey::Ip(IpAddr::V6(v6)) = key else {
                 return None;
             };
             embedded_ipv4(*v6)
                 .into_iter()
                 .flatten()
-                .find_map(|v4| self.deny.find_ip(IpAddr::V4(v4), port))
+                .find_map(|v4| self.inner.deny.find_ip(IpAddr::V4(v4), port))
         });
-        found.map(|id| self.deny.name(id).clone())
+        found.map(|id| self.inner.deny.name(id).clone())
     }
 
     fn local_check(&self, host: &Host, key: &HostKey<'_>, port: u16) -> LocalCheck {
@@ -366,8 +377,8 @@ impl Policy {
             Host::Ip(ip) => is_local_ip(*ip),
             Host::ScopedIp(_) => true,
         };
-        let own_listener = local && self.own_ports.contains(&port);
-        let allowed_by = match (&self.local_exceptions, local && !own_listener) {
+        let own_listener = local && self.inner.own_ports.contains(&port);
+        let allowed_by = match (&self.inner.local_exceptions, local && !own_listener) {
             (_, false) => None,
             (LocalExceptions::None, true) => None,
             (LocalExceptions::All(name), true) => Some(name.clone()),
@@ -383,13 +394,13 @@ impl Policy {
     }
 
     fn check_mode(&self, request: &Request<'_>) -> Result<(), BlockReason> {
-        if self.mode == Mode::Full {
+        if self.inner.mode == Mode::Full {
             return Ok(());
         }
         match request.protocol {
-            Protocol::Connect if self.tls_inspection => Ok(()),
+            Protocol::Connect if self.inner.tls_inspection => Ok(()),
             Protocol::Connect => Err(BlockReason::MitmRequired),
-            Protocol::Socks5 if self.tls_inspection && request.target.port() == 443 => Ok(()),
+            Protocol::Socks5 if self.inner.tls_inspection && request.target.port() == 443 => Ok(()),
             Protocol::Socks5 | Protocol::Socks5Udp => Err(BlockReason::ProtocolNotAllowed),
             Protocol::Http | Protocol::Https if is_read_only(request.method, &request.shape) => {
                 Ok(())

@@ -1,0 +1,227 @@
+//! The one outbound dialer (SPEC §1.4): resolve a name once, vet every address against the policy,
+//! connect only to a vetted address. Every proxy path dials through here, so there is exactly one
+//! copy of this security check.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt,
+    future::Future,
+    io,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use policy::{Decision, Host, PolicyEngine, Target};
+use tokio::net::TcpStream;
+
+/// A boxed future, so the traits below stay object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Looks names up. The dialer calls it at most once per dial, and never for a denied name.
+pub trait Resolver: fmt::Debug + Send + Sync {
+    /// The addresses of `name` (a canonical DNS name).
+    fn resolve<'a>(&'a self, name: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>>;
+}
+
+/// Opens TCP connections. The default connects directly; tests substitute one that records every
+/// address it is asked to dial.
+pub trait Connector: fmt::Debug + Send + Sync {
+    /// A connection to `addr`, which the dialer has vetted.
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<TcpStream>>;
+}
+
+/// The system resolver (getaddrinfo, on tokio's blocking pool).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemResolver;
+
+impl Resolver for SystemResolver {
+    fn resolve<'a>(&'a self, name: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((name, 0)).await?;
+            Ok(addrs.map(|a| a.ip()).collect())
+        })
+    }
+}
+
+/// A resolver with fixed answers, for tests: each name has a queue of answers (the last one
+/// repeats), and every call is logged.
+#[derive(Debug, Default)]
+pub struct StaticResolver {
+    answers: Mutex<HashMap<String, VecDeque<Vec<IpAddr>>>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl StaticResolver {
+    /// An empty resolver: every name fails to resolve.
+    pub fn new() -> StaticResolver {
+        StaticResolver::default()
+    }
+
+    /// Queues one answer for `name`; queued answers are given in order, the last one repeats.
+    pub fn answer(self, name: &str, addrs: &[IpAddr]) -> StaticResolver {
+        let mut answers = self.answers.lock().expect("resolver lock");
+        answers
+            .entry(name.to_owned())
+            .or_default()
+            .push_back(addrs.to_vec());
+        drop(answers);
+        self
+    }
+
+    /// Every name looked up so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().expect("resolver lock").clone()
+    }
+}
+
+impl Resolver for StaticResolver {
+    fn resolve<'a>(&'a self, name: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
+        self.calls
+            .lock()
+            .expect("resolver lock")
+            .push(name.to_owned());
+        let mut answers = self.answers.lock().expect("resolver lock");
+        let answer = match answers.get_mut(name) {
+            Some(queue) if queue.len() > 1 => queue.pop_front(),
+            Some(queue) => queue.front().cloned(),
+            None => None,
+        };
+        Box::pin(async move {
+            answer.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such name"))
+        })
+    }
+}
+
+/// Plain TCP.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<TcpStream>> {
+        Box::pin(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        })
+    }
+}
+
+/// A connection to a vetted address.
+#[derive(Debug)]
+pub struct Dialed {
+    /// The connected stream.
+    pub stream: TcpStream,
+    /// The address connected to.
+    pub peer: SocketAddr,
+}
+
+/// Why a dial did not produce a connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    /// The policy refused an address the name resolved to (or the address itself).
+    #[error("blocked after DNS")]
+    Blocked(Decision),
+    /// The lookup failed or found nothing: fail closed.
+    #[error("DNS lookup failed: {0}")]
+    DnsFailed(String),
+    /// The lookup did not answer in time.
+    #[error("DNS lookup timed out")]
+    DnsTimeout,
+    /// No vetted address accepted the connection.
+    #[error("connect failed: {0}")]
+    ConnectFailed(io::Error),
+    /// No vetted address answered in time.
+    #[error("connect timed out")]
+    ConnectTimeout,
+}
+
+/// Resolves, vets and connects. Cheap to clone and share.
+#[derive(Clone, Debug)]
+pub struct Dialer {
+    resolver: Arc<dyn Resolver>,
+    connector: Arc<dyn Connector>,
+    dns_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Dialer {
+    /// A dialer with the system resolver and plain TCP.
+    pub fn new(dns_timeout: Duration, connect_timeout: Duration) -> Dialer {
+        Dialer {
+            resolver: Arc::new(SystemResolver),
+            connector: Arc::new(TcpConnector),
+            dns_timeout,
+            connect_timeout,
+        }
+    }
+
+    /// Uses another resolver.
+    pub fn with_resolver(mut self, resolver: Arc<dyn Resolver>) -> Dialer {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Uses another connector.
+    pub fn with_connector(mut self, connector: Arc<dyn Connector>) -> Dialer {
+        self.connector = connector;
+        self
+    }
+
+    /// Resolves `target` once, vets every address with `engine`, and connects to the first vetted
+    /// address that answers. The caller has already had `engine.decide` allow the target.
+    pub async fn dial(
+        &self,
+        engine: &dyn PolicyEngine,
+        target: &Target,
+    ) -> Result<Dialed, DialError> {
+        let addrs = self.addresses(target.host()).await?;
+        let decision = engine.vet(target, &addrs);
+        if !decision.is_allowed() {
+            return Err(DialError::Blocked(decision));
+        }
+        let connect = self.connect_any(&addrs, target.port());
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| DialError::ConnectTimeout)?
+    }
+
+    /// Re-checks an address already connected to (a reused upstream connection) against the policy
+    /// in force now, without a new lookup.
+    pub fn revet(&self, engine: &dyn PolicyEngine, target: &Target, peer: SocketAddr) -> Decision {
+        engine.vet(target, &[peer.ip()])
+    }
+
+    async fn addresses(&self, host: &Host) -> Result<Vec<IpAddr>, DialError> {
+        let name = match host {
+            Host::Name(name) => name,
+            Host::Ip(_) | Host::ScopedIp(_) => return Ok(host.ip().into_iter().collect()),
+        };
+        let lookup = self.resolver.resolve(name);
+        let addrs = tokio::time::timeout(self.dns_timeout, lookup)
+            .await
+            .map_err(|_| DialError::DnsTimeout)?
+            .map_err(|e| DialError::DnsFailed(e.to_string()))?;
+        match addrs.is_empty() {
+            true => Err(DialError::DnsFailed("no addresses".to_owned())),
+            false => Ok(addrs.into_iter().map(|a| a.to_canonical()).collect()),
+        }
+    }
+
+    async fn connect_any(&self, addrs: &[IpAddr], port: u16) -> Result<Dialed, DialError> {
+        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address");
+        for &ip in addrs {
+            let peer = SocketAddr::new(ip, port);
+            match self.connector.connect(peer).await {
+                Ok(stream) => return Ok(Dialed { stream, peer }),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(DialError::ConnectFailed(last_error))
+    }
+}
+
+#[cfg(test)]
+mod tests;

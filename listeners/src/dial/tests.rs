@@ -1,0 +1,117 @@
+use std::{net::TcpListener, sync::Mutex as StdMutex};
+
+use policy::{AllowLocal, Policy, Rule};
+
+use super::*;
+
+/// Records every address it is asked to dial and connects to loopback listeners only.
+#[derive(Debug, Default)]
+struct RecordingConnector {
+    dialled: StdMutex<Vec<SocketAddr>>,
+}
+
+impl Connector for RecordingConnector {
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<TcpStream>> {
+        self.dialled.lock().unwrap().push(addr);
+        Box::pin(async move {
+            assert!(
+                addr.ip().is_loopback(),
+                "tests never dial off the machine: {addr}"
+            );
+            TcpStream::connect(addr).await
+        })
+    }
+}
+
+fn policy(allow: &[&str], local: &[&str]) -> Policy {
+    let mut builder = Policy::builder();
+    for rule in allow {
+        builder = builder.allow(rule.parse().unwrap());
+    }
+    let local: Vec<Rule> = local.iter().map(|r| r.parse().unwrap()).collect();
+    builder
+        .allow_local(AllowLocal::Only(local))
+        .build()
+        .unwrap()
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+#[tokio::test]
+async fn connects_only_to_vetted_addresses_and_looks_up_once() {
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = origin.local_addr().unwrap().port();
+    let resolver = Arc::new(StaticResolver::new().answer("dev.test", &[ip("127.0.0.1")]));
+    let connector = Arc::new(RecordingConnector::default());
+    let dialer = Dialer::new(Duration::from_secs(1), Duration::from_secs(1))
+        .with_resolver(resolver.clone())
+        .with_connector(connector.clone());
+    let target = Target::parse(&format!("dev.test:{port}"), None).unwrap();
+
+    let open = policy(&["dev.test"], &[&format!("127.0.0.1:{port}")]);
+    let dialed = dialer.dial(&open, &target).await.unwrap();
+    assert_eq!(dialed.peer, SocketAddr::from(([127, 0, 0, 1], port)));
+    assert_eq!(resolver.calls(), ["dev.test"]);
+
+    let closed = policy(&["dev.test"], &[]);
+    match dialer.dial(&closed, &target).await {
+        Err(DialError::Blocked(Decision::Deny(reason))) => {
+            assert_eq!(reason.code(), "local_address")
+        }
+        other => panic!("expected a block, got {other:?}"),
+    }
+    assert_eq!(
+        connector.dialled.lock().unwrap().len(),
+        1,
+        "the blocked dial connected nowhere"
+    );
+}
+
+#[tokio::test]
+async fn a_mixed_answer_is_refused_whole() {
+    let resolver =
+        Arc::new(StaticResolver::new().answer("mixed.test", &[ip("8.8.8.8"), ip("127.0.0.1")]));
+    let connector = Arc::new(RecordingConnector::default());
+    let dialer = Dialer::new(Duration::from_secs(1), Duration::from_secs(1))
+        .with_resolver(resolver)
+        .with_connector(connector.clone());
+    let target = Target::parse("mixed.test:80", None).unwrap();
+    let result = dialer.dial(&policy(&["mixed.test"], &[]), &target).await;
+    assert!(matches!(result, Err(DialError::Blocked(_))), "{result:?}");
+    assert!(connector.dialled.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn dns_failures_fail_closed() {
+    let dialer = Dialer::new(Duration::from_secs(1), Duration::from_secs(1))
+        .with_resolver(Arc::new(StaticResolver::new().answer("empty.test", &[])));
+    let engine = policy(&["*"], &[]);
+    let unknown = Target::parse("unknown.test:80", None).unwrap();
+    assert!(matches!(
+        dialer.dial(&engine, &unknown).await,
+        Err(DialError::DnsFailed(_))
+    ));
+    let empty = Target::parse("empty.test:80", None).unwrap();
+    assert!(matches!(
+        dialer.dial(&engine, &empty).await,
+        Err(DialError::DnsFailed(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_connect_failed() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dialer = Dialer::new(Duration::from_secs(1), Duration::from_secs(1));
+    let target = Target::parse(&format!("127.0.0.1:{port}"), None).unwrap();
+    let engine = policy(&["127.0.0.1"], &["127.0.0.1"]);
+    assert!(matches!(
+        dialer.dial(&engine, &target).await,
+        Err(DialError::ConnectFailed(_))
+    ));
+}

@@ -1,0 +1,54 @@
+//! The ready record (SPEC §9): one JSON line on stdout, and optionally a file written atomically,
+//! so whoever started leash learns the bound addresses without racing it.
+
+use std::{io, net::SocketAddr, path::Path};
+
+use serde::Serialize;
+
+/// `{"event":"ready","pid":…,"http":"127.0.0.1:41233","socks":…,"admin":…}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReadyRecord {
+    event: &'static str,
+    /// The process id.
+    pub pid: u32,
+    /// The HTTP proxy address.
+    pub http: Option<SocketAddr>,
+    /// The SOCKS5 proxy address.
+    pub socks: Option<SocketAddr>,
+    /// The admin API address.
+    pub admin: Option<SocketAddr>,
+}
+
+impl ReadyRecord {
+    /// The record for this process.
+    pub fn new(
+        http: Option<SocketAddr>,
+        socks: Option<SocketAddr>,
+        admin: Option<SocketAddr>,
+    ) -> ReadyRecord {
+        ReadyRecord {
+            event: "ready",
+            pid: std::process::id(),
+            http,
+            socks,
+            admin,
+        }
+    }
+
+    /// The record as one JSON line (without the newline).
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("plain data serialises")
+    }
+
+    /// Writes the line to `path` atomically: a reader sees nothing or the whole record.
+    pub fn write_file(&self, path: &Path) -> io::Result<()> {
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| io::Error::other("ready file has no name"))?;
+        let mut temp_name = file_name.to_owned();
+        temp_name.push(format!(".{}.tmp", self.pid));
+        let temp = path.with_file_name(temp_name);
+        std::fs::write(&temp, format!("{}\n", self.to_line()))?;
+        std::fs::rename(&temp, path)
+    }
+}

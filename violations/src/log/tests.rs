@@ -1,0 +1,101 @@
+use std::{net::SocketAddr, sync::Arc, thread};
+
+use policy::{BlockReason, Decision, Mode, Protocol};
+
+use super::*;
+
+fn event(host: &str, decision: Decision) -> DecisionEvent {
+    DecisionEvent {
+        decision,
+        host: host.to_owned(),
+        port: 443,
+        protocol: Protocol::Connect,
+        method: "CONNECT".to_owned(),
+        mode: Mode::Full,
+        attempt: Some("a1".to_owned()),
+        client: Some(SocketAddr::from(([127, 0, 0, 1], 5555))),
+        path: None,
+    }
+}
+
+fn options(dir: &tempfile::TempDir) -> LogOptions {
+    LogOptions {
+        path: dir.path().join("v.jsonl"),
+        rotation: Rotation::Never,
+        log_allowed: false,
+        ring: 100,
+    }
+}
+
+#[test]
+fn every_event_is_one_json_line_in_seq_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(ViolationLog::open(&options(&dir)).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            thread::spawn(move || {
+                for i in 0..50 {
+                    log.record(&event(
+                        &format!("h{t}-{i}.test"),
+                        Decision::Ask(BlockReason::AllowlistMiss),
+                    ));
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    log.close();
+    let text = std::fs::read_to_string(dir.path().join("v.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 400);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["seq"], i as u64 + 1);
+        assert_eq!(line["v"], 1);
+        assert_eq!(line["decision"], "ask");
+        assert_eq!(line["reason"], "allowlist_miss");
+        assert_eq!(line["attempt"], "a1");
+        assert_eq!(line["client"], "127.0.0.1:5555");
+        assert!(line["ts"].as_str().unwrap().ends_with('Z'));
+    }
+    assert_eq!(log.page(398, 10).events.len(), 2);
+    assert_eq!(log.log_errors(), 0);
+}
+
+#[test]
+fn untrusted_text_is_escaped_and_addresses_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = ViolationLog::open(&options(&dir)).unwrap();
+    let mut forged = event(
+        "evil\r\n{\"seq\":1}",
+        Decision::Deny(BlockReason::LocalAddress {
+            addrs: vec!["127.0.0.1".parse().unwrap()],
+        }),
+    );
+    forged.attempt = Some("a\u{202e}b".to_owned());
+    assert_eq!(log.record(&forged), EventId(1));
+    log.close();
+    let text = std::fs::read_to_string(dir.path().join("v.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let line: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(line["host"], "evil\\u{000d}\\u{000a}{\"seq\":1}");
+    assert_eq!(line["attempt"], "a\\u{202e}b");
+    assert_eq!(line["addrs"][0], "127.0.0.1");
+    assert_eq!(line["reason"], "local_address");
+}
+
+#[test]
+fn writes_after_close_are_counted_not_silently_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = ViolationLog::open(&options(&dir)).unwrap();
+    log.close();
+    log.record(&event(
+        "late.test",
+        Decision::Ask(BlockReason::AllowlistMiss),
+    ));
+    assert_eq!(log.log_errors(), 1);
+    assert_eq!(log.page(0, 10).events.len(), 1, "the ring still has it");
+}
