@@ -131,9 +131,6 @@ fn step_text(step: &Step) -> String {
         Step::Denylist { rule: r } => format!("deny list: {}", rule(r)),
         Step::Local { local: false, .. } => "local: not a local address".to_owned(),
         Step::Local {
-            own_listener: true, ..
-        } => "local: one of leash's own listeners (never allowed)".to_owned(),
-        Step::Local {
             allowed_by: Some(by),
             ..
         } => format!("local: opened by allow_local `{by}`"),

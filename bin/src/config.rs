@@ -190,9 +190,13 @@ pub struct LimitsConfig {
     /// DNS lookup timeout.
     #[serde_as(as = "DisplayFromStr")]
     pub dns_timeout: HumanDuration,
-    /// Idle client connection timeout.
+    /// Idle timeout of tunnels (no byte either way).
     #[serde_as(as = "DisplayFromStr")]
     pub idle_timeout: HumanDuration,
+    /// Time a client has to send a request head, and to start the next one on a kept-alive
+    /// connection (an addition to SPEC §10's keys).
+    #[serde_as(as = "DisplayFromStr")]
+    pub header_timeout: HumanDuration,
     /// The largest request head accepted (bytes).
     pub max_request_head: usize,
     /// The most client connections served at once.
@@ -206,6 +210,7 @@ impl Default for LimitsConfig {
             connect_timeout: secs(10),
             dns_timeout: secs(5),
             idle_timeout: secs(300),
+            header_timeout: secs(30),
             max_request_head: 65536,
             max_connections: 4096,
         }

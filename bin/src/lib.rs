@@ -1,11 +1,13 @@
 //! `leash` (crate of the `leash` binary) composes the protocol crates into a running proxy and owns
 //! everything that touches the user's machine outside the proxies themselves: the configuration
-//! file, the command line, and (later) the embedding API of SPEC §13.
+//! file, the command line, and the embedding API of SPEC §13 (`Leash::builder()`).
 //!
 //! **Invariant:** only this crate reads configuration files; the library crates receive plain data.
 
 mod config;
 mod duration;
+mod embed;
+mod hot;
 
 pub use crate::{
     config::{
@@ -13,4 +15,6 @@ pub use crate::{
         MitmConfig, Rotation, SocksConfig,
     },
     duration::HumanDuration,
+    embed::{Addrs, BuildError, Built, Leash, LeashBuilder, Running},
+    hot::HotPolicy,
 };

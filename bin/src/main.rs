@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod config_check;
 mod flags;
+mod proxy;
 
 /// leash: a local network-policy proxy for sandboxed programs.
 #[derive(Debug, Parser)]
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the proxies until SIGINT or SIGTERM.
+    Proxy(proxy::ProxyArgs),
     /// Decide a target offline with its trace (policy only, no network).
     Check(check::CheckArgs),
     /// Work with configuration files.
@@ -45,9 +48,21 @@ pub(crate) enum Exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_diagnostics();
     let exit = match cli.command {
+        Command::Proxy(args) => proxy::run(args),
         Command::Check(args) => check::run(args),
         Command::Config(ConfigCommand::Check(args)) => config_check::run(args),
     };
     ExitCode::from(exit as u8)
+}
+
+/// Diagnostics (not the violation log) go to stderr, filtered by `LEASH_LOG` (default `warn`).
+fn init_diagnostics() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEASH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

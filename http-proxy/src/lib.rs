@@ -1,9 +1,20 @@
-//! `http-proxy` owns leash's HTTP/1.1 forward proxy (SPEC §2, §3): absolute-form forwarding, `CONNECT`
-//! tunnels, proxy authentication carrying the attempt id, header hygiene and the one mapping from a
-//! policy decision to a `403` JSON response.
+//! `http-proxy` owns leash's HTTP/1.1 forward proxy (SPEC §2, §3): absolute-form forwarding,
+//! `CONNECT` tunnels, proxy authentication carrying the attempt id, header hygiene, and the one
+//! mapping from a decision or an upstream failure to an HTTP response.
 //!
-//! It asks a `PolicyEngine` (crate `policy`) for every request and hands every block to a
-//! `DecisionSink`; it dials only through the shared outbound dialer. It knows nothing about SOCKS5,
+//! It asks a `PolicyEngine` for every request, hands every block to a `DecisionSink` before it
+//! answers, and dials only through the shared `listeners::Dialer`. It knows nothing about SOCKS5,
 //! configuration files or how the log is written.
-//!
-//! This crate is filled by the HTTP proxy issue; it holds no code yet.
+
+mod auth;
+mod connect;
+mod forward;
+mod headers;
+mod proxy;
+mod response;
+mod server;
+
+pub use crate::{
+    proxy::{HttpProxy, Limits},
+    server::serve,
+};

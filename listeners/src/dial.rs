@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use policy::{Decision, Host, PolicyEngine, Target};
+use policy::{is_local_ip, BlockReason, Decision, Host, PolicyEngine, Target};
 use tokio::net::TcpStream;
 
 /// A boxed future, so the traits below stay object-safe.
@@ -145,6 +145,7 @@ pub struct Dialer {
     connector: Arc<dyn Connector>,
     dns_timeout: Duration,
     connect_timeout: Duration,
+    own_ports: Arc<[u16]>,
 }
 
 impl Dialer {
@@ -155,7 +156,16 @@ impl Dialer {
             connector: Arc::new(TcpConnector),
             dns_timeout,
             connect_timeout,
+            own_ports: Arc::from([]),
         }
+    }
+
+    /// The ports leash listens on. A local address on one of them is never dialled, whatever the
+    /// policy says (even `allow_local = true`), so a sandboxed program cannot reach leash's own
+    /// listeners — the admin API above all — through the proxy.
+    pub fn with_own_ports(mut self, ports: &[u16]) -> Dialer {
+        self.own_ports = Arc::from(ports);
+        self
     }
 
     /// Uses another resolver.
@@ -182,6 +192,7 @@ impl Dialer {
         if !decision.is_allowed() {
             return Err(DialError::Blocked(decision));
         }
+        self.refuse_own_listeners(&addrs, target.port())?;
         let connect = self.connect_any(&addrs, target.port());
         tokio::time::timeout(self.connect_timeout, connect)
             .await
@@ -192,6 +203,23 @@ impl Dialer {
     /// in force now, without a new lookup.
     pub fn revet(&self, engine: &dyn PolicyEngine, target: &Target, peer: SocketAddr) -> Decision {
         engine.vet(target, &[peer.ip()])
+    }
+
+    fn refuse_own_listeners(&self, addrs: &[IpAddr], port: u16) -> Result<(), DialError> {
+        if !self.own_ports.contains(&port) {
+            return Ok(());
+        }
+        let own: Vec<IpAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|ip| is_local_ip(*ip))
+            .collect();
+        match own.is_empty() {
+            true => Ok(()),
+            false => Err(DialError::Blocked(Decision::Deny(
+                BlockReason::LocalAddress { addrs: own },
+            ))),
+        }
     }
 
     async fn addresses(&self, host: &Host) -> Result<Vec<IpAddr>, DialError> {

@@ -43,8 +43,6 @@ pub enum Step {
     Local {
         /// The target is a local address or name.
         local: bool,
-        /// The target is one of leash's own listeners (never allowed).
-        own_listener: bool,
         /// The `allow_local` rule that covers it.
         allowed_by: Option<Arc<str>>,
     },

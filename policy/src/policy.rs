@@ -43,7 +43,6 @@ struct Compiled {
     local_exceptions: LocalExceptions,
     mode: Mode,
     tls_inspection: bool,
-    own_ports: Vec<u16>,
 }
 
 #[derive(Clone, Debug)]
@@ -61,7 +60,6 @@ pub struct PolicyBuilder {
     allow_local: AllowLocal,
     mode: Mode,
     tls_inspection: bool,
-    own_ports: Vec<u16>,
 }
 
 /// A policy that could not be built: which key and which rule.
@@ -139,12 +137,6 @@ impl PolicyBuilder {
         self
     }
 
-    /// A port leash itself listens on: never reachable on a local address, whatever `allow_local`.
-    pub fn own_port(mut self, port: u16) -> Self {
-        self.own_ports.push(port);
-        self
-    }
-
     /// Compiles the policy. Fails when an `allow_local` rule is not an IP, CIDR or `localhost` rule.
     pub fn build(self) -> Result<Policy, PolicyError> {
         let local_exceptions = match &self.allow_local {
@@ -159,7 +151,6 @@ impl PolicyBuilder {
             local_exceptions,
             mode: self.mode,
             tls_inspection: self.tls_inspection,
-            own_ports: self.own_ports,
         };
         Ok(Policy {
             inner: Arc::new(compiled),
@@ -214,7 +205,6 @@ impl Policy {
             allow_local: self.inner.allow_local.clone(),
             mode: self.inner.mode,
             tls_inspection: self.inner.tls_inspection,
-            own_ports: self.inner.own_ports.clone(),
         }
     }
 
@@ -377,8 +367,7 @@ impl Policy {
             Host::Ip(ip) => is_local_ip(*ip),
             Host::ScopedIp(_) => true,
         };
-        let own_listener = local && self.inner.own_ports.contains(&port);
-        let allowed_by = match (&self.inner.local_exceptions, local && !own_listener) {
+        let allowed_by = match (&self.inner.local_exceptions, local) {
             (_, false) => None,
             (LocalExceptions::None, true) => None,
             (LocalExceptions::All(name), true) => Some(name.clone()),
@@ -386,11 +375,7 @@ impl Policy {
                 rules.find_key(key, port).map(|id| rules.name(id).clone())
             }
         };
-        LocalCheck {
-            local,
-            own_listener,
-            allowed_by,
-        }
+        LocalCheck { local, allowed_by }
     }
 
     fn check_mode(&self, request: &Request<'_>) -> Result<(), BlockReason> {
@@ -422,7 +407,6 @@ fn is_read_only(method: &str, shape: &RequestShape<'_>) -> bool {
 
 struct LocalCheck {
     local: bool,
-    own_listener: bool,
     allowed_by: Option<Arc<str>>,
 }
 
@@ -434,7 +418,6 @@ impl LocalCheck {
     fn step(&self) -> Step {
         Step::Local {
             local: self.local,
-            own_listener: self.own_listener,
             allowed_by: self.allowed_by.clone(),
         }
     }

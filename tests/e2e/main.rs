@@ -1,4 +1,5 @@
 //! leash's end-to-end tests: the real binary and real sockets, one integration test binary.
 
 mod cli;
+mod http;
 mod tidy;

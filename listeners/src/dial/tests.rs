@@ -115,3 +115,36 @@ async fn a_refused_connection_is_connect_failed() {
         Err(DialError::ConnectFailed(_))
     ));
 }
+
+#[tokio::test]
+async fn own_listeners_are_never_dialled_whatever_the_policy() {
+    let own = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = own.local_addr().unwrap().port();
+    let connector = Arc::new(RecordingConnector::default());
+    let dialer = Dialer::new(Duration::from_secs(1), Duration::from_secs(1))
+        .with_resolver(Arc::new(
+            StaticResolver::new().answer("sneaky.test", &[ip("127.0.0.1")]),
+        ))
+        .with_connector(connector.clone())
+        .with_own_ports(&[port]);
+    let open_everything = Policy::builder()
+        .allow("*".parse().unwrap())
+        .allow_local(AllowLocal::All)
+        .build()
+        .unwrap();
+    for target in [
+        format!("127.0.0.1:{port}"),
+        format!("0.0.0.0:{port}"),
+        format!("sneaky.test:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+    ] {
+        let target = Target::parse(&target, None).unwrap();
+        match dialer.dial(&open_everything, &target).await {
+            Err(DialError::Blocked(Decision::Deny(reason))) => {
+                assert_eq!(reason.code(), "local_address", "{target}")
+            }
+            other => panic!("{target}: expected a block, got {other:?}"),
+        }
+    }
+    assert!(connector.dialled.lock().unwrap().is_empty());
+}

@@ -173,22 +173,6 @@ fn step_3_allow_local_opens_exactly_what_it_names() {
 }
 
 #[test]
-fn step_3_own_listeners_are_never_reachable() {
-    let p = Policy::builder()
-        .allow("*".parse().unwrap())
-        .allow_local(AllowLocal::All)
-        .own_port(9180)
-        .build()
-        .unwrap();
-    check(&p, "127.0.0.1:9180", "deny local_address");
-    check(&p, "localhost:9180", "deny local_address");
-    check(&p, "[::1]:9180", "deny local_address");
-    check(&p, "0.0.0.0:9180", "deny local_address");
-    check(&p, "127.0.0.1:9181", "allow *");
-    check(&p, "example.com:9180", "allow *");
-}
-
-#[test]
 fn step_4_allowlist() {
     let p = policy(&[], &[], AllowLocal::None);
     for target in ["example.com", "github.com", "1.1.1.1", "[2606:4700::1111]"] {

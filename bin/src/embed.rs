@@ -1,0 +1,244 @@
+//! The embedding API (SPEC §13): build (listeners reserved, addresses known), run, shut down.
+//! `leash proxy` is a thin shell around it.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use http_proxy::{HttpProxy, Limits};
+use listeners::{Connector, Dialer, ListenError, ListenPlan, ReadyRecord, Reserved, Resolver};
+use policy::{DecisionSink, PolicyEngine, PolicyError};
+use tokio::{sync::watch, task::JoinHandle};
+use violations::{LogOptions, ViolationLog, ViolationLogError};
+
+use crate::{config::Rotation, hot::HotPolicy, Config};
+
+/// Entry point of the embedding API.
+#[derive(Debug)]
+pub struct Leash;
+
+impl Leash {
+    /// A builder with the embedded default configuration.
+    pub fn builder() -> LeashBuilder {
+        LeashBuilder::default()
+    }
+}
+
+/// Configures a leash instance; `build` reserves its listeners.
+#[derive(Debug, Default)]
+pub struct LeashBuilder {
+    config: Config,
+    engine: Option<Arc<dyn PolicyEngine>>,
+    sink: Option<Arc<dyn DecisionSink>>,
+    resolver: Option<Arc<dyn Resolver>>,
+    connector: Option<Arc<dyn Connector>>,
+}
+
+/// The addresses leash serves on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Addrs {
+    /// The HTTP proxy.
+    pub http: Option<SocketAddr>,
+    /// The SOCKS5 proxy (served from the SOCKS5 issue on).
+    pub socks: Option<SocketAddr>,
+    /// The admin API (served from the admin issue on).
+    pub admin: Option<SocketAddr>,
+}
+
+/// Why leash could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A listener could not be reserved.
+    #[error("{0}")]
+    Listen(ListenError),
+    /// The policy is invalid.
+    #[error("policy: {0}")]
+    Policy(PolicyError),
+    /// The violation log could not be opened.
+    #[error("{0}")]
+    Log(ViolationLogError),
+}
+
+impl LeashBuilder {
+    /// Uses `config` (the file's contents, with CLI flags applied).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Decides with `engine` instead of the configured policy.
+    pub fn policy_engine(mut self, engine: Arc<dyn PolicyEngine>) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// Records decisions to `sink` instead of the configured violation log.
+    pub fn decision_sink(mut self, sink: Arc<dyn DecisionSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Resolves names with `resolver` instead of the system resolver.
+    pub fn resolver(mut self, resolver: Arc<dyn Resolver>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Opens upstream connections with `connector` instead of plain TCP.
+    pub fn connector(mut self, connector: Arc<dyn Connector>) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// Reserves the listeners (their addresses are final from here on) and assembles the proxy.
+    pub fn build(self) -> Result<Built, BuildError> {
+        let config = self.config;
+        let reserved = listen_plan(&config).reserve().map_err(BuildError::Listen)?;
+        let addrs = Addrs {
+            http: Reserved::addr(&reserved.http),
+            socks: Reserved::addr(&reserved.socks),
+            admin: Reserved::addr(&reserved.admin),
+        };
+        let engine = match self.engine {
+            Some(engine) => engine,
+            None => Arc::new(HotPolicy::new(config.policy().map_err(BuildError::Policy)?)),
+        };
+        let (sink, log) = match self.sink {
+            Some(sink) => (sink, None),
+            None => {
+                let log =
+                    Arc::new(ViolationLog::open(&log_options(&config)).map_err(BuildError::Log)?);
+                (log.clone() as Arc<dyn DecisionSink>, Some(log))
+            }
+        };
+        let own_ports: Vec<u16> = [addrs.http, addrs.socks, addrs.admin]
+            .into_iter()
+            .flatten()
+            .map(|a| a.port())
+            .collect();
+        let mut dialer = Dialer::new(config.limits.dns_timeout.0, config.limits.connect_timeout.0)
+            .with_own_ports(&own_ports);
+        if let Some(resolver) = self.resolver {
+            dialer = dialer.with_resolver(resolver);
+        }
+        if let Some(connector) = self.connector {
+            dialer = dialer.with_connector(connector);
+        }
+        let token = Some(config.auth.token.clone()).filter(|t| !t.is_empty());
+        let proxy = Arc::new(HttpProxy::new(engine, sink, dialer, token, limits(&config)));
+        Ok(Built {
+            reserved,
+            addrs,
+            proxy,
+            log,
+        })
+    }
+}
+
+/// SOCKS5 and the admin API are not served yet, so their ports are not taken either.
+fn listen_plan(config: &Config) -> ListenPlan {
+    ListenPlan {
+        ephemeral: config.listen.ephemeral,
+        http: Some(config.listen.http),
+        socks: None,
+        admin: None,
+        allow_non_loopback_proxy: config.listen.dangerously_allow_non_loopback_proxy,
+        allow_non_loopback_admin: config.listen.dangerously_allow_non_loopback_admin,
+    }
+}
+
+fn log_options(config: &Config) -> LogOptions {
+    LogOptions {
+        path: config.log.violations.clone(),
+        rotation: match config.log.rotate {
+            Rotation::Never => violations::Rotation::Never,
+            Rotation::Hourly => violations::Rotation::Hourly,
+            Rotation::Daily => violations::Rotation::Daily,
+        },
+        log_allowed: config.log.log_allowed,
+        ring: config.log.ring,
+    }
+}
+
+fn limits(config: &Config) -> Limits {
+    Limits {
+        header_timeout: config.limits.header_timeout.0,
+        idle_timeout: config.limits.idle_timeout.0,
+        max_request_head: config.limits.max_request_head,
+        max_connections: config.limits.max_connections,
+    }
+}
+
+/// A built instance: listeners bound, nothing served yet.
+#[derive(Debug)]
+pub struct Built {
+    reserved: Reserved,
+    addrs: Addrs,
+    proxy: Arc<HttpProxy>,
+    log: Option<Arc<ViolationLog>>,
+}
+
+impl Built {
+    /// The reserved addresses.
+    pub fn addrs(&self) -> Addrs {
+        self.addrs
+    }
+
+    /// The ready record for these addresses.
+    pub fn ready_record(&self) -> ReadyRecord {
+        ReadyRecord::new(self.addrs.http, self.addrs.socks, self.addrs.admin)
+    }
+
+    /// Starts serving on the reserved listeners. Call inside a tokio runtime.
+    pub fn run(self) -> Running {
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        if let Some(listener) = self.reserved.http {
+            let mut stopped = stopped.clone();
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            tasks.push(tokio::spawn(http_proxy::serve(
+                listener,
+                self.proxy.clone(),
+                shutdown,
+            )));
+        }
+        Running {
+            addrs: self.addrs,
+            stop,
+            tasks,
+            log: self.log,
+        }
+    }
+}
+
+/// A serving instance.
+#[derive(Debug)]
+pub struct Running {
+    addrs: Addrs,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    log: Option<Arc<ViolationLog>>,
+}
+
+impl Running {
+    /// The addresses served on.
+    pub fn addrs(&self) -> Addrs {
+        self.addrs
+    }
+
+    /// Stops accepting, lets open requests finish (bounded), and flushes the violation log.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "server ended with an error"),
+                Err(error) => tracing::warn!(%error, "server task failed"),
+            }
+        }
+        if let Some(log) = self.log {
+            log.close();
+        }
+    }
+}

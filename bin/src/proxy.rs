@@ -1,0 +1,88 @@
+//! `leash proxy`: run the proxies until SIGINT or SIGTERM, then stop accepting, drain, flush the
+//! log and exit 0 (SPEC §11).
+
+use std::{io::Write, path::PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use leash::Leash;
+
+use crate::{flags::PolicyFlags, Exit};
+
+#[derive(Debug, Args)]
+pub(crate) struct ProxyArgs {
+    #[command(flatten)]
+    policy: PolicyFlags,
+    /// Bind 127.0.0.1:0 for every listener (managed mode).
+    #[arg(long)]
+    ephemeral: bool,
+    /// Do not run the SOCKS5 listener.
+    #[arg(long)]
+    no_socks: bool,
+    /// The violation log file.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Require this proxy password from clients.
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Also write the ready record to this file (atomically).
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: ProxyArgs) -> Exit {
+    match serve(args) {
+        Ok(()) => Exit::Ok,
+        Err(error) => {
+            eprintln!("leash: {error:#}");
+            Exit::Usage
+        }
+    }
+}
+
+fn serve(args: ProxyArgs) -> anyhow::Result<()> {
+    let mut config = args.policy.load()?;
+    config.listen.ephemeral |= args.ephemeral;
+    config.socks.enabled &= !args.no_socks;
+    if let Some(log) = args.log {
+        config.log.violations = log;
+    }
+    if let Some(token) = args.token {
+        config.auth.token = token;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("leash")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let built = Leash::builder().config(config).build()?;
+        let ready = built.ready_record();
+        if let Some(path) = &args.ready_file {
+            ready
+                .write_file(path)
+                .with_context(|| format!("writing the ready file {}", path.display()))?;
+        }
+        let running = built.run();
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{}", ready.to_line())?;
+        stdout.flush()?;
+        drop(stdout);
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

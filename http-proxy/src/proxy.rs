@@ -1,0 +1,203 @@
+//! The proxy's shared state and the entry point of every request: authenticate, then hand over to
+//! `CONNECT` or absolute-form forwarding. Blocks are recorded here, before the answer is built.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use hyper::{body::Incoming, Method, Request, Response, StatusCode};
+use listeners::Dialer;
+use policy::{BlockReason, Decision, DecisionEvent, DecisionSink, PolicyEngine, Protocol};
+
+use crate::{
+    auth::{authenticate, AuthFailure},
+    connect, forward,
+    forward::UpstreamCache,
+    response::{blocked_response, ProxyBody},
+};
+
+/// Limits for client connections (SPEC §3).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Time allowed to send a request head, and to start the next one on a kept-alive connection.
+    pub header_timeout: Duration,
+    /// Time a `CONNECT` tunnel may stay silent in both directions.
+    pub idle_timeout: Duration,
+    /// The largest request head accepted (larger gets `431`); at least 8 KiB.
+    pub max_request_head: usize,
+    /// Client connections served at once; more are closed on accept.
+    pub max_connections: usize,
+}
+
+/// The HTTP proxy: what every connection shares.
+#[derive(Debug)]
+pub struct HttpProxy {
+    pub(crate) engine: Arc<dyn PolicyEngine>,
+    pub(crate) sink: Arc<dyn DecisionSink>,
+    pub(crate) dialer: Dialer,
+    pub(crate) token: Option<String>,
+    pub(crate) limits: Limits,
+}
+
+/// What one request carries besides the request itself.
+#[derive(Debug)]
+pub(crate) struct Scope {
+    /// The policy in force when the request arrived; the whole request uses it.
+    pub(crate) engine: Arc<dyn PolicyEngine>,
+    pub(crate) client: SocketAddr,
+    pub(crate) attempt: Option<String>,
+}
+
+/// What a block names, before it becomes a `DecisionEvent`.
+#[derive(Debug)]
+pub(crate) struct Subject<'a> {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) protocol: Protocol,
+    pub(crate) method: &'a str,
+    pub(crate) path: Option<&'a str>,
+}
+
+impl HttpProxy {
+    /// A proxy deciding with `engine`, recording to `sink`, dialing with `dialer`; `token`, when
+    /// set, is the proxy password every request must carry.
+    pub fn new(
+        engine: Arc<dyn PolicyEngine>,
+        sink: Arc<dyn DecisionSink>,
+        dialer: Dialer,
+        token: Option<String>,
+        limits: Limits,
+    ) -> HttpProxy {
+        HttpProxy {
+            engine,
+            sink,
+            dialer,
+            token: token.filter(|t| !t.is_empty()),
+            limits,
+        }
+    }
+
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        cache: Arc<UpstreamCache>,
+    ) -> Response<ProxyBody> {
+        let engine = self.engine.snapshot();
+        let attempt = match authenticate(req.headers(), self.token.as_deref()) {
+            Ok(credentials) => credentials.attempt,
+            Err(failure) => return self.refuse_credentials(failure, engine, client, &req),
+        };
+        let scope = Scope {
+            engine,
+            client,
+            attempt,
+        };
+        if head_size(&req) > self.limits.max_request_head {
+            return self.head_too_large(&scope, &req);
+        }
+        match *req.method() == Method::CONNECT {
+            true => connect::handle(&self, &scope, req).await,
+            false => forward::handle(&self, &scope, req, &cache).await,
+        }
+    }
+
+    fn refuse_credentials(
+        &self,
+        failure: AuthFailure,
+        engine: Arc<dyn PolicyEngine>,
+        client: SocketAddr,
+        req: &Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let reason = match failure {
+            AuthFailure::BadToken => BlockReason::AuthFailed,
+            AuthFailure::Malformed => BlockReason::InvalidRequest {
+                detail: "malformed Proxy-Authorization or attempt id".to_owned(),
+            },
+        };
+        let scope = Scope {
+            engine,
+            client,
+            attempt: None,
+        };
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        let protocol = match *req.method() == Method::CONNECT {
+            true => Protocol::Connect,
+            false => Protocol::Http,
+        };
+        let subject = Subject {
+            host: authority,
+            port: 0,
+            protocol,
+            method: req.method().as_str(),
+            path: None,
+        };
+        self.block(&scope, Decision::Deny(reason), &subject)
+    }
+
+    /// hyper's buffer limit is not an exact head limit (a head arriving in one large read can pass
+    /// it), so the configured limit is also checked on the parsed head.
+    fn head_too_large(&self, scope: &Scope, req: &Request<Incoming>) -> Response<ProxyBody> {
+        let subject = Subject {
+            host: String::new(),
+            port: 0,
+            protocol: Protocol::Http,
+            method: req.method().as_str(),
+            path: None,
+        };
+        let detail = format!("request head over {} bytes", self.limits.max_request_head);
+        let mut response = self.block(
+            scope,
+            Decision::Deny(BlockReason::InvalidRequest { detail }),
+            &subject,
+        );
+        *response.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        response
+    }
+
+    /// Records a block, then answers it: the log line exists before the client hears anything.
+    pub(crate) fn block(
+        &self,
+        scope: &Scope,
+        decision: Decision,
+        subject: &Subject<'_>,
+    ) -> Response<ProxyBody> {
+        let event = self.event(scope, decision, subject);
+        let id = self.sink.record(&event);
+        blocked_response(&event, id)
+    }
+
+    /// Records an allowed decision when the sink wants those too.
+    pub(crate) fn record_allowed(&self, scope: &Scope, decision: Decision, subject: &Subject<'_>) {
+        if self.sink.wants_allowed() {
+            self.sink.record(&self.event(scope, decision, subject));
+        }
+    }
+
+    fn event(&self, scope: &Scope, decision: Decision, subject: &Subject<'_>) -> DecisionEvent {
+        DecisionEvent {
+            decision,
+            host: subject.host.clone(),
+            port: subject.port,
+            protocol: subject.protocol,
+            method: subject.method.to_owned(),
+            mode: scope.engine.mode(),
+            attempt: scope.attempt.clone(),
+            client: Some(scope.client),
+            path: subject.path.map(str::to_owned),
+        }
+    }
+}
+
+/// The size of a request head as sent: request line, and each header line with its `: ` and CRLF.
+fn head_size(req: &Request<Incoming>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    line + headers + 2
+}

@@ -1,0 +1,209 @@
+//! The one place decisions and failures become HTTP responses (SPEC §3): the `403` JSON block, the
+//! `502`/`504` upstream errors, and the `400`/`407`/`421` client errors.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    header::{HeaderValue, CONNECTION, CONTENT_TYPE, PROXY_AUTHENTICATE},
+    Response, StatusCode,
+};
+use listeners::DialError;
+use policy::{escape_untrusted, BlockReason, Decision, DecisionEvent, EventId};
+use serde::Serialize;
+
+/// Every response body leash produces or forwards.
+pub(crate) type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// Schema version of the block body (and the log line).
+const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct BlockBody<'a> {
+    v: u32,
+    blocked: bool,
+    decision: &'static str,
+    reason: &'static str,
+    rule: Option<&'a str>,
+    host: &'a str,
+    port: u16,
+    protocol: &'static str,
+    method: &'a str,
+    mode: &'static str,
+    attempt: Option<&'a str>,
+    event: u64,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addrs: Option<&'a [std::net::IpAddr]>,
+}
+
+/// The response for a recorded block: status by reason, the SPEC §3 headers, the JSON body.
+pub(crate) fn blocked_response(event: &DecisionEvent, id: EventId) -> Response<ProxyBody> {
+    let reason = event.decision.reason().expect("a block has a reason");
+    let host = escape_untrusted(&event.host);
+    let method = escape_untrusted(&event.method);
+    let attempt = event.attempt.as_deref().map(escape_untrusted);
+    let addrs = match reason {
+        BlockReason::LocalAddress { addrs } if !addrs.is_empty() => Some(addrs.as_slice()),
+        _ => None,
+    };
+    let body = BlockBody {
+        v: SCHEMA_VERSION,
+        blocked: true,
+        decision: event.decision.verdict().as_str(),
+        reason: reason.code(),
+        rule: event.decision.rule().map(|r| &**r),
+        host: &host,
+        port: event.port,
+        protocol: event.protocol.as_str(),
+        method: &method,
+        mode: event.mode.as_str(),
+        attempt: attempt.as_deref(),
+        event: id.0,
+        message: message(&event.decision, reason, &host, &method),
+        addrs,
+    };
+    let (status, code) = status_and_code(reason);
+    let mut response = json_response(status, code, &body);
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-leash-decision",
+        HeaderValue::from_static(event.decision.verdict().as_str()),
+    );
+    headers.insert("x-leash-event", HeaderValue::from(id.0));
+    match reason {
+        BlockReason::AuthFailed => {
+            headers.insert(
+                PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"leash\""),
+            );
+        }
+        BlockReason::InvalidRequest { .. } => {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
+    response
+}
+
+fn status_and_code(reason: &BlockReason) -> (StatusCode, &'static str) {
+    match reason {
+        BlockReason::AllowlistMiss => (StatusCode::FORBIDDEN, "blocked-by-allowlist"),
+        BlockReason::Denylist { .. } => (StatusCode::FORBIDDEN, "blocked-by-denylist"),
+        BlockReason::LocalAddress { .. } => (StatusCode::FORBIDDEN, "blocked-by-local-address"),
+        BlockReason::MethodNotAllowed { .. } | BlockReason::ProtocolNotAllowed => {
+            (StatusCode::FORBIDDEN, "blocked-by-method-policy")
+        }
+        BlockReason::MitmRequired => (StatusCode::FORBIDDEN, "blocked-by-mitm-required"),
+        BlockReason::InvalidTarget(_) => (StatusCode::FORBIDDEN, "invalid-target"),
+        BlockReason::AuthFailed => (StatusCode::PROXY_AUTHENTICATION_REQUIRED, "auth-failed"),
+        BlockReason::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid-request"),
+        BlockReason::HostMismatch => (StatusCode::MISDIRECTED_REQUEST, "host-mismatch"),
+        _ => (StatusCode::FORBIDDEN, "blocked"),
+    }
+}
+
+fn message(decision: &Decision, reason: &BlockReason, host: &str, method: &str) -> String {
+    match reason {
+        BlockReason::AllowlistMiss => format!("{host} is not on the allowlist"),
+        BlockReason::Denylist { rule } => format!("{host} is denied by the rule `{rule}`"),
+        BlockReason::LocalAddress { addrs }
+            if addrs.is_empty() || host.parse::<std::net::IpAddr>().is_ok() =>
+        {
+            format!("{host} is a local address; allow_local does not cover it")
+        }
+        BlockReason::LocalAddress { addrs } => {
+            let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            format!(
+                "{host} resolves to local addresses ({}); allow_local does not cover them",
+                list.join(", ")
+            )
+        }
+        BlockReason::MethodNotAllowed { .. } => {
+            format!("{method} is not allowed in limited mode (read-only: GET, HEAD, OPTIONS without body, upgrade or method override)")
+        }
+        BlockReason::ProtocolNotAllowed => {
+            "this protocol cannot be inspected in limited mode".to_owned()
+        }
+        BlockReason::MitmRequired => {
+            "CONNECT needs TLS interception (mitm) in limited mode".to_owned()
+        }
+        BlockReason::InvalidTarget(error) => format!("invalid target: {error}"),
+        BlockReason::AuthFailed => "proxy authentication failed: wrong or missing token".to_owned(),
+        BlockReason::InvalidRequest { detail } => {
+            format!("invalid request: {}", escape_untrusted(detail))
+        }
+        BlockReason::HostMismatch => "the request names another host than its tunnel".to_owned(),
+        _ => format!("blocked ({})", decision.verdict().as_str()),
+    }
+}
+
+#[derive(Serialize)]
+struct UpstreamErrorBody<'a> {
+    v: u32,
+    blocked: bool,
+    reason: &'static str,
+    host: &'a str,
+    port: u16,
+    message: String,
+}
+
+/// `502`/`504` for a failure to reach an allowed target: not a policy block.
+pub(crate) fn upstream_error_response(
+    error: &UpstreamError,
+    host: &str,
+    port: u16,
+) -> Response<ProxyBody> {
+    let (status, reason) = match error {
+        UpstreamError::Dial(DialError::DnsFailed(_)) => (StatusCode::BAD_GATEWAY, "dns_failed"),
+        UpstreamError::Dial(DialError::DnsTimeout | DialError::ConnectTimeout) => {
+            (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+        }
+        _ => (StatusCode::BAD_GATEWAY, "connect_failed"),
+    };
+    let body = UpstreamErrorBody {
+        v: SCHEMA_VERSION,
+        blocked: false,
+        reason,
+        host: &escape_untrusted(host),
+        port,
+        message: escape_untrusted(&error.to_string()).into_owned(),
+    };
+    json_response(status, "upstream-error", &body)
+}
+
+/// Why an allowed request did not get an upstream response.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    Dial(DialError),
+    Http(hyper::Error),
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Dial(error) => write!(f, "{error}"),
+            UpstreamError::Http(error) => write!(f, "upstream HTTP error: {error}"),
+        }
+    }
+}
+
+fn json_response(
+    status: StatusCode,
+    code: &'static str,
+    body: &impl Serialize,
+) -> Response<ProxyBody> {
+    let json = serde_json::to_vec(body).expect("plain data serialises");
+    let mut response = Response::new(full(json));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("x-proxy-error", HeaderValue::from_static(code));
+    response
+}
+
+/// A complete body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}

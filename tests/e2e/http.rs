@@ -1,0 +1,400 @@
+//! The HTTP proxy end to end (SPEC §2, §3, §7): curl and raw TCP through a real leash to real
+//! loopback origins.
+
+use std::{net::IpAddr, sync::Arc};
+
+use leash::Config;
+use listeners::StaticResolver;
+use policy::AllowLocalConfig;
+use tests::{big_body, curl, raw_request, start_proxy, LoopbackNat, Origin, TestCa};
+
+const TEN_MB: usize = 10 * 1024 * 1024;
+
+fn config(allow: &[&str], deny: &[&str], allow_local: &[String]) -> Config {
+    let mut config = Config::default();
+    config.policy.allow = allow.iter().map(|s| s.to_string()).collect();
+    config.policy.deny = deny.iter().map(|s| s.to_string()).collect();
+    config.policy.allow_local = AllowLocalConfig::Rules(allow_local.to_vec());
+    config.auth.token = "tok".into();
+    config
+}
+
+fn loopback() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+/// Splits `curl -i` output into status, headers (lowercase names) and body.
+fn split_response(text: &str) -> (u16, Vec<(String, String)>, String) {
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_fetches_http_and_https_byte_for_byte_without_proxy_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("leash test origin CA");
+    let ca_pem = dir.path().join("origin-ca.pem");
+    ca.write_pem(&ca_pem);
+    let plain = Origin::http().await;
+    let secure = Origin::https(ca.server_config(&["secure.test"], &[])).await;
+    let resolver = Arc::new(
+        StaticResolver::new()
+            .answer("origin.test", &[loopback()])
+            .answer("secure.test", &[loopback()]),
+    );
+    let local = [
+        format!("127.0.0.1:{}", plain.port()),
+        format!("127.0.0.1:{}", secure.port()),
+    ];
+    let proxy = start_proxy(
+        config(&["origin.test", "secure.test"], &[], &local),
+        resolver,
+        None,
+    );
+    let proxy_url = proxy.proxy_url("a1:tok");
+
+    let url = format!("http://origin.test:{}/big?n={TEN_MB}", plain.port());
+    let out = curl(&[
+        "-x",
+        &proxy_url,
+        "-H",
+        "Connection: x-custom",
+        "-H",
+        "X-Custom: secret",
+        "-H",
+        "Keep-Alive: timeout=5",
+        "-H",
+        "X-Forwarded-For: 6.6.6.6",
+        "-H",
+        "Via: 1.1 evil",
+        "-H",
+        "Forwarded: for=6.6.6.6",
+        "-H",
+        "Host: evil.test",
+        &url,
+    ])
+    .await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout == big_body(TEN_MB),
+        "the 10 MB body arrived intact ({} bytes)",
+        out.stdout.len()
+    );
+    let seen = plain
+        .seen
+        .requests()
+        .pop()
+        .expect("the origin saw the request");
+    assert_eq!(seen.uri, format!("/big?n={TEN_MB}"), "origin-form upstream");
+    let names: Vec<&str> = seen.headers.iter().map(|(k, _)| k.as_str()).collect();
+    for forbidden in [
+        "proxy-authorization",
+        "proxy-connection",
+        "x-custom",
+        "keep-alive",
+        "x-forwarded-for",
+        "via",
+        "forwarded",
+    ] {
+        assert!(
+            !names.contains(&forbidden),
+            "{forbidden} reached the origin: {names:?}"
+        );
+    }
+    assert!(
+        !seen
+            .headers
+            .iter()
+            .any(|(_, v)| v.contains("a1") || v.contains("tok")),
+        "{:?}",
+        seen.headers
+    );
+    let host = seen
+        .headers
+        .iter()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        host,
+        Some(format!("origin.test:{}", plain.port())),
+        "Host is rewritten to the URI authority"
+    );
+
+    let out = curl(&[
+        "-x",
+        &proxy_url,
+        "-i",
+        &format!("http://origin.test:{}/", plain.port()),
+    ])
+    .await;
+    let (status, headers, body) = split_response(&out.text());
+    assert_eq!((status, body.as_str()), (200, "hello from origin"));
+    assert_eq!(
+        header(&headers, "x-origin-hop"),
+        None,
+        "hop-by-hop response headers are stripped"
+    );
+
+    let url = format!("https://secure.test:{}/big?n={TEN_MB}", secure.port());
+    let out = curl(&["-x", &proxy_url, "--cacert", ca_pem.to_str().unwrap(), &url]).await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout == big_body(TEN_MB),
+        "the 10 MB body arrived intact over CONNECT"
+    );
+    let seen = secure
+        .seen
+        .requests()
+        .pop()
+        .expect("the TLS origin saw the request");
+    assert!(!seen.headers.iter().any(|(k, _)| k.starts_with("proxy-")));
+
+    assert!(proxy.stop().await.is_empty(), "nothing was blocked");
+}
+
+/// One row per block reason: the URL (or raw request), and what the 403 must say.
+struct BlockCase {
+    request: Request,
+    status: u16,
+    decision: &'static str,
+    reason: &'static str,
+    code: &'static str,
+    rule: Option<&'static str>,
+    host: &'static str,
+    protocol: &'static str,
+}
+
+enum Request {
+    Curl(Vec<String>),
+    Raw(String),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_block_reason_answers_the_spec_403_and_is_logged() {
+    let origin = Origin::http().await;
+    let port = origin.port();
+    let resolver = Arc::new(
+        StaticResolver::new()
+            .answer("inside.allowed.test", &[loopback()])
+            .answer("a.allowed.test", &[loopback()]),
+    );
+    let local = [format!("127.0.0.1:{port}")];
+    let proxy = start_proxy(
+        config(&["**.allowed.test"], &["evil.test"], &local),
+        resolver.clone(),
+        None,
+    );
+    let url = proxy.proxy_url("a1:tok");
+    let auth = "Proxy-Authorization: Basic YTE6dG9r\r\n";
+    let curl_args = |args: &[&str]| Request::Curl(args.iter().map(|a| a.to_string()).collect());
+    let cases = vec![
+        BlockCase { request: curl_args(&["http://unknown.test/"]), status: 403, decision: "ask", reason: "allowlist_miss", code: "blocked-by-allowlist", rule: None, host: "unknown.test", protocol: "http" },
+        BlockCase { request: curl_args(&["-H", "Host: a.allowed.test", "http://evil.test/"]), status: 403, decision: "deny", reason: "denylist", code: "blocked-by-denylist", rule: Some("evil.test"), host: "evil.test", protocol: "http" },
+        BlockCase { request: curl_args(&["http://127.0.0.1:9/"]), status: 403, decision: "deny", reason: "local_address", code: "blocked-by-local-address", rule: None, host: "127.0.0.1", protocol: "http" },
+        BlockCase { request: curl_args(&["http://inside.allowed.test:9/"]), status: 403, decision: "deny", reason: "local_address", code: "blocked-by-local-address", rule: None, host: "inside.allowed.test", protocol: "http" },
+        BlockCase { request: Request::Raw(format!("GET http://a..b/ HTTP/1.1\r\nHost: a..b\r\n{auth}Connection: close\r\n\r\n")), status: 403, decision: "deny", reason: "invalid_target", code: "invalid-target", rule: None, host: "a..b", protocol: "http" },
+        BlockCase { request: Request::Raw(format!("GET http://a.allowed.test:65536/ HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")), status: 403, decision: "deny", reason: "invalid_target", code: "invalid-target", rule: None, host: "a.allowed.test:65536", protocol: "http" },
+        BlockCase { request: Request::Raw(format!("CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n{auth}\r\n")), status: 403, decision: "deny", reason: "denylist", code: "blocked-by-denylist", rule: Some("evil.test"), host: "evil.test", protocol: "connect" },
+        BlockCase { request: Request::Raw(format!("CONNECT 0x7f.1:9 HTTP/1.1\r\nHost: x\r\n{auth}\r\n")), status: 403, decision: "deny", reason: "local_address", code: "blocked-by-local-address", rule: None, host: "127.0.0.1", protocol: "connect" },
+        BlockCase { request: Request::Raw(format!("CONNECT nowhere.test:443 HTTP/1.1\r\nHost: x\r\n{auth}\r\n")), status: 403, decision: "ask", reason: "allowlist_miss", code: "blocked-by-allowlist", rule: None, host: "nowhere.test", protocol: "connect" },
+    ];
+    let mut events = Vec::new();
+    for case in &cases {
+        let text = match &case.request {
+            Request::Curl(args) => {
+                let mut all = vec!["-i".to_owned(), "-x".to_owned(), url.clone()];
+                all.extend(args.iter().cloned());
+                let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+                curl(&refs).await.text()
+            }
+            Request::Raw(raw) => raw_request(proxy.http, raw.as_bytes()).await,
+        };
+        let (status, headers, body) = split_response(&text);
+        let what = format!("{} {}: {text}", case.reason, case.host);
+        assert_eq!(status, case.status, "{what}");
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some("application/json"),
+            "{what}"
+        );
+        assert_eq!(header(&headers, "x-proxy-error"), Some(case.code), "{what}");
+        assert_eq!(
+            header(&headers, "x-leash-decision"),
+            Some(case.decision),
+            "{what}"
+        );
+        let body_json = body.lines().next().unwrap_or_default();
+        let body: serde_json::Value =
+            serde_json::from_str(body_json).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(
+            header(&headers, "x-leash-event"),
+            Some(body["event"].to_string().as_str()),
+            "{what}"
+        );
+        assert_eq!(body["blocked"], true, "{what}");
+        assert_eq!(body["decision"], case.decision, "{what}");
+        assert_eq!(body["reason"], case.reason, "{what}");
+        assert_eq!(body["rule"], serde_json::json!(case.rule), "{what}");
+        assert_eq!(body["host"], case.host, "{what}");
+        assert_eq!(body["protocol"], case.protocol, "{what}");
+        assert_eq!(body["mode"], "full", "{what}");
+        assert_eq!(body["attempt"], "a1", "{what}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+        events.push(body["event"].as_u64().expect("event id"));
+    }
+    let calls = resolver.calls();
+    assert_eq!(
+        calls,
+        ["inside.allowed.test"],
+        "denied and unlisted names are never resolved"
+    );
+    assert_eq!(origin.seen.connections(), 0, "nothing reached the origin");
+    let lines = proxy.stop().await;
+    assert_eq!(lines.len(), cases.len(), "one log line per block");
+    for (line, (case, event)) in lines.iter().zip(cases.iter().zip(&events)) {
+        assert_eq!(line["seq"], *event, "the log's seq is the 403's event id");
+        assert_eq!(line["reason"], case.reason);
+        assert_eq!(line["attempt"], "a1");
+        assert_eq!(line["v"], 1);
+    }
+    let after_dns = &lines[3];
+    assert_eq!(
+        after_dns["addrs"],
+        serde_json::json!(["127.0.0.1"]),
+        "local_address after DNS names the addresses"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_token_gets_407_and_is_logged() {
+    let resolver = Arc::new(StaticResolver::new());
+    let proxy = start_proxy(config(&["*"], &[], &[]), resolver, None);
+    for credentials in ["a1:wrong", "a1"] {
+        let out = curl(&[
+            "-i",
+            "-x",
+            &proxy.proxy_url(credentials),
+            "http://example.test/",
+        ])
+        .await;
+        let (status, headers, _) = split_response(&out.text());
+        assert_eq!(status, 407, "{credentials}");
+        assert_eq!(
+            header(&headers, "proxy-authenticate"),
+            Some("Basic realm=\"leash\"")
+        );
+        assert_eq!(header(&headers, "x-proxy-error"), Some("auth-failed"));
+    }
+    let lines = proxy.stop().await;
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["reason"] == "auth_failed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_rebinding_cannot_make_leash_dial_loopback() {
+    let public_origin = Origin::http().await;
+    let forbidden = Origin::http().await;
+    let public: IpAddr = "93.184.216.34".parse().unwrap();
+    let resolver = Arc::new(
+        StaticResolver::new()
+            .answer("rebind.test", &[public])
+            .answer("rebind.test", &[loopback()]),
+    );
+    let nat = Arc::new(LoopbackNat::default().map(public, public_origin.addr));
+    let proxy = start_proxy(
+        config(&["rebind.test"], &[], &[]),
+        resolver.clone(),
+        Some(nat.clone()),
+    );
+    let url = format!("http://rebind.test:{}/", forbidden.port());
+    let first = curl(&["-x", &proxy.proxy_url("a1:tok"), &url]).await;
+    assert_eq!(
+        first.text(),
+        "hello from origin",
+        "the first answer is public and allowed"
+    );
+    for _ in 0..3 {
+        let again = curl(&["-i", "-x", &proxy.proxy_url("a1:tok"), &url]).await;
+        let (status, headers, _) = split_response(&again.text());
+        assert_eq!(status, 403);
+        assert_eq!(
+            header(&headers, "x-proxy-error"),
+            Some("blocked-by-local-address")
+        );
+    }
+    assert_eq!(
+        resolver.calls().len(),
+        4,
+        "one lookup per request, none twice"
+    );
+    assert!(
+        nat.dialled().iter().all(|a| a.ip() == public),
+        "dialled {:?}",
+        nat.dialled()
+    );
+    assert_eq!(
+        forbidden.seen.connections(),
+        0,
+        "the loopback origin was never reached"
+    );
+    assert_eq!(public_origin.seen.requests().len(), 1);
+    let lines = proxy.stop().await;
+    assert_eq!(lines.len(), 3);
+    assert!(lines
+        .iter()
+        .all(|l| l["reason"] == "local_address" && l["addrs"] == serde_json::json!(["127.0.0.1"])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_smuggling_shapes_get_400_and_are_never_forwarded() {
+    let origin = Origin::http().await;
+    let resolver = Arc::new(StaticResolver::new().answer("origin.test", &[loopback()]));
+    let local = [format!("127.0.0.1:{}", origin.port())];
+    let proxy = start_proxy(config(&["origin.test"], &[], &local), resolver, None);
+    let target = format!("http://origin.test:{}/", origin.port());
+    let auth = "Proxy-Authorization: Basic YTE6dG9r\r\n";
+    let cases = [
+        format!("POST {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+        format!("POST {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+        format!("GET / HTTP/1.1\r\nHost: origin.test\r\n{auth}\r\n"),
+        format!("GET {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}X-Folded: a\r\n b\r\n\r\n"),
+    ];
+    for raw in &cases {
+        let response = raw_request(proxy.http, raw.as_bytes()).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400"),
+            "{raw:?} -> {response}"
+        );
+    }
+    let huge = format!(
+        "GET {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}X-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let response = raw_request(proxy.http, huge.as_bytes()).await;
+    assert!(
+        response.starts_with("HTTP/1.1 431"),
+        "oversized head -> {response}"
+    );
+    assert_eq!(origin.seen.requests().len(), 0, "nothing was forwarded");
+    drop(proxy);
+}

@@ -1,0 +1,132 @@
+//! The real `leash` binary: built once per test run, run as a person would.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::OnceLock,
+    time::Duration,
+};
+
+/// The workspace root.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+}
+
+/// The `leash` binary, built once per test run with the same cargo that runs the tests.
+pub fn leash_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let status = cargo()
+            .args(["build", "--quiet", "--package", "leash", "--bin", "leash"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building leash failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"));
+        target
+            .join("debug")
+            .join(format!("leash{}", std::env::consts::EXE_SUFFIX))
+    })
+}
+
+/// A `cargo` command in the workspace root.
+pub fn cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(workspace_root());
+    command
+}
+
+/// Runs `leash ARGS` in `dir` with no config in the environment; returns its output.
+pub fn leash(dir: &Path, args: &[&str]) -> Output {
+    Command::new(leash_bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("LEASH_CONFIG")
+        .output()
+        .expect("leash runs")
+}
+
+/// Standard output as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `leash proxy` running as a child process; killed on drop if still running.
+#[derive(Debug)]
+pub struct BinaryProxy {
+    child: Child,
+    /// The parsed ready record.
+    pub ready: serde_json::Value,
+}
+
+impl BinaryProxy {
+    /// Starts `command` (a `leash proxy …` or `cargo xtask run-proxy …`) and waits (bounded) for
+    /// the ready record, the first line it prints on stdout.
+    pub fn start(mut command: Command, wait: Duration) -> BinaryProxy {
+        let mut child = command
+            .env_remove("LEASH_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("leash starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = sender.send(line);
+        });
+        match receiver.recv_timeout(wait) {
+            Ok(line) if !line.is_empty() => {
+                let ready =
+                    serde_json::from_str(&line).expect("the first stdout line is the ready record");
+                BinaryProxy { child, ready }
+            }
+            _ => {
+                let _ = child.kill();
+                let output = child.wait_with_output().expect("output");
+                panic!(
+                    "no ready record within {wait:?}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+    }
+
+    /// The HTTP proxy address from the ready record.
+    pub fn http(&self) -> String {
+        self.ready["http"]
+            .as_str()
+            .expect("an http address")
+            .to_owned()
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the output.
+    pub fn terminate(mut self) -> Output {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().expect("true"));
+        child.wait_with_output().expect("leash exits")
+    }
+}
+
+impl Drop for BinaryProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,168 @@
+//! Real origin servers on loopback: plain HTTP and HTTPS (with a test CA), recording what reached
+//! them so tests can prove what the proxy forwarded — and what it never let through.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn, Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// One request as the origin saw it.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    /// The method.
+    pub method: String,
+    /// The request-target (origin-form).
+    pub uri: String,
+    /// Every header, lowercase names, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// What reached an origin.
+#[derive(Debug, Default)]
+pub struct Seen {
+    connections: AtomicUsize,
+    requests: Mutex<Vec<SeenRequest>>,
+}
+
+impl Seen {
+    /// TCP connections accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests served, oldest first.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.requests.lock().expect("seen lock").clone()
+    }
+}
+
+/// A running origin.
+#[derive(Debug)]
+pub struct Origin {
+    /// Where it listens (127.0.0.1, or ::1).
+    pub addr: SocketAddr,
+    /// What reached it.
+    pub seen: Arc<Seen>,
+}
+
+/// The body `/big?n=N` serves: N deterministic bytes.
+pub fn big_body(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+impl Origin {
+    /// A plain HTTP/1.1 origin on `127.0.0.1:0`.
+    pub async fn http() -> Origin {
+        Origin::start("127.0.0.1:0", None).await
+    }
+
+    /// A plain HTTP/1.1 origin on `bind`.
+    pub async fn http_on(bind: &str) -> Origin {
+        Origin::start(bind, None).await
+    }
+
+    /// An HTTPS origin on `127.0.0.1:0` with `tls` (a leaf from a `TestCa`).
+    pub async fn https(tls: Arc<rustls::ServerConfig>) -> Origin {
+        Origin::start("127.0.0.1:0", Some(TlsAcceptor::from(tls))).await
+    }
+
+    async fn start(bind: &str, tls: Option<TlsAcceptor>) -> Origin {
+        let listener = TcpListener::bind(bind).await.expect("origin binds");
+        let addr = listener.local_addr().expect("origin address");
+        let seen = Arc::new(Seen::default());
+        let accept_seen = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accept_seen.connections.fetch_add(1, Ordering::SeqCst);
+                let (seen, tls) = (accept_seen.clone(), tls.clone());
+                tokio::spawn(async move {
+                    match tls {
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => serve(TokioIo::new(stream), seen).await,
+                            Err(_) => {}
+                        },
+                        None => serve(TokioIo::new(stream), seen).await,
+                    }
+                });
+            }
+        });
+        Origin { addr, seen }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+async fn serve<I>(io: I, seen: Arc<Seen>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| respond(req, seen.clone()));
+    let _ = http1::Builder::new().serve_connection(io, service).await;
+}
+
+async fn respond(
+    req: Request<Incoming>,
+    seen: Arc<Seen>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    // A request whose body broke off never counts as received, as in any real application.
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes().to_vec()) else {
+        return Ok(Response::new(Full::new(Bytes::from_static(
+            b"incomplete request",
+        ))));
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    seen.requests.lock().expect("seen lock").push(SeenRequest {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        headers,
+        body: body.clone(),
+    });
+    let reply = match parts.uri.path() {
+        "/big" => {
+            let n = parts
+                .uri
+                .query()
+                .and_then(|q| q.strip_prefix("n="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            big_body(n)
+        }
+        "/echo" => body,
+        _ => b"hello from origin".to_vec(),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(reply)));
+    response
+        .headers_mut()
+        .insert("connection", "keep-alive, x-origin-hop".parse().unwrap());
+    response.headers_mut().insert(
+        "x-origin-hop",
+        "should not reach the client".parse().unwrap(),
+    );
+    Ok(response)
+}

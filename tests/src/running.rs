@@ -1,0 +1,114 @@
+//! In-process leash instances for tests that need a test resolver or connector, built through the
+//! same embedding API `leash proxy` uses.
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use leash::{Config, Leash, Running};
+use listeners::{BoxFuture, Connector, StaticResolver};
+use tokio::net::TcpStream;
+
+/// A running in-process leash with its own temp dir and log.
+#[derive(Debug)]
+pub struct TestProxy {
+    running: Option<Running>,
+    /// The HTTP proxy address.
+    pub http: SocketAddr,
+    /// The violation log file.
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts leash with `config` on managed listeners, logging into a temp dir, resolving with
+/// `resolver`, connecting through `connector` (plain TCP when `None`).
+pub fn start_proxy(
+    mut config: Config,
+    resolver: Arc<StaticResolver>,
+    connector: Option<Arc<dyn Connector>>,
+) -> TestProxy {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("violations.jsonl");
+    config.listen.ephemeral = true;
+    config.log.violations = log.clone();
+    let mut builder = Leash::builder().config(config).resolver(resolver);
+    if let Some(connector) = connector {
+        builder = builder.connector(connector);
+    }
+    let built = builder.build().expect("leash builds");
+    let http = built.addrs().http.expect("an HTTP listener");
+    TestProxy {
+        running: Some(built.run()),
+        http,
+        log,
+        _dir: dir,
+    }
+}
+
+impl TestProxy {
+    /// `http://ATTEMPT:TOKEN@ADDR` for curl's `-x`.
+    pub fn proxy_url(&self, credentials: &str) -> String {
+        format!("http://{credentials}@{}", self.http)
+    }
+
+    /// Stops the proxy and flushes the log; returns the log's lines as JSON.
+    pub async fn stop(mut self) -> Vec<serde_json::Value> {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+        self.log_lines()
+    }
+
+    /// The log lines written so far.
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+            .collect()
+    }
+}
+
+/// A connector for tests: "public" addresses are mapped to loopback origins (so no packet ever
+/// leaves the machine), every address asked for is recorded, and anything else non-loopback fails.
+#[derive(Debug, Default)]
+pub struct LoopbackNat {
+    map: HashMap<IpAddr, SocketAddr>,
+    dialled: Mutex<Vec<SocketAddr>>,
+}
+
+impl LoopbackNat {
+    /// Maps connections to `public` (any port) onto `origin`.
+    pub fn map(mut self, public: IpAddr, origin: SocketAddr) -> LoopbackNat {
+        self.map.insert(public, origin);
+        self
+    }
+
+    /// Every address the dialer asked for.
+    pub fn dialled(&self) -> Vec<SocketAddr> {
+        self.dialled.lock().expect("nat lock").clone()
+    }
+}
+
+impl Connector for LoopbackNat {
+    fn connect(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<TcpStream>> {
+        self.dialled.lock().expect("nat lock").push(addr);
+        let destination = match self.map.get(&addr.ip()) {
+            Some(origin) => Some(*origin),
+            None if addr.ip().is_loopback() => Some(addr),
+            None => None,
+        };
+        Box::pin(async move {
+            match destination {
+                Some(destination) => TcpStream::connect(destination).await,
+                None => Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "tests never leave the machine",
+                )),
+            }
+        })
+    }
+}
