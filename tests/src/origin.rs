@@ -90,10 +90,11 @@ impl Origin {
                 let (seen, tls) = (accept_seen.clone(), tls.clone());
                 tokio::spawn(async move {
                     match tls {
-                        Some(tls) => match tls.accept(stream).await {
-                            Ok(stream) => serve(TokioIo::new(stream), seen).await,
-                            Err(_) => {}
-                        },
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                serve(TokioIo::new(stream), seen).await;
+                            }
+                        }
                         None => serve(TokioIo::new(stream), seen).await,
                     }
                 });

@@ -6,17 +6,20 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context};
 
 mod bench;
+mod run_proxy;
 mod tidy;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  bench [ARGS]   run the criterion benchmarks (policy matcher vs baselines)
-  tidy           check workspace rules: formatting, clippy, policy purity";
+  run-proxy [-- ARGS]  build and run `leash proxy` with xtask/dev.toml (ARGS go to leash proxy)
+  bench [ARGS]         run the criterion benchmarks (policy matcher vs baselines)
+  tidy                 check workspace rules: formatting, clippy, policy purity";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("run-proxy") => run_proxy::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("tidy") => tidy::run(),
         Some("-h" | "--help") | None => {
@@ -34,12 +37,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs `cargo ARGS` in the workspace root and fails unless it succeeds.
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+/// The workspace root (the parent of `xtask/`).
+fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace root")?;
+    Ok(root.to_owned())
+}
+
+/// Runs `cargo ARGS` in the workspace root and fails unless it succeeds.
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = workspace_root()?;
     let status = Command::new(cargo)
         .args(args)
         .current_dir(root)
