@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use hyper::{
     body::Incoming,
     client::conn::http1::{self as client, SendRequest},
-    header::{HeaderMap, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE},
+    header::{HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE},
     Request, Response, Uri, Version,
 };
 use hyper_util::rt::TokioIo;
@@ -60,15 +60,6 @@ pub(crate) async fn handle(
             return proxy.block(scope, Decision::invalid_target(error), &subject);
         }
     };
-    if has_ambiguous_framing(req.headers()) {
-        return invalid_request(
-            proxy,
-            scope,
-            "both Content-Length and Transfer-Encoding",
-            &method,
-            &path,
-        );
-    }
     let subject = subject(target.host().to_string(), target.port(), &method, &path);
     let decision = decide(scope, &target, &req);
     if !decision.is_allowed() {
@@ -104,13 +95,6 @@ fn absolute_form_authority(uri: &Uri) -> Result<String, &'static str> {
         Some(scheme) if scheme.eq_ignore_ascii_case("http") => Ok(authority.as_str().to_owned()),
         _ => Err("only http:// URIs are forwarded; use CONNECT for https"),
     }
-}
-
-/// `Content-Length` with `Transfer-Encoding`, or two different lengths: a smuggling shape.
-fn has_ambiguous_framing(headers: &HeaderMap) -> bool {
-    let lengths: Vec<&HeaderValue> = headers.get_all(CONTENT_LENGTH).iter().collect();
-    let te = headers.contains_key(TRANSFER_ENCODING);
-    (te && !lengths.is_empty()) || lengths.windows(2).any(|w| w[0] != w[1])
 }
 
 fn decide(scope: &Scope, target: &Target, req: &Request<Incoming>) -> Decision {

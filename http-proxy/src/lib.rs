@@ -9,6 +9,7 @@
 mod auth;
 mod connect;
 mod forward;
+mod framing;
 mod headers;
 mod proxy;
 mod response;

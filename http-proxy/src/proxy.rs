@@ -80,6 +80,7 @@ impl HttpProxy {
         req: Request<Incoming>,
         client: SocketAddr,
         cache: Arc<UpstreamCache>,
+        ambiguous_framing: bool,
     ) -> Response<ProxyBody> {
         let engine = self.engine.snapshot();
         let attempt = match authenticate(req.headers(), self.token.as_deref()) {
@@ -93,6 +94,10 @@ impl HttpProxy {
         };
         if head_size(&req) > self.limits.max_request_head {
             return self.head_too_large(&scope, &req);
+        }
+        if ambiguous_framing {
+            let detail = "both Content-Length and Transfer-Encoding (a smuggling shape)";
+            return self.invalid_request(&scope, &req, detail);
         }
         match *req.method() == Method::CONNECT {
             true => connect::handle(&self, &scope, req).await,
@@ -140,6 +145,19 @@ impl HttpProxy {
     /// hyper's buffer limit is not an exact head limit (a head arriving in one large read can pass
     /// it), so the configured limit is also checked on the parsed head.
     fn head_too_large(&self, scope: &Scope, req: &Request<Incoming>) -> Response<ProxyBody> {
+        let detail = format!("request head over {} bytes", self.limits.max_request_head);
+        let mut response = self.invalid_request(scope, req, &detail);
+        *response.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        response
+    }
+
+    /// `400` and close, logged as `invalid_request`.
+    fn invalid_request(
+        &self,
+        scope: &Scope,
+        req: &Request<Incoming>,
+        detail: &str,
+    ) -> Response<ProxyBody> {
         let subject = Subject {
             host: String::new(),
             port: 0,
@@ -147,14 +165,10 @@ impl HttpProxy {
             method: req.method().as_str(),
             path: None,
         };
-        let detail = format!("request head over {} bytes", self.limits.max_request_head);
-        let mut response = self.block(
-            scope,
-            Decision::Deny(BlockReason::InvalidRequest { detail }),
-            &subject,
-        );
-        *response.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-        response
+        let reason = BlockReason::InvalidRequest {
+            detail: detail.to_owned(),
+        };
+        self.block(scope, Decision::Deny(reason), &subject)
     }
 
     /// Records a block, then answers it: the log line exists before the client hears anything.

@@ -7,7 +7,11 @@ use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpStream, sync::watch, sync::Semaphore, task::JoinSet};
 
-use crate::{forward::UpstreamCache, proxy::HttpProxy};
+use crate::{
+    forward::UpstreamCache,
+    framing::{FramingNotes, FramingWatch},
+    proxy::HttpProxy,
+};
 
 /// How long open connections get to finish after shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -64,10 +68,13 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let cache = Arc::new(UpstreamCache::default());
+    let notes = Arc::new(FramingNotes::default());
+    let stream = FramingWatch::new(stream, notes.clone());
     let service_proxy = proxy.clone();
     let service = service_fn(move |req| {
         let (proxy, cache) = (service_proxy.clone(), cache.clone());
-        async move { Ok::<_, Infallible>(proxy.handle(req, client, cache).await) }
+        let ambiguous = notes.next_is_ambiguous();
+        async move { Ok::<_, Infallible>(proxy.handle(req, client, cache, ambiguous).await) }
     });
     let mut builder = http1::Builder::new();
     builder

@@ -374,6 +374,8 @@ async fn malformed_and_smuggling_shapes_get_400_and_are_never_forwarded() {
     let target = format!("http://origin.test:{}/", origin.port());
     let auth = "Proxy-Authorization: Basic YTE6dG9r\r\n";
     let cases = [
+        format!("POST {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        format!("POST {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"),
         format!("POST {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
         format!("POST {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
         format!("GET / HTTP/1.1\r\nHost: origin.test\r\n{auth}\r\n"),
