@@ -6,6 +6,7 @@ use std::{net::SocketAddr, sync::Arc};
 use http_proxy::{HttpProxy, Limits};
 use listeners::{Connector, Dialer, ListenError, ListenPlan, ReadyRecord, Reserved, Resolver};
 use policy::{DecisionSink, PolicyEngine, PolicyError};
+use socks_proxy::{SocksOptions, SocksProxy};
 use tokio::{sync::watch, task::JoinHandle};
 use violations::{LogOptions, ViolationLog, ViolationLogError};
 
@@ -37,7 +38,7 @@ pub struct LeashBuilder {
 pub struct Addrs {
     /// The HTTP proxy.
     pub http: Option<SocketAddr>,
-    /// The SOCKS5 proxy (served from the SOCKS5 issue on).
+    /// The SOCKS5 proxy (`None` with `socks.enabled = false` or `--no-socks`).
     pub socks: Option<SocketAddr>,
     /// The admin API (served from the admin issue on).
     pub admin: Option<SocketAddr>,
@@ -124,22 +125,29 @@ impl LeashBuilder {
             dialer = dialer.with_connector(connector);
         }
         let token = Some(config.auth.token.clone()).filter(|t| !t.is_empty());
+        let socks = Arc::new(SocksProxy::new(
+            engine.clone(),
+            sink.clone(),
+            dialer.clone(),
+            socks_options(&config),
+        ));
         let proxy = Arc::new(HttpProxy::new(engine, sink, dialer, token, limits(&config)));
         Ok(Built {
             reserved,
             addrs,
             proxy,
+            socks,
             log,
         })
     }
 }
 
-/// SOCKS5 and the admin API are not served yet, so their ports are not taken either.
+/// The admin API is not served yet, so its port is not taken either.
 fn listen_plan(config: &Config) -> ListenPlan {
     ListenPlan {
         ephemeral: config.listen.ephemeral,
         http: Some(config.listen.http),
-        socks: None,
+        socks: config.socks.enabled.then_some(config.listen.socks),
         admin: None,
         allow_non_loopback_proxy: config.listen.dangerously_allow_non_loopback_proxy,
         allow_non_loopback_admin: config.listen.dangerously_allow_non_loopback_admin,
@@ -159,6 +167,16 @@ fn log_options(config: &Config) -> LogOptions {
     }
 }
 
+fn socks_options(config: &Config) -> SocksOptions {
+    SocksOptions {
+        token: Some(config.auth.token.clone()).filter(|t| !t.is_empty()),
+        udp: config.socks.udp,
+        handshake_timeout: config.limits.header_timeout.0,
+        idle_timeout: config.limits.idle_timeout.0,
+        max_connections: config.limits.max_connections,
+    }
+}
+
 fn limits(config: &Config) -> Limits {
     Limits {
         header_timeout: config.limits.header_timeout.0,
@@ -174,6 +192,7 @@ pub struct Built {
     reserved: Reserved,
     addrs: Addrs,
     proxy: Arc<HttpProxy>,
+    socks: Arc<SocksProxy>,
     log: Option<Arc<ViolationLog>>,
 }
 
@@ -191,16 +210,25 @@ impl Built {
     /// Starts serving on the reserved listeners. Call inside a tokio runtime.
     pub fn run(self) -> Running {
         let (stop, stopped) = watch::channel(false);
+        let shutdown = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        };
         let mut tasks = Vec::new();
         if let Some(listener) = self.reserved.http {
-            let mut stopped = stopped.clone();
-            let shutdown = async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            };
             tasks.push(tokio::spawn(http_proxy::serve(
                 listener,
                 self.proxy.clone(),
-                shutdown,
+                shutdown(),
+            )));
+        }
+        if let Some(listener) = self.reserved.socks {
+            tasks.push(tokio::spawn(socks_proxy::serve(
+                listener,
+                self.socks.clone(),
+                shutdown(),
             )));
         }
         Running {

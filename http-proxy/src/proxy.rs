@@ -84,7 +84,7 @@ impl HttpProxy {
     ) -> Response<ProxyBody> {
         let engine = self.engine.snapshot();
         let attempt = match authenticate(req.headers(), self.token.as_deref()) {
-            Ok(credentials) => credentials.attempt,
+            Ok(attempt) => attempt,
             Err(failure) => return self.refuse_credentials(failure, engine, client, &req),
         };
         let scope = Scope {

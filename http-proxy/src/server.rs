@@ -1,11 +1,11 @@
-//! The accept loop: serves a listener that was bound before (`listeners`), until `shutdown`
-//! resolves; then stops accepting and lets open requests finish, for a bounded time.
+//! Serving one client connection with hyper, on the shared accept loop of `listeners`.
 
-use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpStream, sync::watch, sync::Semaphore, task::JoinSet};
+use listeners::{accept_loop, Stopping};
+use tokio::net::TcpStream;
 
 use crate::{
     forward::UpstreamCache,
@@ -13,60 +13,25 @@ use crate::{
     proxy::HttpProxy,
 };
 
-/// How long open connections get to finish after shutdown.
-const DRAIN: Duration = Duration::from_secs(5);
-
-/// Serves `listener` until `shutdown` resolves.
+/// Serves `listener` (bound earlier, see `listeners::ListenPlan`) until `shutdown` resolves.
 pub async fn serve(
     listener: std::net::TcpListener,
     proxy: Arc<HttpProxy>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let slots = Arc::new(Semaphore::new(proxy.limits.max_connections));
-    let (stop, stopped) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: keep serving the connections we have.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%client, "connection limit reached; closing");
-            continue;
-        };
-        let (proxy, stopped) = (proxy.clone(), stopped.clone());
-        connections.spawn(async move {
-            serve_connection(stream, client, proxy, stopped).await;
-            drop(slot);
-        });
-        while connections.try_join_next().is_some() {}
-    }
-    drop(listener);
-    let _ = stop.send(true);
-    let _ = tokio::time::timeout(DRAIN, async {
-        while connections.join_next().await.is_some() {}
+    let max = proxy.limits.max_connections;
+    accept_loop(listener, max, shutdown, move |stream, client, stopping| {
+        serve_connection(stream, client, proxy.clone(), stopping)
     })
-    .await;
-    Ok(())
+    .await
 }
 
 async fn serve_connection(
     stream: TcpStream,
     client: SocketAddr,
     proxy: Arc<HttpProxy>,
-    mut stopped: watch::Receiver<bool>,
+    mut stopping: Stopping,
 ) {
-    let _ = stream.set_nodelay(true);
     let cache = Arc::new(UpstreamCache::default());
     let notes = Arc::new(FramingNotes::default());
     let stream = FramingWatch::new(stream, notes.clone());
@@ -87,7 +52,7 @@ async fn serve_connection(
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        _ = stopped.changed() => {
+        () = stopping.wait() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }

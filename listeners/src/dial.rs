@@ -199,6 +199,22 @@ impl Dialer {
             .map_err(|_| DialError::ConnectTimeout)?
     }
 
+    /// Resolves `target` once and vets every address, without connecting: what `dial` does before
+    /// it connects, and what a UDP relay does before it sends.
+    pub async fn resolve_vetted(
+        &self,
+        engine: &dyn PolicyEngine,
+        target: &Target,
+    ) -> Result<Vec<IpAddr>, DialError> {
+        let addrs = self.addresses(target.host()).await?;
+        let decision = engine.vet(target, &addrs);
+        if !decision.is_allowed() {
+            return Err(DialError::Blocked(decision));
+        }
+        self.refuse_own_listeners(&addrs, target.port())?;
+        Ok(addrs)
+    }
+
     /// Re-checks an address already connected to (a reused upstream connection) against the policy
     /// in force now, without a new lookup.
     pub fn revet(&self, engine: &dyn PolicyEngine, target: &Target, peer: SocketAddr) -> Decision {

@@ -5,15 +5,19 @@
 //!
 //! It knows addresses and sockets, not protocols: it never parses HTTP or SOCKS.
 
+mod accept;
 mod dial;
 mod ready;
+mod relay;
 mod reserve;
 
 pub use crate::{
+    accept::{accept_loop, Stopping},
     dial::{
         BoxFuture, Connector, DialError, Dialed, Dialer, Resolver, StaticResolver, SystemResolver,
         TcpConnector,
     },
     ready::ReadyRecord,
+    relay::relay,
     reserve::{ListenError, ListenPlan, Reserved},
 };

@@ -24,6 +24,7 @@
 //! ```
 
 mod config;
+mod credentials;
 mod decision;
 mod engine;
 mod escape;
@@ -40,6 +41,7 @@ mod rule;
 
 pub use crate::{
     config::{AllowLocalConfig, PolicyConfig},
+    credentials::{check_credentials, is_attempt_id, CredentialError},
     decision::{BlockReason, Decision, Mode, Protocol, Request, RequestShape, Verdict},
     engine::{DecisionEvent, DecisionSink, EventId, MemorySink, NoopSink, PolicyEngine},
     escape::escape_untrusted,

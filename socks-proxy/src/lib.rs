@@ -1,8 +1,19 @@
 //! `socks-proxy` owns leash's SOCKS5 server (SPEC §6): RFC 1928 negotiation, RFC 1929
-//! username/password carrying the attempt id, `CONNECT` for every address type and the one mapping
-//! from a decision to a SOCKS reply code.
+//! username/password carrying the attempt id, `CONNECT` for every address type, UDP ASSOCIATE when
+//! enabled, and the one mapping from an outcome to a SOCKS reply code.
 //!
-//! It asks a `PolicyEngine` and records to a `DecisionSink`; it knows nothing about HTTP or MITM
-//! beyond handing a port-443 stream to the interception seam in limited mode.
-//!
-//! This crate is filled by the SOCKS5 issue; it holds no code yet.
+//! It asks a `PolicyEngine`, records every block to a `DecisionSink` before it replies, and dials
+//! only through `listeners::Dialer`. It knows nothing about HTTP or TLS; in limited mode with MITM
+//! the port-443 stream is where the MITM issue hands over to interception (see `proxy.rs`).
+
+mod handshake;
+mod proxy;
+mod reply;
+mod server;
+mod udp;
+mod wire;
+
+pub use crate::{
+    proxy::{SocksOptions, SocksProxy},
+    server::serve,
+};

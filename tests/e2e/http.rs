@@ -211,9 +211,9 @@ async fn every_block_reason_answers_the_spec_403_and_is_logged() {
         BlockCase { request: curl_args(&["http://inside.allowed.test:9/"]), status: 403, decision: "deny", reason: "local_address", code: "blocked-by-local-address", rule: None, host: "inside.allowed.test", protocol: "http" },
         BlockCase { request: Request::Raw(format!("GET http://a..b/ HTTP/1.1\r\nHost: a..b\r\n{auth}Connection: close\r\n\r\n")), status: 403, decision: "deny", reason: "invalid_target", code: "invalid-target", rule: None, host: "a..b", protocol: "http" },
         BlockCase { request: Request::Raw(format!("GET http://a.allowed.test:65536/ HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")), status: 403, decision: "deny", reason: "invalid_target", code: "invalid-target", rule: None, host: "a.allowed.test:65536", protocol: "http" },
-        BlockCase { request: Request::Raw(format!("CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n{auth}\r\n")), status: 403, decision: "deny", reason: "denylist", code: "blocked-by-denylist", rule: Some("evil.test"), host: "evil.test", protocol: "connect" },
-        BlockCase { request: Request::Raw(format!("CONNECT 0x7f.1:9 HTTP/1.1\r\nHost: x\r\n{auth}\r\n")), status: 403, decision: "deny", reason: "local_address", code: "blocked-by-local-address", rule: None, host: "127.0.0.1", protocol: "connect" },
-        BlockCase { request: Request::Raw(format!("CONNECT nowhere.test:443 HTTP/1.1\r\nHost: x\r\n{auth}\r\n")), status: 403, decision: "ask", reason: "allowlist_miss", code: "blocked-by-allowlist", rule: None, host: "nowhere.test", protocol: "connect" },
+        BlockCase { request: Request::Raw(format!("CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n{auth}Connection: close\r\n\r\n")), status: 403, decision: "deny", reason: "denylist", code: "blocked-by-denylist", rule: Some("evil.test"), host: "evil.test", protocol: "connect" },
+        BlockCase { request: Request::Raw(format!("CONNECT 0x7f.1:9 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")), status: 403, decision: "deny", reason: "local_address", code: "blocked-by-local-address", rule: None, host: "127.0.0.1", protocol: "connect" },
+        BlockCase { request: Request::Raw(format!("CONNECT nowhere.test:443 HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")), status: 403, decision: "ask", reason: "allowlist_miss", code: "blocked-by-allowlist", rule: None, host: "nowhere.test", protocol: "connect" },
     ];
     let mut events = Vec::new();
     for case in &cases {

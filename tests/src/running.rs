@@ -19,6 +19,8 @@ pub struct TestProxy {
     running: Option<Running>,
     /// The HTTP proxy address.
     pub http: SocketAddr,
+    /// The SOCKS5 proxy address (when enabled).
+    pub socks: Option<SocketAddr>,
     /// The violation log file.
     pub log: PathBuf,
     _dir: tempfile::TempDir,
@@ -41,9 +43,11 @@ pub fn start_proxy(
     }
     let built = builder.build().expect("leash builds");
     let http = built.addrs().http.expect("an HTTP listener");
+    let socks = built.addrs().socks;
     TestProxy {
         running: Some(built.run()),
         http,
+        socks,
         log,
         _dir: dir,
     }

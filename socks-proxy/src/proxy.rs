@@ -1,0 +1,227 @@
+//! One SOCKS5 connection: handshake, decision, dial, reply, relay. Every block is recorded before
+//! the reply that announces it.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use listeners::{relay, DialError, Dialer};
+use policy::{
+    BlockReason, CredentialError, Decision, DecisionEvent, DecisionSink, PolicyEngine, Protocol,
+    Request, Target,
+};
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+use crate::{
+    handshake::{greet, read_request, Command, HandshakeError},
+    reply::{reply, Outcome},
+    udp,
+    wire::Address,
+};
+
+/// What a SOCKS5 server is configured with.
+#[derive(Clone, Debug)]
+pub struct SocksOptions {
+    /// The proxy password clients must send (RFC 1929); `None` allows no-auth.
+    pub token: Option<String>,
+    /// Allow UDP ASSOCIATE.
+    pub udp: bool,
+    /// Time a client has to finish the handshake.
+    pub handshake_timeout: Duration,
+    /// Time a tunnel may stay silent.
+    pub idle_timeout: Duration,
+    /// Client connections served at once.
+    pub max_connections: usize,
+}
+
+/// The SOCKS5 proxy: what every connection shares.
+#[derive(Debug)]
+pub struct SocksProxy {
+    pub(crate) engine: Arc<dyn PolicyEngine>,
+    sink: Arc<dyn DecisionSink>,
+    pub(crate) dialer: Dialer,
+    pub(crate) options: SocksOptions,
+}
+
+/// One connection's view: its policy snapshot, client and attempt.
+#[derive(Debug)]
+pub(crate) struct Scope {
+    pub(crate) engine: Arc<dyn PolicyEngine>,
+    pub(crate) client: SocketAddr,
+    pub(crate) attempt: Option<String>,
+}
+
+impl SocksProxy {
+    /// A proxy deciding with `engine`, recording to `sink`, dialing with `dialer`.
+    pub fn new(
+        engine: Arc<dyn PolicyEngine>,
+        sink: Arc<dyn DecisionSink>,
+        dialer: Dialer,
+        options: SocksOptions,
+    ) -> SocksProxy {
+        let token = options.token.clone().filter(|t| !t.is_empty());
+        SocksProxy {
+            engine,
+            sink,
+            dialer,
+            options: SocksOptions { token, ..options },
+        }
+    }
+
+    pub(crate) async fn handle(self: Arc<Self>, mut stream: TcpStream, client: SocketAddr) {
+        let mut scope = Scope {
+            engine: self.engine.snapshot(),
+            client,
+            attempt: None,
+        };
+        let handshake = async {
+            let authenticated = greet(&mut stream)
+                .await?
+                .negotiate(&mut stream, self.options.token.as_deref())
+                .await?;
+            scope.attempt = authenticated.attempt;
+            read_request(&mut stream).await
+        };
+        let requested = match tokio::time::timeout(self.options.handshake_timeout, handshake).await
+        {
+            Ok(Ok(requested)) => requested,
+            Ok(Err(error)) => return self.handshake_failed(&scope, &mut stream, error).await,
+            Err(_) => return,
+        };
+        match requested.command {
+            Command::Connect => self.connect(&scope, stream, requested.address).await,
+            Command::UdpAssociate if self.options.udp => {
+                udp::associate(&self, &scope, stream, requested.address).await
+            }
+            Command::Bind | Command::UdpAssociate | Command::Unknown => {
+                let _ = stream
+                    .write_all(&reply(&Outcome::CommandNotSupported, None))
+                    .await;
+            }
+        }
+    }
+
+    async fn handshake_failed(&self, scope: &Scope, stream: &mut TcpStream, error: HandshakeError) {
+        let reason = match error {
+            HandshakeError::NotSocks5 { first } => BlockReason::InvalidRequest {
+                detail: format!("not SOCKS5 (first byte 0x{first:02x}; SOCKS4/4a and other protocols are refused)"),
+            },
+            HandshakeError::NoAcceptableMethod | HandshakeError::Credentials(CredentialError::BadToken) => BlockReason::AuthFailed,
+            HandshakeError::Credentials(_) => BlockReason::InvalidRequest {
+                detail: "malformed username (attempt id)".to_owned(),
+            },
+            HandshakeError::Malformed(detail) => BlockReason::InvalidRequest { detail: detail.to_owned() },
+            HandshakeError::AddressType => {
+                let _ = stream.write_all(&reply(&Outcome::AddressTypeNotSupported, None)).await;
+                return;
+            }
+            HandshakeError::Io => return,
+        };
+        self.record(
+            scope,
+            Decision::Deny(reason),
+            String::new(),
+            0,
+            Protocol::Socks5,
+        );
+    }
+
+    async fn connect(&self, scope: &Scope, mut stream: TcpStream, address: Address) {
+        let target = match address.to_target() {
+            Ok(target) => target,
+            Err(error) => {
+                self.record(
+                    scope,
+                    Decision::invalid_target(error),
+                    address.raw_host(),
+                    address.port(),
+                    Protocol::Socks5,
+                );
+                let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
+                return;
+            }
+        };
+        let decision = scope
+            .engine
+            .decide(&Request::new(&target, "CONNECT", Protocol::Socks5));
+        if !decision.is_allowed() {
+            self.block(scope, decision, &target, Protocol::Socks5);
+            let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
+            return;
+        }
+        // Seam for the MITM issue: in limited mode an allowed SOCKS5 CONNECT is one to port 443
+        // with interception on, and its stream goes to the interceptor instead of `relay`.
+        let upstream = match self.dialer.dial(scope.engine.as_ref(), &target).await {
+            Ok(dialed) => dialed.stream,
+            Err(error) => {
+                if let DialError::Blocked(decision) = &error {
+                    self.block(scope, decision.clone(), &target, Protocol::Socks5);
+                }
+                let _ = stream.write_all(&reply(&Outcome::Dial(&error), None)).await;
+                return;
+            }
+        };
+        self.allowed(scope, decision, &target, Protocol::Socks5);
+        let bound = upstream.local_addr().ok();
+        if stream
+            .write_all(&reply(&Outcome::Granted, bound))
+            .await
+            .is_ok()
+        {
+            relay(stream, upstream, self.options.idle_timeout).await;
+        }
+    }
+
+    /// Records a block of a canonical target.
+    pub(crate) fn block(
+        &self,
+        scope: &Scope,
+        decision: Decision,
+        target: &Target,
+        protocol: Protocol,
+    ) {
+        self.record(
+            scope,
+            decision,
+            target.host().to_string(),
+            target.port(),
+            protocol,
+        );
+    }
+
+    /// Records an allowed decision when the sink wants those too.
+    pub(crate) fn allowed(
+        &self,
+        scope: &Scope,
+        decision: Decision,
+        target: &Target,
+        protocol: Protocol,
+    ) {
+        if self.sink.wants_allowed() {
+            self.block(scope, decision, target, protocol);
+        }
+    }
+
+    pub(crate) fn record(
+        &self,
+        scope: &Scope,
+        decision: Decision,
+        host: String,
+        port: u16,
+        protocol: Protocol,
+    ) {
+        let method = match protocol {
+            Protocol::Socks5Udp => "UDP",
+            _ => "CONNECT",
+        };
+        self.sink.record(&DecisionEvent {
+            decision,
+            host,
+            port,
+            protocol,
+            method: method.to_owned(),
+            mode: scope.engine.mode(),
+            attempt: scope.attempt.clone(),
+            client: Some(scope.client),
+            path: None,
+        });
+    }
+}
