@@ -1,21 +1,15 @@
 //! hyper resolves a request that carries both `Content-Length` and `Transfer-Encoding` silently
 //! (chunked wins, the length header is dropped), so the request handler cannot see that shape.
-//! leash refuses it (SPEC §3: a smuggling shape gets 400 and close). `FramingWatch` reads the same
-//! bytes hyper reads, follows message boundaries (head, then a fixed or chunked body), and notes
+//! leash refuses it (SPEC §3: a smuggling shape gets 400 and close). `FramingNotes` reads the same
+//! bytes hyper reads (as a `ReadObserver`), follows message boundaries (head, then a fixed or chunked body), and notes
 //! for each request head whether it had both headers; the handler takes one note per request.
 //!
 //! The watch never changes a byte. If it loses track (a `CONNECT` tunnel, something it cannot
 //! parse) it stops noting, and hyper's own framing still applies.
 
-use std::{
-    collections::VecDeque,
-    io,
-    pin::Pin,
-    sync::{Arc, Mutex},
-    task::{Context, Poll},
-};
+use std::{collections::VecDeque, sync::Mutex};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use listeners::ReadObserver;
 
 /// Heads longer than this are hyper's to refuse; the watch gives up on them.
 const MAX_HEAD: usize = 256 * 1024;
@@ -188,50 +182,9 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(size, 16).ok()
 }
 
-/// A client stream whose reads are also fed to the notes.
-#[derive(Debug)]
-pub(crate) struct FramingWatch<S> {
-    inner: S,
-    notes: Arc<FramingNotes>,
-}
-
-impl<S> FramingWatch<S> {
-    pub(crate) fn new(inner: S, notes: Arc<FramingNotes>) -> FramingWatch<S> {
-        FramingWatch { inner, notes }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for FramingWatch<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let new = &buf.filled()[before..];
-        if !new.is_empty() {
-            self.notes.tracker.lock().expect("framing lock").feed(new);
-        }
-        poll
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for FramingWatch<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl ReadObserver for FramingNotes {
+    fn observe(&self, bytes: &[u8]) {
+        self.tracker.lock().expect("framing lock").feed(bytes);
     }
 }
 

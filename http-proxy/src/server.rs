@@ -4,14 +4,10 @@ use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use listeners::{accept_loop, Stopping};
+use listeners::{accept_loop, Observed, Stopping};
 use tokio::net::TcpStream;
 
-use crate::{
-    forward::UpstreamCache,
-    framing::{FramingNotes, FramingWatch},
-    proxy::HttpProxy,
-};
+use crate::{forward::UpstreamCache, framing::FramingNotes, proxy::HttpProxy};
 
 /// Serves `listener` (bound earlier, see `listeners::ListenPlan`) until `shutdown` resolves.
 pub async fn serve(
@@ -34,7 +30,7 @@ async fn serve_connection(
 ) {
     let cache = Arc::new(UpstreamCache::default());
     let notes = Arc::new(FramingNotes::default());
-    let stream = FramingWatch::new(stream, notes.clone());
+    let stream = Observed::new(stream, notes.clone());
     let service_proxy = proxy.clone();
     let service = service_fn(move |req| {
         let (proxy, cache) = (service_proxy.clone(), cache.clone());

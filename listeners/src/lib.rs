@@ -7,6 +7,7 @@
 
 mod accept;
 mod dial;
+mod observe;
 mod ready;
 mod relay;
 mod reserve;
@@ -17,6 +18,7 @@ pub use crate::{
         BoxFuture, Connector, DialError, Dialed, Dialer, Resolver, StaticResolver, SystemResolver,
         TcpConnector,
     },
+    observe::{Observed, ReadObserver},
     ready::ReadyRecord,
     relay::relay,
     reserve::{ListenError, ListenPlan, Reserved},

@@ -3,17 +3,16 @@
 //! idle timeout.
 
 use std::{
-    io,
-    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::observe::{Observed, ReadObserver};
 
 /// Copies both ways until one side closes, or until no byte has moved for `idle`.
 pub async fn relay<C, U>(client: C, upstream: U, idle: Duration)
@@ -22,8 +21,8 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = Arc::new(Activity::new());
-    let mut client = Tracked::new(client, activity.clone());
-    let mut upstream = Tracked::new(upstream, activity.clone());
+    let mut client = Observed::new(client, activity.clone());
+    let mut upstream = Observed::new(upstream, activity.clone());
     let result = tokio::select! {
         result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => result.map(|_| ()),
         _ = activity.idle_for(idle) => Ok(()),
@@ -65,47 +64,8 @@ impl Activity {
     }
 }
 
-/// A stream that reports every read that returned data.
-struct Tracked<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S> Tracked<S> {
-    fn new(inner: S, activity: Arc<Activity>) -> Tracked<S> {
-        Tracked { inner, activity }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        poll
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl ReadObserver for Activity {
+    fn observe(&self, _: &[u8]) {
+        self.touch();
     }
 }

@@ -3,25 +3,12 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use leash::Config;
 use listeners::StaticResolver;
-use policy::AllowLocalConfig;
-use tests::{big_body, curl, raw_request, start_proxy, LoopbackNat, Origin, TestCa};
+use tests::{
+    big_body, curl, loopback, policy_config, raw_request, start_proxy, LoopbackNat, Origin, TestCa,
+};
 
 const TEN_MB: usize = 10 * 1024 * 1024;
-
-fn config(allow: &[&str], deny: &[&str], allow_local: &[String]) -> Config {
-    let mut config = Config::default();
-    config.policy.allow = allow.iter().map(|s| s.to_string()).collect();
-    config.policy.deny = deny.iter().map(|s| s.to_string()).collect();
-    config.policy.allow_local = AllowLocalConfig::Rules(allow_local.to_vec());
-    config.auth.token = "tok".into();
-    config
-}
-
-fn loopback() -> IpAddr {
-    IpAddr::from([127, 0, 0, 1])
-}
 
 /// Splits `curl -i` output into status, headers (lowercase names) and body.
 fn split_response(text: &str) -> (u16, Vec<(String, String)>, String) {
@@ -64,7 +51,7 @@ async fn curl_fetches_http_and_https_byte_for_byte_without_proxy_headers() {
         format!("127.0.0.1:{}", secure.port()),
     ];
     let proxy = start_proxy(
-        config(&["origin.test", "secure.test"], &[], &local),
+        policy_config(&["origin.test", "secure.test"], &[], &local),
         resolver,
         None,
     );
@@ -197,7 +184,7 @@ async fn every_block_reason_answers_the_spec_403_and_is_logged() {
     );
     let local = [format!("127.0.0.1:{port}")];
     let proxy = start_proxy(
-        config(&["**.allowed.test"], &["evil.test"], &local),
+        policy_config(&["**.allowed.test"], &["evil.test"], &local),
         resolver.clone(),
         None,
     );
@@ -288,7 +275,7 @@ async fn every_block_reason_answers_the_spec_403_and_is_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_or_missing_token_gets_407_and_is_logged() {
     let resolver = Arc::new(StaticResolver::new());
-    let proxy = start_proxy(config(&["*"], &[], &[]), resolver, None);
+    let proxy = start_proxy(policy_config(&["*"], &[], &[]), resolver, None);
     for credentials in ["a1:wrong", "a1"] {
         let out = curl(&[
             "-i",
@@ -322,7 +309,7 @@ async fn dns_rebinding_cannot_make_leash_dial_loopback() {
     );
     let nat = Arc::new(LoopbackNat::default().map(public, public_origin.addr));
     let proxy = start_proxy(
-        config(&["rebind.test"], &[], &[]),
+        policy_config(&["rebind.test"], &[], &[]),
         resolver.clone(),
         Some(nat.clone()),
     );
@@ -370,7 +357,7 @@ async fn malformed_and_smuggling_shapes_get_400_and_are_never_forwarded() {
     let origin = Origin::http().await;
     let resolver = Arc::new(StaticResolver::new().answer("origin.test", &[loopback()]));
     let local = [format!("127.0.0.1:{}", origin.port())];
-    let proxy = start_proxy(config(&["origin.test"], &[], &local), resolver, None);
+    let proxy = start_proxy(policy_config(&["origin.test"], &[], &local), resolver, None);
     let target = format!("http://origin.test:{}/", origin.port());
     let auth = "Proxy-Authorization: Basic YTE6dG9r\r\n";
     let cases = [

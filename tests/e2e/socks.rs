@@ -10,28 +10,15 @@ use std::{
     time::Duration,
 };
 
-use leash::Config;
 use listeners::StaticResolver;
-use policy::AllowLocalConfig;
-use tests::{big_body, curl, raw_request, start_proxy, Origin, TestCa, TestProxy};
+use tests::{
+    big_body, curl, loopback, policy_config, raw_request, start_proxy, Origin, TestCa, TestProxy,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
 };
 use tokio_socks::tcp::Socks5Stream;
-
-fn config(allow: &[&str], deny: &[&str], allow_local: &[String]) -> Config {
-    let mut config = Config::default();
-    config.policy.allow = allow.iter().map(|s| s.to_string()).collect();
-    config.policy.deny = deny.iter().map(|s| s.to_string()).collect();
-    config.policy.allow_local = AllowLocalConfig::Rules(allow_local.to_vec());
-    config.auth.token = "tok".into();
-    config
-}
-
-fn loopback() -> IpAddr {
-    IpAddr::from([127, 0, 0, 1])
-}
 
 fn socks_url(proxy: &TestProxy, credentials: &str) -> String {
     format!(
@@ -58,7 +45,7 @@ async fn curl_socks5h_fetches_http_and_https_and_is_refused_by_ruleset() {
         format!("127.0.0.1:{}", secure.port()),
     ];
     let proxy = start_proxy(
-        config(&["origin.test", "secure.test"], &[], &local),
+        policy_config(&["origin.test", "secure.test"], &[], &local),
         resolver.clone(),
         None,
     );
@@ -123,7 +110,7 @@ async fn tokio_socks_covers_every_address_type_and_the_token() {
         format!("[::1]:{}", v6.port()),
     ];
     let allow = ["origin.test", "127.0.0.1", "::1"];
-    let proxy = start_proxy(config(&allow, &[], &local), resolver, None);
+    let proxy = start_proxy(policy_config(&allow, &[], &local), resolver, None);
     let socks = proxy.socks.unwrap();
 
     let ipv4 = Socks5Stream::connect_with_password(socks, (loopback(), v4.port()), "a1", "tok")
@@ -162,7 +149,7 @@ async fn tokio_socks_covers_every_address_type_and_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_socks4_and_garbage_are_refused() {
     let proxy = start_proxy(
-        config(&["*"], &[], &[]),
+        policy_config(&["*"], &[], &[]),
         Arc::new(StaticResolver::new()),
         None,
     );
@@ -363,7 +350,7 @@ async fn socks_domain_connect(socks: SocketAddr, host: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_spellings_get_the_same_decision_over_http_and_socks() {
     let proxy = start_proxy(
-        config(&["**.allowed.test"], &["evil.test"], &[]),
+        policy_config(&["**.allowed.test"], &["evil.test"], &[]),
         Arc::new(StaticResolver::new()),
         None,
     );
@@ -452,7 +439,7 @@ async fn recv_within(socket: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_associate_relays_allowed_datagrams_only_from_the_client() {
     let (echo, received) = udp_echo().await;
-    let mut config = config(&["127.0.0.1"], &[], &[echo.to_string()]);
+    let mut config = policy_config(&["127.0.0.1"], &[], &[echo.to_string()]);
     config.socks.udp = true;
     let proxy = start_proxy(config, Arc::new(StaticResolver::new()), None);
     let mut control = TcpStream::connect(proxy.socks.unwrap()).await.unwrap();
@@ -529,7 +516,7 @@ async fn a_hundred_megabytes_arrive_intact_through_socks5() {
     let origin = Origin::http().await;
     let resolver = Arc::new(StaticResolver::new().answer("bulk.test", &[loopback()]));
     let proxy = start_proxy(
-        config(
+        policy_config(
             &["bulk.test"],
             &[],
             &[format!("127.0.0.1:{}", origin.port())],
@@ -547,7 +534,7 @@ async fn a_hundred_megabytes_arrive_intact_through_socks5() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limited_mode_refuses_socks5_without_interception() {
     let origin = Origin::http().await;
-    let mut config = config(
+    let mut config = policy_config(
         &["127.0.0.1"],
         &[],
         &[format!("127.0.0.1:{}", origin.port())],

@@ -13,5 +13,5 @@ pub use crate::{
     certs::TestCa,
     clients::{curl, raw_request, CurlOutput},
     origin::{big_body, Origin, Seen, SeenRequest},
-    running::{start_proxy, LoopbackNat, TestProxy},
+    running::{loopback, policy_config, start_proxy, LoopbackNat, TestProxy},
 };

@@ -11,6 +11,7 @@ use std::{
 
 use leash::{Config, Leash, Running};
 use listeners::{BoxFuture, Connector, StaticResolver};
+use policy::AllowLocalConfig;
 use tokio::net::TcpStream;
 
 /// A running in-process leash with its own temp dir and log.
@@ -115,4 +116,19 @@ impl Connector for LoopbackNat {
             }
         })
     }
+}
+
+/// A config with these rules, `allow_local` exceptions and the proxy token `tok`.
+pub fn policy_config(allow: &[&str], deny: &[&str], allow_local: &[String]) -> Config {
+    let mut config = Config::default();
+    config.policy.allow = allow.iter().map(|s| s.to_string()).collect();
+    config.policy.deny = deny.iter().map(|s| s.to_string()).collect();
+    config.policy.allow_local = AllowLocalConfig::Rules(allow_local.to_vec());
+    config.auth.token = "tok".into();
+    config
+}
+
+/// `127.0.0.1`, where every test origin listens.
+pub fn loopback() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
 }
