@@ -1,6 +1,15 @@
 //! `admin` owns leash's loopback admin API (SPEC §8): health, effective config, patterns, blocked
-//! events, explain, mode switch, reload, runtime rules and Prometheus metrics.
+//! events (with long polls), explain, mode switch, reload, runtime rules and Prometheus metrics.
 //!
-//! It reads the violation ring and swaps policies through small traits; it never proxies traffic.
-//!
-//! This crate is filled by the admin API issue; it holds no code yet.
+//! It reads the violation ring and the tunnel registry, and changes the policy only through the
+//! `Control` trait that `bin` implements; it never proxies traffic and never reads files.
+
+mod control;
+mod metrics;
+mod routes;
+mod server;
+
+pub use crate::{
+    control::{Control, RuleChange},
+    server::{serve, Admin},
+};

@@ -2,8 +2,7 @@
 //! alone: no DNS, no sockets.
 
 use clap::Args;
-use policy::{Decision, Explanation, Mode, Protocol, Request, Step, Target};
-use serde_json::json;
+use policy::{ExplainReport, Explanation, Mode, Protocol, Request, Step, Target};
 
 use crate::{flags::PolicyFlags, Exit};
 
@@ -46,10 +45,7 @@ pub(crate) fn run(args: CheckArgs) -> Exit {
     };
     let explanation = match Target::parse(&args.target, Some(default_port)) {
         Ok(target) => policy.explain(&Request::new(&target, &method, args.protocol)),
-        Err(error) => Explanation {
-            decision: Decision::invalid_target(error.clone()),
-            steps: vec![Step::InvalidTarget { error }],
-        },
+        Err(error) => Explanation::invalid_target(error),
     };
     let report = Report {
         target: &args.target,
@@ -84,20 +80,16 @@ struct Report<'a> {
 }
 
 impl Report<'_> {
-    fn json(&self) -> serde_json::Value {
-        let mut value = serde_json::to_value(&self.explanation.decision).expect("plain data");
-        let extra = json!({
-            "target": self.target,
-            "method": self.method,
-            "protocol": self.protocol,
-            "mode": self.mode,
-            "steps": self.explanation.steps,
-        });
-        value
-            .as_object_mut()
-            .expect("a decision is an object")
-            .extend(extra.as_object().expect("object").clone());
-        value
+    fn json(&self) -> String {
+        let report = ExplainReport {
+            decision: &self.explanation.decision,
+            target: self.target,
+            method: self.method,
+            protocol: self.protocol,
+            mode: self.mode,
+            steps: &self.explanation.steps,
+        };
+        serde_json::to_string(&report).expect("plain data serialises")
     }
 
     fn text(&self) -> String {

@@ -1,16 +1,22 @@
-//! The embedding API (SPEC §13): build (listeners reserved, addresses known), run, shut down.
-//! `leash proxy` is a thin shell around it.
+//! The embedding API (SPEC §13): build (listeners reserved, addresses known), run, change the
+//! policy while running, shut down. `leash proxy` is a thin shell around it.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
+use admin::{Admin, Control, RuleChange};
 use http_proxy::{HttpProxy, Limits};
 use listeners::{Connector, Dialer, ListenError, ListenPlan, ReadyRecord, Reserved, Resolver};
-use policy::{DecisionSink, PolicyEngine, PolicyError};
+use policy::{DecisionSink, Mode, PolicyEngine, PolicyError};
 use socks_proxy::{SocksOptions, SocksProxy};
 use tokio::{sync::watch, task::JoinHandle};
 use violations::{LogOptions, ViolationLog, ViolationLogError};
 
-use crate::{config::Rotation, hot::HotPolicy, Config};
+use crate::{
+    config::Rotation,
+    hot::HotPolicy,
+    hub::{ConfigOverlay, Hub},
+    Config,
+};
 
 /// Entry point of the embedding API.
 #[derive(Debug)]
@@ -24,13 +30,24 @@ impl Leash {
 }
 
 /// Configures a leash instance; `build` reserves its listeners.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LeashBuilder {
     config: Config,
+    config_file: Option<PathBuf>,
+    overlay: Option<ConfigOverlay>,
     engine: Option<Arc<dyn PolicyEngine>>,
     sink: Option<Arc<dyn DecisionSink>>,
     resolver: Option<Arc<dyn Resolver>>,
     connector: Option<Arc<dyn Connector>>,
+}
+
+impl std::fmt::Debug for LeashBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeashBuilder")
+            .field("config", &self.config)
+            .field("config_file", &self.config_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The addresses leash serves on.
@@ -40,7 +57,7 @@ pub struct Addrs {
     pub http: Option<SocketAddr>,
     /// The SOCKS5 proxy (`None` with `socks.enabled = false` or `--no-socks`).
     pub socks: Option<SocketAddr>,
-    /// The admin API (served from the admin issue on).
+    /// The admin API (`None` with `admin.enabled = false`).
     pub admin: Option<SocketAddr>,
 }
 
@@ -66,7 +83,19 @@ impl LeashBuilder {
         self
     }
 
-    /// Decides with `engine` instead of the configured policy.
+    /// The file `reload` re-reads (the config given to `config` came from it).
+    pub fn config_file(mut self, path: PathBuf) -> Self {
+        self.config_file = Some(path);
+        self
+    }
+
+    /// Applied to the file's contents on every reload (the command line's flags).
+    pub fn reload_overlay(mut self, overlay: ConfigOverlay) -> Self {
+        self.overlay = Some(overlay);
+        self
+    }
+
+    /// Decides with `engine` instead of the configured policy (the admin API then cannot change it).
     pub fn policy_engine(mut self, engine: Arc<dyn PolicyEngine>) -> Self {
         self.engine = Some(engine);
         self
@@ -90,7 +119,7 @@ impl LeashBuilder {
         self
     }
 
-    /// Reserves the listeners (their addresses are final from here on) and assembles the proxy.
+    /// Reserves the listeners (their addresses are final from here on) and assembles the proxies.
     pub fn build(self) -> Result<Built, BuildError> {
         let config = self.config;
         let reserved = listen_plan(&config).reserve().map_err(BuildError::Listen)?;
@@ -99,10 +128,9 @@ impl LeashBuilder {
             socks: Reserved::addr(&reserved.socks),
             admin: Reserved::addr(&reserved.admin),
         };
-        let engine = match self.engine {
-            Some(engine) => engine,
-            None => Arc::new(HotPolicy::new(config.policy().map_err(BuildError::Policy)?)),
-        };
+        let hot = Arc::new(HotPolicy::new(config.policy().map_err(BuildError::Policy)?));
+        let owns_engine = self.engine.is_none();
+        let engine = self.engine.unwrap_or_else(|| hot.clone());
         let (sink, log) = match self.sink {
             Some(sink) => (sink, None),
             None => {
@@ -124,31 +152,47 @@ impl LeashBuilder {
         if let Some(connector) = self.connector {
             dialer = dialer.with_connector(connector);
         }
-        let token = Some(config.auth.token.clone()).filter(|t| !t.is_empty());
+        let tunnels = dialer.tunnels().clone();
+        let hub = Arc::new(Hub::new(
+            hot,
+            tunnels.clone(),
+            config.clone(),
+            self.config_file,
+            self.overlay,
+            owns_engine,
+        ));
+        let admin = Arc::new(Admin::new(
+            hub.clone(),
+            log.clone(),
+            tunnels,
+            Some(config.admin.token.clone()),
+        ));
         let socks = Arc::new(SocksProxy::new(
             engine.clone(),
             sink.clone(),
             dialer.clone(),
             socks_options(&config),
         ));
+        let token = Some(config.auth.token.clone()).filter(|t| !t.is_empty());
         let proxy = Arc::new(HttpProxy::new(engine, sink, dialer, token, limits(&config)));
         Ok(Built {
             reserved,
             addrs,
             proxy,
             socks,
+            admin,
+            hub,
             log,
         })
     }
 }
 
-/// The admin API is not served yet, so its port is not taken either.
 fn listen_plan(config: &Config) -> ListenPlan {
     ListenPlan {
         ephemeral: config.listen.ephemeral,
         http: Some(config.listen.http),
         socks: config.socks.enabled.then_some(config.listen.socks),
-        admin: None,
+        admin: config.admin.enabled.then_some(config.listen.admin),
         allow_non_loopback_proxy: config.listen.dangerously_allow_non_loopback_proxy,
         allow_non_loopback_admin: config.listen.dangerously_allow_non_loopback_admin,
     }
@@ -193,6 +237,8 @@ pub struct Built {
     addrs: Addrs,
     proxy: Arc<HttpProxy>,
     socks: Arc<SocksProxy>,
+    admin: Arc<Admin>,
+    hub: Arc<Hub>,
     log: Option<Arc<ViolationLog>>,
 }
 
@@ -231,10 +277,18 @@ impl Built {
                 shutdown(),
             )));
         }
+        if let Some(listener) = self.reserved.admin {
+            tasks.push(tokio::spawn(admin::serve(
+                listener,
+                self.admin.clone(),
+                shutdown(),
+            )));
+        }
         Running {
             addrs: self.addrs,
             stop,
             tasks,
+            hub: self.hub,
             log: self.log,
         }
     }
@@ -246,6 +300,7 @@ pub struct Running {
     addrs: Addrs,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    hub: Arc<Hub>,
     log: Option<Arc<ViolationLog>>,
 }
 
@@ -253,6 +308,21 @@ impl Running {
     /// The addresses served on.
     pub fn addrs(&self) -> Addrs {
         self.addrs
+    }
+
+    /// Switches the mode for new requests, closing open tunnels the new mode refuses.
+    pub fn set_mode(&self, mode: Mode) -> Mode {
+        self.hub.set_mode(mode)
+    }
+
+    /// Re-reads the config file; on error the running policy stays as it was.
+    pub fn reload(&self) -> Result<(), String> {
+        self.hub.reload()
+    }
+
+    /// Adds (`add = true`) or removes runtime rules.
+    pub fn change_rules(&self, change: &RuleChange, add: bool) -> Result<(), String> {
+        self.hub.change_rules(change, add)
     }
 
     /// Stops accepting, lets open requests finish (bounded), and flushes the violation log.

@@ -1,14 +1,14 @@
 //! Command-line flags that add to or override the config file (SPEC §10).
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use leash::Config;
+use leash::{Config, ConfigOverlay};
 use policy::{AllowLocalConfig, Mode, Rule};
 
 /// Where the config comes from, and the policy flags layered on top of it.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub(crate) struct PolicyFlags {
     /// Config file (else $LEASH_CONFIG, else ./leash.toml, else embedded defaults).
     #[arg(long, value_name = "FILE")]
@@ -39,6 +39,17 @@ impl PolicyFlags {
         };
         self.apply(&mut config)?;
         Ok(config)
+    }
+
+    /// The config file in use, if any.
+    pub(crate) fn file(&self) -> Option<PathBuf> {
+        Config::locate(self.config.as_deref())
+    }
+
+    /// These flags, re-applied to the file on every reload.
+    pub(crate) fn overlay(&self) -> ConfigOverlay {
+        let flags = self.clone();
+        Arc::new(move |config: &mut Config| flags.apply(config).map_err(|e| format!("{e:#}")))
     }
 
     fn apply(&self, config: &mut Config) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ mod config;
 mod duration;
 mod embed;
 mod hot;
+mod hub;
 
 pub use crate::{
     config::{
@@ -17,4 +18,5 @@ pub use crate::{
     duration::HumanDuration,
     embed::{Addrs, BuildError, Built, Leash, LeashBuilder, Running},
     hot::HotPolicy,
+    hub::ConfigOverlay,
 };

@@ -56,7 +56,13 @@ fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let built = Leash::builder().config(config).build()?;
+        let mut builder = Leash::builder()
+            .config(config)
+            .reload_overlay(args.policy.overlay());
+        if let Some(file) = args.policy.file() {
+            builder = builder.config_file(file);
+        }
+        let built = builder.build()?;
         let ready = built.ready_record();
         if let Some(path) = &args.ready_file {
             ready

@@ -3,7 +3,7 @@
 
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use listeners::{relay, DialError};
+use listeners::{relay, DialError, TunnelInfo};
 use policy::{Decision, Protocol, Request as PolicyRequest, Target};
 
 use crate::{
@@ -50,9 +50,15 @@ pub(crate) async fn handle(
     proxy.record_allowed(scope, decision, &subject);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let idle = proxy.limits.idle_timeout;
+    let tunnel = proxy.dialer.tunnels().open(TunnelInfo {
+        target,
+        protocol: Protocol::Connect,
+        peer: dialed.peer,
+        inspected: false,
+    });
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => relay(TokioIo::new(upgraded), dialed.stream, idle).await,
+            Ok(upgraded) => relay(TokioIo::new(upgraded), dialed.stream, idle, tunnel).await,
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
     });

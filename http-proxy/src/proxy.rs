@@ -183,10 +183,13 @@ impl HttpProxy {
         blocked_response(&event, id)
     }
 
-    /// Records an allowed decision when the sink wants those too.
+    /// Records an allowed decision when the sink wants those too; counts it either way.
     pub(crate) fn record_allowed(&self, scope: &Scope, decision: Decision, subject: &Subject<'_>) {
-        if self.sink.wants_allowed() {
-            self.sink.record(&self.event(scope, decision, subject));
+        match self.sink.wants_allowed() {
+            true => {
+                self.sink.record(&self.event(scope, decision, subject));
+            }
+            false => self.sink.allowed(subject.protocol),
         }
     }
 

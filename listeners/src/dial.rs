@@ -16,6 +16,8 @@ use std::{
 use policy::{is_local_ip, BlockReason, Decision, Host, PolicyEngine, Target};
 use tokio::net::TcpStream;
 
+use crate::tunnels::Tunnels;
+
 /// A boxed future, so the traits below stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -146,6 +148,7 @@ pub struct Dialer {
     dns_timeout: Duration,
     connect_timeout: Duration,
     own_ports: Arc<[u16]>,
+    tunnels: Arc<Tunnels>,
 }
 
 impl Dialer {
@@ -157,7 +160,13 @@ impl Dialer {
             dns_timeout,
             connect_timeout,
             own_ports: Arc::from([]),
+            tunnels: Arc::default(),
         }
+    }
+
+    /// The registry of tunnels opened over this dialer's connections (shared by its clones).
+    pub fn tunnels(&self) -> &Arc<Tunnels> {
+        &self.tunnels
     }
 
     /// The ports leash listens on. A local address on one of them is never dialled, whatever the

@@ -11,6 +11,7 @@ mod observe;
 mod ready;
 mod relay;
 mod reserve;
+mod tunnels;
 
 pub use crate::{
     accept::{accept_loop, Stopping},
@@ -22,4 +23,5 @@ pub use crate::{
     ready::ReadyRecord,
     relay::relay,
     reserve::{ListenError, ListenPlan, Reserved},
+    tunnels::{TunnelHandle, TunnelInfo, Tunnels},
 };

@@ -12,23 +12,53 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::observe::{Observed, ReadObserver};
+use crate::{
+    observe::{Observed, ReadObserver},
+    tunnels::{TunnelHandle, Tunnels},
+};
 
-/// Copies both ways until one side closes, or until no byte has moved for `idle`.
-pub async fn relay<C, U>(client: C, upstream: U, idle: Duration)
+/// Copies both ways until one side closes, until no byte has moved for `idle`, or until a policy
+/// change closes the tunnel (`tunnel`). Bytes are counted in the tunnel registry.
+pub async fn relay<C, U>(client: C, upstream: U, idle: Duration, tunnel: TunnelHandle)
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = Arc::new(Activity::new());
-    let mut client = Observed::new(client, activity.clone());
-    let mut upstream = Observed::new(upstream, activity.clone());
-    let result = tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => result.map(|_| ()),
-        _ = activity.idle_for(idle) => Ok(()),
-    };
-    // An error here is the end of a tunnel (a reset, a broken pipe): nothing to report upward.
-    let _ = result;
+    let up = Arc::new(Direction::new(&activity, &tunnel, true));
+    let down = Arc::new(Direction::new(&activity, &tunnel, false));
+    let mut client = Observed::new(client, up);
+    let mut upstream = Observed::new(upstream, down);
+    // Whichever ends first ends the tunnel; an I/O error is just its end (a reset, a broken pipe).
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        () = activity.idle_for(idle) => {}
+        () = tunnel.closed() => {}
+    }
+}
+
+/// One direction of a tunnel: every byte read is activity, and counted.
+struct Direction {
+    activity: Arc<Activity>,
+    tunnels: Arc<Tunnels>,
+    up: bool,
+}
+
+impl Direction {
+    fn new(activity: &Arc<Activity>, tunnel: &TunnelHandle, up: bool) -> Direction {
+        Direction {
+            activity: activity.clone(),
+            tunnels: tunnel.tunnels().clone(),
+            up,
+        }
+    }
+}
+
+impl ReadObserver for Direction {
+    fn observe(&self, bytes: &[u8]) {
+        self.activity.touch();
+        self.tunnels.count(self.up, bytes.len());
+    }
 }
 
 /// When bytes last moved, as milliseconds since the tunnel opened.
@@ -61,11 +91,5 @@ impl Activity {
             }
             tokio::time::sleep_until(deadline.into()).await;
         }
-    }
-}
-
-impl ReadObserver for Activity {
-    fn observe(&self, _: &[u8]) {
-        self.touch();
     }
 }

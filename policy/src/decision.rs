@@ -72,20 +72,39 @@ pub enum BlockReason {
 }
 
 impl BlockReason {
+    /// Every reason code, in `index` order.
+    pub const CODES: [&'static str; 10] = [
+        "allowlist_miss",
+        "denylist",
+        "local_address",
+        "method_not_allowed",
+        "protocol_not_allowed",
+        "mitm_required",
+        "invalid_target",
+        "auth_failed",
+        "invalid_request",
+        "host_mismatch",
+    ];
+
+    /// The position of this reason's code in `CODES` (for counters kept in arrays).
+    pub fn index(&self) -> usize {
+        match self {
+            BlockReason::AllowlistMiss => 0,
+            BlockReason::Denylist { .. } => 1,
+            BlockReason::LocalAddress { .. } => 2,
+            BlockReason::MethodNotAllowed { .. } => 3,
+            BlockReason::ProtocolNotAllowed => 4,
+            BlockReason::MitmRequired => 5,
+            BlockReason::InvalidTarget(_) => 6,
+            BlockReason::AuthFailed => 7,
+            BlockReason::InvalidRequest { .. } => 8,
+            BlockReason::HostMismatch => 9,
+        }
+    }
+
     /// The stable snake_case code of the reason (`allowlist_miss`, `denylist`, …).
     pub fn code(&self) -> &'static str {
-        match self {
-            BlockReason::AllowlistMiss => "allowlist_miss",
-            BlockReason::Denylist { .. } => "denylist",
-            BlockReason::LocalAddress { .. } => "local_address",
-            BlockReason::MethodNotAllowed { .. } => "method_not_allowed",
-            BlockReason::ProtocolNotAllowed => "protocol_not_allowed",
-            BlockReason::MitmRequired => "mitm_required",
-            BlockReason::InvalidTarget(_) => "invalid_target",
-            BlockReason::AuthFailed => "auth_failed",
-            BlockReason::InvalidRequest { .. } => "invalid_request",
-            BlockReason::HostMismatch => "host_mismatch",
-        }
+        Self::CODES[self.index()]
     }
 }
 
@@ -193,6 +212,22 @@ macro_rules! str_enum {
 }
 
 str_enum!(Mode { Full = "full", Limited = "limited" });
+impl Protocol {
+    /// Every protocol, in `index` order.
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Http,
+        Protocol::Connect,
+        Protocol::Https,
+        Protocol::Socks5,
+        Protocol::Socks5Udp,
+    ];
+
+    /// The position in `ALL` (for counters kept in arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 str_enum!(Protocol {
     Http = "http",
     Connect = "connect",

@@ -96,6 +96,11 @@ pub trait DecisionSink: fmt::Debug + Send + Sync {
     fn wants_allowed(&self) -> bool {
         false
     }
+
+    /// An allowed decision that is not recorded (so metrics still count it). Must be cheap.
+    fn allowed(&self, protocol: Protocol) {
+        let _ = protocol;
+    }
 }
 
 /// Drops every event; ids still count up so responses stay distinct.

@@ -64,6 +64,35 @@ pub enum Step {
     },
 }
 
+/// An explanation as JSON for people's tools (`leash check --json`, the admin API's `/explain`):
+/// the decision's fields, then what was asked and the steps.
+#[derive(Debug, Serialize)]
+pub struct ExplainReport<'a> {
+    /// `decision`, `reason`, `rule` (and `addrs`).
+    #[serde(flatten)]
+    pub decision: &'a Decision,
+    /// The target as it was asked about.
+    pub target: &'a str,
+    /// The method checked.
+    pub method: &'a str,
+    /// The protocol checked.
+    pub protocol: Protocol,
+    /// The mode in force.
+    pub mode: Mode,
+    /// The trace.
+    pub steps: &'a [Step],
+}
+
+impl Explanation {
+    /// The explanation when the target itself is invalid (decision step 1).
+    pub fn invalid_target(error: InvalidTarget) -> Explanation {
+        Explanation {
+            decision: Decision::invalid_target(error.clone()),
+            steps: vec![Step::InvalidTarget { error }],
+        }
+    }
+}
+
 fn display<S: Serializer>(
     value: &impl std::fmt::Display,
     serializer: S,

@@ -45,7 +45,7 @@ pub use crate::{
     decision::{BlockReason, Decision, Mode, Protocol, Request, RequestShape, Verdict},
     engine::{DecisionEvent, DecisionSink, EventId, MemorySink, NoopSink, PolicyEngine},
     escape::escape_untrusted,
-    explain::{Explanation, Step},
+    explain::{ExplainReport, Explanation, Step},
     host::{Host, InvalidTarget, Target},
     lint::{lint, LintWarning},
     local::{is_local_ip, is_local_name},

@@ -119,6 +119,20 @@ impl PolicyBuilder {
         self
     }
 
+    /// Removes an allow rule (every spelling that parses to it); true when one was there.
+    pub fn remove_allow(&mut self, rule: &Rule) -> bool {
+        let before = self.allow.len();
+        self.allow.retain(|r| r != rule);
+        self.allow.len() != before
+    }
+
+    /// Removes a deny rule; true when one was there.
+    pub fn remove_deny(&mut self, rule: &Rule) -> bool {
+        let before = self.deny.len();
+        self.deny.retain(|r| r != rule);
+        self.deny.len() != before
+    }
+
     /// Sets which local targets are opened.
     pub fn allow_local(mut self, allow_local: AllowLocal) -> Self {
         self.allow_local = allow_local;

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use listeners::{relay, DialError, Dialer};
+use listeners::{relay, DialError, Dialer, TunnelInfo};
 use policy::{
     BlockReason, CredentialError, Decision, DecisionEvent, DecisionSink, PolicyEngine, Protocol,
     Request, Target,
@@ -161,12 +161,20 @@ impl SocksProxy {
         };
         self.allowed(scope, decision, &target, Protocol::Socks5);
         let bound = upstream.local_addr().ok();
+        let tunnel = self.dialer.tunnels().open(TunnelInfo {
+            peer: upstream
+                .peer_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            target,
+            protocol: Protocol::Socks5,
+            inspected: false,
+        });
         if stream
             .write_all(&reply(&Outcome::Granted, bound))
             .await
             .is_ok()
         {
-            relay(stream, upstream, self.options.idle_timeout).await;
+            relay(stream, upstream, self.options.idle_timeout, tunnel).await;
         }
     }
 
@@ -187,7 +195,7 @@ impl SocksProxy {
         );
     }
 
-    /// Records an allowed decision when the sink wants those too.
+    /// Records an allowed decision when the sink wants those too; counts it either way.
     pub(crate) fn allowed(
         &self,
         scope: &Scope,
@@ -195,8 +203,9 @@ impl SocksProxy {
         target: &Target,
         protocol: Protocol,
     ) {
-        if self.sink.wants_allowed() {
-            self.block(scope, decision, target, protocol);
+        match self.sink.wants_allowed() {
+            true => self.block(scope, decision, target, protocol),
+            false => self.sink.allowed(protocol),
         }
     }
 

@@ -1,5 +1,6 @@
 //! leash's end-to-end tests: the real binary and real sockets, one integration test binary.
 
+mod admin;
 mod cli;
 mod http;
 mod process;

@@ -1,7 +1,7 @@
 //! Real clients: curl (the tests require it on PATH; `.ci/run` installs it) and raw TCP for
 //! requests no well-behaved client would send.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -26,13 +26,19 @@ impl CurlOutput {
     }
 }
 
-/// Runs `curl -sS ARGS` with no proxy variables from the environment.
-pub async fn curl(args: &[&str]) -> CurlOutput {
+/// Runs `curl -sS ARGS` with no proxy variables from the environment. The arguments are copied,
+/// so the future borrows nothing.
+pub fn curl(args: &[&str]) -> impl Future<Output = CurlOutput> + Send + 'static {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    run_curl(args)
+}
+
+async fn run_curl(args: Vec<String>) -> CurlOutput {
     let output = tokio::process::Command::new("curl")
         .arg("-sS")
         .arg("--max-time")
         .arg("30")
-        .args(args)
+        .args(&args)
         .env_remove("http_proxy")
         .env_remove("https_proxy")
         .env_remove("HTTPS_PROXY")

@@ -13,5 +13,7 @@ pub use crate::{
     certs::TestCa,
     clients::{curl, raw_request, CurlOutput},
     origin::{big_body, Origin, Seen, SeenRequest},
-    running::{loopback, policy_config, start_proxy, LoopbackNat, TestProxy},
+    running::{
+        loopback, policy_config, start_proxy, start_proxy_from_file, LoopbackNat, TestProxy,
+    },
 };

@@ -5,11 +5,11 @@ use std::{
     collections::HashMap,
     io,
     net::{IpAddr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
 
-use leash::{Config, Leash, Running};
+use leash::{Config, ConfigOverlay, Leash, Running};
 use listeners::{BoxFuture, Connector, StaticResolver};
 use policy::AllowLocalConfig;
 use tokio::net::TcpStream;
@@ -22,6 +22,8 @@ pub struct TestProxy {
     pub http: SocketAddr,
     /// The SOCKS5 proxy address (when enabled).
     pub socks: Option<SocketAddr>,
+    /// The admin API address (when enabled).
+    pub admin: Option<SocketAddr>,
     /// The violation log file.
     pub log: PathBuf,
     _dir: tempfile::TempDir,
@@ -30,25 +32,57 @@ pub struct TestProxy {
 /// Starts leash with `config` on managed listeners, logging into a temp dir, resolving with
 /// `resolver`, connecting through `connector` (plain TCP when `None`).
 pub fn start_proxy(
+    config: Config,
+    resolver: Arc<StaticResolver>,
+    connector: Option<Arc<dyn Connector>>,
+) -> TestProxy {
+    start(config, None, resolver, connector)
+}
+
+/// Like `start_proxy`, from a config file that the admin API's `/reload` re-reads.
+pub fn start_proxy_from_file(file: &Path, resolver: Arc<StaticResolver>) -> TestProxy {
+    let config = Config::load(file).expect("the test config loads");
+    start(config, Some(file.to_owned()), resolver, None)
+}
+
+/// Managed listeners and a temp-dir log, on every reload too.
+fn test_overlay(log: PathBuf) -> ConfigOverlay {
+    Arc::new(move |config: &mut Config| {
+        config.listen.ephemeral = true;
+        config.log.violations = log.clone();
+        Ok(())
+    })
+}
+
+fn start(
     mut config: Config,
+    file: Option<PathBuf>,
     resolver: Arc<StaticResolver>,
     connector: Option<Arc<dyn Connector>>,
 ) -> TestProxy {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("violations.jsonl");
-    config.listen.ephemeral = true;
-    config.log.violations = log.clone();
-    let mut builder = Leash::builder().config(config).resolver(resolver);
+    let overlay = test_overlay(log.clone());
+    overlay(&mut config).expect("overlay");
+    let mut builder = Leash::builder()
+        .config(config)
+        .resolver(resolver)
+        .reload_overlay(overlay);
+    if let Some(file) = file {
+        builder = builder.config_file(file);
+    }
     if let Some(connector) = connector {
         builder = builder.connector(connector);
     }
     let built = builder.build().expect("leash builds");
     let http = built.addrs().http.expect("an HTTP listener");
     let socks = built.addrs().socks;
+    let admin = built.addrs().admin;
     TestProxy {
         running: Some(built.run()),
         http,
         socks,
+        admin,
         log,
         _dir: dir,
     }
@@ -58,6 +92,11 @@ impl TestProxy {
     /// `http://ATTEMPT:TOKEN@ADDR` for curl's `-x`.
     pub fn proxy_url(&self, credentials: &str) -> String {
         format!("http://{credentials}@{}", self.http)
+    }
+
+    /// The running instance, for the embedding API's calls.
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
     }
 
     /// Stops the proxy and flushes the log; returns the log's lines as JSON.

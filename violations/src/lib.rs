@@ -4,12 +4,14 @@
 //!
 //! It implements `DecisionSink` from `policy`; it knows nothing about the protocols that call it.
 
+mod counts;
 mod line;
 mod log;
 mod ring;
 mod time;
 
 pub use crate::{
+    counts::DecisionCounts,
     log::{LogOptions, Rotation, ViolationLog, ViolationLogError},
     ring::RingPage,
 };

@@ -19,6 +19,7 @@ use tracing_appender::{
 };
 
 use crate::{
+    counts::DecisionCounts,
     line::render,
     ring::{Ring, RingPage},
     time::rfc3339_millis,
@@ -69,6 +70,7 @@ pub struct ViolationLog {
     write_errors: Arc<AtomicU64>,
     guard: Mutex<Option<WorkerGuard>>,
     latest: watch::Sender<u64>,
+    counts: DecisionCounts,
 }
 
 #[derive(Debug)]
@@ -123,6 +125,7 @@ impl ViolationLog {
             write_errors,
             guard: Mutex::new(Some(guard)),
             latest: watch::channel(0).0,
+            counts: DecisionCounts::default(),
         })
     }
 
@@ -134,6 +137,11 @@ impl ViolationLog {
     /// The newest `seq`, updated on every event (for long polls).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.latest.subscribe()
+    }
+
+    /// Every decision seen, by protocol and outcome.
+    pub fn counts(&self) -> &DecisionCounts {
+        &self.counts
     }
 
     /// Lines that could not be written.
@@ -151,6 +159,7 @@ impl ViolationLog {
 
 impl DecisionSink for ViolationLog {
     fn record(&self, event: &DecisionEvent) -> EventId {
+        self.counts.count(event.protocol, &event.decision);
         let ts = rfc3339_millis(SystemTime::now());
         // One lock numbers, writes and rings the line, so the file is in `seq` order.
         let mut state = self.state.lock().expect("log lock");
@@ -171,6 +180,10 @@ impl DecisionSink for ViolationLog {
 
     fn wants_allowed(&self) -> bool {
         self.log_allowed
+    }
+
+    fn allowed(&self, protocol: policy::Protocol) {
+        self.counts.count_allowed(protocol);
     }
 }
 

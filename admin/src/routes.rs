@@ -1,0 +1,317 @@
+//! The endpoints of SPEC §8: one table of paths and methods, one handler each, JSON in and out.
+
+use std::{collections::HashMap, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{
+    body::Incoming,
+    header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE},
+    Method, Request, Response, StatusCode,
+};
+use policy::{
+    check_credentials, AllowLocal, ExplainReport, Explanation, Host, Mode, Protocol,
+    Request as PolicyRequest, Target,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{control::RuleChange, metrics, server::Admin};
+
+/// Request bodies larger than this get `413`.
+const MAX_BODY: usize = 64 * 1024;
+/// The longest `/blocked?wait=` honoured.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// The most events one `/blocked` page returns.
+const MAX_LIMIT: usize = 1000;
+
+type AdminResponse = Response<Full<Bytes>>;
+
+/// Every path and the methods it takes.
+const ROUTES: &[(&str, &[Method])] = &[
+    ("/health", &[Method::GET]),
+    ("/config", &[Method::GET]),
+    ("/patterns", &[Method::GET]),
+    ("/blocked", &[Method::GET]),
+    ("/explain", &[Method::GET]),
+    ("/mode", &[Method::GET, Method::POST]),
+    ("/reload", &[Method::POST]),
+    ("/rules", &[Method::POST, Method::DELETE]),
+    ("/metrics", &[Method::GET]),
+];
+
+pub(crate) async fn route(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
+    if !authorized(admin, &req) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let path = req.uri().path().to_owned();
+    let Some((_, methods)) = ROUTES.iter().find(|(p, _)| *p == path) else {
+        return error(StatusCode::NOT_FOUND, &format!("no endpoint {path}"));
+    };
+    if !methods.contains(req.method()) {
+        return method_not_allowed(methods);
+    }
+    let query = parse_query(req.uri().query().unwrap_or(""));
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/health") => health(admin),
+        (Method::GET, "/config") => ok(admin.control.config()),
+        (Method::GET, "/patterns") => patterns(admin),
+        (Method::GET, "/blocked") => blocked(admin, &query).await,
+        (Method::GET, "/explain") => explain(admin, &query),
+        (Method::GET, "/mode") => ok(json!({ "mode": admin.control.policy().mode() })),
+        (Method::POST, "/mode") => set_mode(admin, req).await,
+        (Method::POST, "/reload") => reload(admin),
+        (method, "/rules") => rules(admin, req, method == Method::POST).await,
+        (Method::GET, "/metrics") => text(metrics::render(admin.log.as_deref(), &admin.tunnels)),
+        _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+    }
+}
+
+fn authorized(admin: &Admin, req: &Request<Incoming>) -> bool {
+    let Some(token) = admin.token.as_deref() else {
+        return true;
+    };
+    let bearer = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    check_credentials(None, bearer, Some(token)).is_ok()
+}
+
+fn health(admin: &Admin) -> AdminResponse {
+    let mode = admin.control.policy().mode();
+    ok(json!({ "status": "ok", "mode": mode, "uptime_s": admin.control.uptime().as_secs() }))
+}
+
+fn patterns(admin: &Admin) -> AdminResponse {
+    let policy = admin.control.policy();
+    let names = |rules: &[policy::Rule]| rules.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let allow_local = match policy.allow_local() {
+        AllowLocal::None => json!(false),
+        AllowLocal::All => json!(true),
+        AllowLocal::Only(rules) => json!(names(rules)),
+    };
+    ok(
+        json!({ "allow": names(policy.allow_rules()), "deny": names(policy.deny_rules()), "allow_local": allow_local }),
+    )
+}
+
+async fn blocked(admin: &Admin, query: &HashMap<String, String>) -> AdminResponse {
+    let number = |key: &str, default: u64| {
+        query
+            .get(key)
+            .map(|v| v.parse::<u64>())
+            .unwrap_or(Ok(default))
+    };
+    let (Ok(since), Ok(limit), Ok(wait)) =
+        (number("since", 0), number("limit", 100), number("wait", 0))
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "since, limit and wait are whole numbers",
+        );
+    };
+    let Some(log) = admin.log.as_deref() else {
+        return ok(json!({ "events": [], "next": since }));
+    };
+    let limit = (limit as usize).clamp(1, MAX_LIMIT);
+    let wait = Duration::from_secs(wait).min(MAX_WAIT);
+    let mut page = log.page(since, limit);
+    if page.events.is_empty() && !wait.is_zero() {
+        let mut latest = log.subscribe();
+        let newer = latest.wait_for(|seq| *seq > since);
+        if tokio::time::timeout(wait, newer).await.is_ok() {
+            page = log.page(since, limit);
+        }
+    }
+    // The events are log lines, already JSON objects: spliced in, not re-encoded.
+    let body = format!(
+        "{{\"events\":[{}],\"next\":{}}}",
+        page.events.join(","),
+        page.next
+    );
+    respond(StatusCode::OK, "application/json", body)
+}
+
+fn explain(admin: &Admin, query: &HashMap<String, String>) -> AdminResponse {
+    let Some(host) = query.get("host") else {
+        return error(StatusCode::BAD_REQUEST, "host is required");
+    };
+    let protocol = match query
+        .get("protocol")
+        .map(|p| p.parse::<Protocol>())
+        .transpose()
+    {
+        Ok(protocol) => protocol.unwrap_or(Protocol::Connect),
+        Err(message) => return error(StatusCode::BAD_REQUEST, &format!("protocol: {message}")),
+    };
+    let default_port = if protocol == Protocol::Http { 80 } else { 443 };
+    let Ok(port) = query
+        .get("port")
+        .map_or(Ok(default_port), |p| p.parse::<u16>())
+    else {
+        return error(StatusCode::BAD_REQUEST, "port is 1-65535");
+    };
+    let method = query
+        .get("method")
+        .cloned()
+        .unwrap_or_else(|| match protocol {
+            Protocol::Http | Protocol::Https => "GET".to_owned(),
+            _ => "CONNECT".to_owned(),
+        });
+    let policy = admin.control.policy();
+    let explanation = match Host::parse(host).and_then(|h| Target::new(h, port)) {
+        Ok(target) => policy.explain(&PolicyRequest::new(&target, &method, protocol)),
+        Err(error) => Explanation::invalid_target(error),
+    };
+    let report = ExplainReport {
+        decision: &explanation.decision,
+        target: host,
+        method: &method,
+        protocol,
+        mode: policy.mode(),
+        steps: &explanation.steps,
+    };
+    ok(serde_json::to_value(report).expect("plain data"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModeBody {
+    mode: Mode,
+}
+
+async fn set_mode(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
+    match read_json::<ModeBody>(req).await {
+        Ok(body) => ok(json!({ "mode": admin.control.set_mode(body.mode) })),
+        Err(response) => response,
+    }
+}
+
+fn reload(admin: &Admin) -> AdminResponse {
+    match admin.control.reload() {
+        Ok(()) => {
+            let policy = admin.control.policy();
+            ok(
+                json!({ "status": "reloaded", "mode": policy.mode(), "allow": policy.allow_rules().len(), "deny": policy.deny_rules().len() }),
+            )
+        }
+        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+    }
+}
+
+async fn rules(admin: &Admin, req: Request<Incoming>, add: bool) -> AdminResponse {
+    let change = match read_json::<RuleChange>(req).await {
+        Ok(change) => change,
+        Err(response) => return response,
+    };
+    match admin.control.change_rules(&change, add) {
+        Ok(()) => patterns(admin),
+        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+    }
+}
+
+/// The body as JSON: `413` over the limit, `400` when it is not the expected JSON.
+async fn read_json<T: for<'de> Deserialize<'de>>(
+    req: Request<Incoming>,
+) -> Result<T, AdminResponse> {
+    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body over 64 KiB",
+            ))
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+}
+
+/// `a=1&b=x%2Ey` into a map; `+` is a space, `%XX` is decoded, a bad escape is kept as it is.
+fn parse_query(query: &str) -> HashMap<String, String> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn ok(value: Value) -> AdminResponse {
+    respond(StatusCode::OK, "application/json", value.to_string())
+}
+
+fn text(body: String) -> AdminResponse {
+    respond(StatusCode::OK, "text/plain; version=0.0.4", body)
+}
+
+fn error(status: StatusCode, message: &str) -> AdminResponse {
+    respond(
+        status,
+        "application/json",
+        json!({ "error": message }).to_string(),
+    )
+}
+
+fn method_not_allowed(methods: &[Method]) -> AdminResponse {
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    let allow = HeaderValue::from_str(&allow.join(", ")).expect("method names are header-safe");
+    response.headers_mut().insert(ALLOW, allow);
+    response
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> AdminResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_decoded() {
+        let query = parse_query("host=%5B%3A%3A1%5D&port=80&x=a+b&bad=%zz&flag");
+        assert_eq!(query["host"], "[::1]");
+        assert_eq!(query["port"], "80");
+        assert_eq!(query["x"], "a b");
+        assert_eq!(query["bad"], "%zz");
+        assert_eq!(query["flag"], "");
+    }
+}

@@ -1,0 +1,205 @@
+//! The one place the running policy changes (reload, mode switch, runtime rules), for the admin
+//! API and the embedding API alike: rebuild, swap atomically, then close live tunnels the new
+//! policy refuses (tightening reaches open tunnels, SPEC §4).
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use admin::{Control, RuleChange};
+use listeners::{TunnelInfo, Tunnels};
+use policy::{Mode, Policy, PolicyBuilder, Request, Rule};
+
+use crate::{hot::HotPolicy, Config};
+
+/// Re-applies the command line's flags to a freshly read config file.
+pub type ConfigOverlay = Arc<dyn Fn(&mut Config) -> Result<(), String> + Send + Sync>;
+
+/// The policy's sources and the live policy.
+pub(crate) struct Hub {
+    hot: Arc<HotPolicy>,
+    tunnels: Arc<Tunnels>,
+    path: Option<PathBuf>,
+    overlay: Option<ConfigOverlay>,
+    /// `false` when the embedder decides with its own engine: then nothing here may change it.
+    owns_engine: bool,
+    started: Instant,
+    state: Mutex<State>,
+}
+
+/// Everything a rebuild starts from; one lock makes rebuild-and-swap atomic.
+struct State {
+    config: Config,
+    mode: Option<Mode>,
+    added: RuleChange,
+    removed: RuleChange,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(
+        hot: Arc<HotPolicy>,
+        tunnels: Arc<Tunnels>,
+        config: Config,
+        path: Option<PathBuf>,
+        overlay: Option<ConfigOverlay>,
+        owns_engine: bool,
+    ) -> Hub {
+        let state = State {
+            config,
+            mode: None,
+            added: RuleChange::default(),
+            removed: RuleChange::default(),
+        };
+        Hub {
+            hot,
+            tunnels,
+            path,
+            overlay,
+            owns_engine,
+            started: Instant::now(),
+            state: Mutex::new(state),
+        }
+    }
+
+    /// Builds the policy from `state`, swaps it in, and closes what it refuses.
+    fn install(&self, state: &State) -> Result<(), String> {
+        if !self.owns_engine {
+            return Err("the policy engine belongs to the embedding application".to_owned());
+        }
+        let policy = build(state)?;
+        self.hot.swap(policy.clone());
+        self.tunnels.close_where(|tunnel| refuses(&policy, tunnel));
+        Ok(())
+    }
+}
+
+fn build(state: &State) -> Result<Policy, String> {
+    let config = &state.config;
+    let mut builder =
+        PolicyBuilder::from_config(&config.policy).map_err(|e| format!("policy.{e}"))?;
+    for text in &state.added.allow {
+        builder = builder.allow(parse(text)?);
+    }
+    for text in &state.added.deny {
+        builder = builder.deny(parse(text)?);
+    }
+    for text in &state.removed.allow {
+        builder.remove_allow(&parse(text)?);
+    }
+    for text in &state.removed.deny {
+        builder.remove_deny(&parse(text)?);
+    }
+    builder
+        .mode(state.mode.unwrap_or(config.mode))
+        .tls_inspection(config.mitm.enabled)
+        .build()
+        .map_err(|e| format!("policy.{e}"))
+}
+
+fn parse(text: &str) -> Result<Rule, String> {
+    text.parse().map_err(|e: policy::RuleError| e.to_string())
+}
+
+/// Whether `policy` would refuse a tunnel that is open now. A raw tunnel cannot be checked request
+/// by request, so limited mode refuses every raw tunnel.
+fn refuses(policy: &Policy, tunnel: &TunnelInfo) -> bool {
+    if policy.mode() == Mode::Limited && !tunnel.inspected {
+        return true;
+    }
+    let request = Request::new(&tunnel.target, "CONNECT", tunnel.protocol);
+    !policy.decide(&request).is_allowed()
+        || !policy.vet(&tunnel.target, &[tunnel.peer.ip()]).is_allowed()
+}
+
+impl Control for Hub {
+    fn policy(&self) -> Arc<Policy> {
+        self.hot.current()
+    }
+
+    fn config(&self) -> serde_json::Value {
+        let state = self.state.lock().expect("hub lock");
+        let mut value = serde_json::to_value(&state.config).expect("the config serialises");
+        for section in ["auth", "admin"] {
+            if let Some(token) = value.get_mut(section).and_then(|s| s.get_mut("token")) {
+                if token.as_str().is_some_and(|t| !t.is_empty()) {
+                    *token = serde_json::Value::from("<redacted>");
+                }
+            }
+        }
+        value["mode"] = serde_json::to_value(self.hot.current().mode()).expect("mode");
+        value
+    }
+
+    fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn set_mode(&self, mode: Mode) -> Mode {
+        let mut state = self.state.lock().expect("hub lock");
+        let previous = state.mode.replace(mode);
+        if self.install(&state).is_err() {
+            state.mode = previous;
+        }
+        self.hot.current().mode()
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        let path = self
+            .path
+            .as_ref()
+            .ok_or("no config file to reload: leash runs on its embedded defaults")?;
+        let mut config = Config::load(path).map_err(|e| e.to_string())?;
+        if let Some(overlay) = &self.overlay {
+            overlay(&mut config)?;
+        }
+        let mut state = self.state.lock().expect("hub lock");
+        let previous = std::mem::replace(&mut state.config, config);
+        let previous_mode = state.mode.take();
+        let result = self.install(&state);
+        if result.is_err() {
+            state.config = previous;
+            state.mode = previous_mode;
+        }
+        result
+    }
+
+    fn change_rules(&self, change: &RuleChange, add: bool) -> Result<(), String> {
+        // Canonical spellings, so `X.test.` removes what `x.test` added.
+        let canonical = |texts: &[String]| {
+            texts
+                .iter()
+                .map(|t| parse(t).map(|r| r.to_string()))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let change = RuleChange {
+            allow: canonical(&change.allow)?,
+            deny: canonical(&change.deny)?,
+        };
+        let mut guard = self.state.lock().expect("hub lock");
+        let state = &mut *guard;
+        let (added, removed) = (state.added.clone(), state.removed.clone());
+        let (grow, shrink) = match add {
+            true => (&mut state.added, &mut state.removed),
+            false => (&mut state.removed, &mut state.added),
+        };
+        grow.allow.extend(change.allow.iter().cloned());
+        grow.deny.extend(change.deny.iter().cloned());
+        shrink.allow.retain(|r| !change.allow.contains(r));
+        shrink.deny.retain(|r| !change.deny.contains(r));
+        let result = self.install(state);
+        if result.is_err() {
+            (state.added, state.removed) = (added, removed);
+        }
+        result
+    }
+}

@@ -1,0 +1,405 @@
+//! The admin API end to end (SPEC §8): real HTTP requests to the admin listener, and the proxies
+//! following every change it makes.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use listeners::StaticResolver;
+use serde_json::{json, Value};
+use tests::{
+    curl, loopback, policy_config, raw_request, start_proxy, start_proxy_from_file, Origin,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// One admin call: `(status, body)`; the body as JSON when it parses, else as a JSON string.
+async fn call(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let url = format!("http://{admin}{path}");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+    let mut args = vec!["-X", method, "-w", "\n%{http_code}", &url];
+    if let Some(auth) = &auth {
+        args.extend(["-H", auth]);
+    }
+    if let Some(body) = body {
+        args.extend(["--data-binary", body]);
+    }
+    let out = curl(&args).await.text();
+    let (body, status) = out.rsplit_once('\n').expect("a status line");
+    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::from(body));
+    (status.parse().expect("status"), value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers_its_shape_and_errors_are_json() {
+    let mut config = policy_config(
+        &["**.github.com"],
+        &["gist.github.com"],
+        &["127.0.0.1:8000".into()],
+    );
+    config.admin.token = "adm".into();
+    let proxy = start_proxy(config, Arc::new(StaticResolver::new()), None);
+    let admin = proxy.admin.expect("an admin listener");
+    let t = Some("adm");
+
+    let (status, health) = call(admin, "GET", "/health", None, t).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&health["status"], &health["mode"]),
+        (&json!("ok"), &json!("full"))
+    );
+    assert!(health["uptime_s"].is_u64());
+
+    let (status, config) = call(admin, "GET", "/config", None, t).await;
+    assert_eq!(status, 200);
+    assert_eq!(config["auth"]["token"], "<redacted>");
+    assert_eq!(config["admin"]["token"], "<redacted>");
+    assert_eq!(config["policy"]["allow"], json!(["**.github.com"]));
+
+    let (_, patterns) = call(admin, "GET", "/patterns", None, t).await;
+    assert_eq!(
+        patterns,
+        json!({"allow":["**.github.com"],"deny":["gist.github.com"],"allow_local":["127.0.0.1:8000"]})
+    );
+
+    let (status, blocked) = call(admin, "GET", "/blocked", None, t).await;
+    assert_eq!((status, blocked), (200, json!({"events": [], "next": 0})));
+
+    let (status, explain) = call(
+        admin,
+        "GET",
+        "/explain?host=api.github.com&port=443",
+        None,
+        t,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&explain["decision"], &explain["rule"]),
+        (&json!("allow"), &json!("**.github.com"))
+    );
+    assert_eq!(explain["steps"].as_array().map(Vec::len), Some(5));
+    let (_, explain) = call(
+        admin,
+        "GET",
+        "/explain?host=gist.github.com&protocol=http&method=POST",
+        None,
+        t,
+    )
+    .await;
+    assert_eq!(
+        (&explain["decision"], &explain["reason"]),
+        (&json!("deny"), &json!("denylist"))
+    );
+
+    assert_eq!(
+        call(admin, "GET", "/mode", None, t).await,
+        (200, json!({"mode": "full"}))
+    );
+    assert_eq!(
+        call(admin, "POST", "/mode", Some(r#"{"mode":"limited"}"#), t).await,
+        (200, json!({"mode": "limited"}))
+    );
+    assert_eq!(
+        call(admin, "GET", "/mode", None, t).await,
+        (200, json!({"mode": "limited"}))
+    );
+    assert_eq!(
+        call(admin, "POST", "/mode", Some(r#"{"mode":"full"}"#), t)
+            .await
+            .0,
+        200
+    );
+
+    let (status, reload) = call(admin, "POST", "/reload", None, t).await;
+    assert_eq!(status, 400, "no config file to reload: {reload}");
+    assert!(reload["error"].as_str().unwrap().contains("no config file"));
+
+    let (status, metrics) = call(admin, "GET", "/metrics", None, t).await;
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for name in [
+        "leash_requests_total",
+        "leash_decisions_total",
+        "leash_tunnel_bytes_total",
+        "leash_open_tunnels",
+        "leash_log_errors_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {name}")),
+            "{name} missing:\n{metrics}"
+        );
+    }
+
+    // Errors.
+    let (status, body) = call(admin, "PUT", "/health", None, t).await;
+    assert_eq!((status, body["error"].is_string()), (405, true));
+    assert_eq!(call(admin, "GET", "/nope", None, t).await.0, 404);
+    assert_eq!(call(admin, "GET", "/health", None, None).await.0, 401);
+    assert_eq!(
+        call(admin, "GET", "/health", None, Some("wrong")).await.0,
+        401
+    );
+    let (status, body) = call(admin, "POST", "/rules", Some("{not json"), t).await;
+    assert_eq!((status, body["error"].is_string()), (400, true));
+    assert_eq!(
+        call(admin, "POST", "/rules", Some(r#"{"alow":["x.test"]}"#), t)
+            .await
+            .0,
+        400
+    );
+    let (status, body) = call(admin, "POST", "/rules", Some(r#"{"allow":["*.com"]}"#), t).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("`*.com`"),
+        "{body}"
+    );
+    assert_eq!(
+        call(admin, "POST", "/mode", Some(r#"{"mode":"fast"}"#), t)
+            .await
+            .0,
+        400
+    );
+    let big = format!(r#"{{"allow":["{}"]}}"#, "a".repeat(70 * 1024));
+    assert_eq!(call(admin, "POST", "/rules", Some(&big), t).await.0, 413);
+    assert_eq!(
+        call(admin, "GET", "/explain", None, t).await.0,
+        400,
+        "host is required"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_round_trip_opens_and_closes_a_host() {
+    let origin = Origin::http().await;
+    let resolver = Arc::new(StaticResolver::new().answer("new.test", &[loopback()]));
+    let proxy = start_proxy(
+        policy_config(&[], &[], &[format!("127.0.0.1:{}", origin.port())]),
+        resolver,
+        None,
+    );
+    let admin = proxy.admin.unwrap();
+    let url = format!("http://new.test:{}/", origin.port());
+    let fetch = || {
+        curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-x",
+            &proxy.proxy_url("a1:tok"),
+            &url,
+        ])
+    };
+
+    // A long poll that is waiting when the block happens returns it.
+    let poll = tokio::spawn(call(admin, "GET", "/blocked?since=0&wait=5", None, None));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fetch().await.text(), "403");
+    let (status, blocked) = poll.await.unwrap();
+    assert_eq!(status, 200);
+    let event = &blocked["events"][0];
+    assert_eq!(
+        (&event["decision"], &event["host"], &event["attempt"]),
+        (&json!("ask"), &json!("new.test"), &json!("a1"))
+    );
+    assert_eq!(blocked["next"], event["seq"]);
+
+    let (status, _) = call(
+        admin,
+        "POST",
+        "/rules",
+        Some(r#"{"allow":["new.test"]}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(fetch().await.text(), "200", "approved");
+    let (status, patterns) = call(
+        admin,
+        "DELETE",
+        "/rules",
+        Some(r#"{"allow":["NEW.test."]}"#),
+        None,
+    )
+    .await;
+    assert_eq!((status, &patterns["allow"]), (200, &json!([])));
+    assert_eq!(fetch().await.text(), "403", "closed again");
+    let (_, later) = call(
+        admin,
+        "GET",
+        &format!("/blocked?since={}&wait=1", blocked["next"]),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(later["events"].as_array().map(Vec::len), Some(1));
+}
+
+fn write_atomically(path: &Path, text: &str) {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, text).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_never_mixes_two_policies() {
+    let origin = Origin::http().await;
+    let resolver = Arc::new(
+        StaticResolver::new()
+            .answer("alpha.test", &[loopback()])
+            .answer("beta.test", &[loopback()]),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leash.toml");
+    let local = format!("allow_local = [\"127.0.0.1:{}\"]", origin.port());
+    let policy_a = format!("[policy]\nallow = [\"alpha.test\"]\ndeny = [\"beta.test\"]\n{local}\n");
+    let policy_b = format!("[policy]\nallow = [\"beta.test\"]\ndeny = [\"alpha.test\"]\n{local}\n");
+    write_atomically(&file, &policy_a);
+    let proxy = start_proxy_from_file(&file, resolver);
+    let (admin, http, port) = (proxy.admin.unwrap(), proxy.http, origin.port());
+
+    let done = Arc::new(AtomicBool::new(false));
+    let checked = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let (done, checked) = (done.clone(), checked.clone());
+            tokio::spawn(async move {
+                let host = if i % 2 == 0 { "alpha.test" } else { "beta.test" };
+                while !done.load(Ordering::SeqCst) {
+                    let raw = format!("GET http://{host}:{port}/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+                    let response = raw_request(http, raw.as_bytes()).await;
+                    let allowed = response.starts_with("HTTP/1.1 200") && response.ends_with("hello from origin");
+                    let denied = response.starts_with("HTTP/1.1 403")
+                        && response.contains(&format!("\"reason\":\"denylist\",\"rule\":\"{host}\""));
+                    assert!(allowed || denied, "a response neither policy gives: {response}");
+                    checked.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for round in 0..100 {
+        write_atomically(&file, if round % 2 == 0 { &policy_b } else { &policy_a });
+        let (status, body) = call(admin, "POST", "/reload", None, None).await;
+        assert_eq!(status, 200, "{body}");
+        let (_, patterns) = call(admin, "GET", "/patterns", None, None).await;
+        let a =
+            patterns["allow"] == json!(["alpha.test"]) && patterns["deny"] == json!(["beta.test"]);
+        let b =
+            patterns["allow"] == json!(["beta.test"]) && patterns["deny"] == json!(["alpha.test"]);
+        assert!(a || b, "patterns mix two policies: {patterns}");
+    }
+    done.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.expect("a client saw only whole policies");
+    }
+    assert!(checked.load(Ordering::SeqCst) >= 4, "the clients ran");
+
+    // The last reload installed policy A (round 99 wrote A). A broken file keeps it.
+    write_atomically(&file, "[policy]\nallow = [\"*.com\"]\n");
+    let (status, body) = call(admin, "POST", "/reload", None, None).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("policy.allow[0]"),
+        "{body}"
+    );
+    let raw = format!(
+        "GET http://alpha.test:{port}/ HTTP/1.1\r\nHost: alpha.test\r\nConnection: close\r\n\r\n"
+    );
+    assert!(
+        raw_request(http, raw.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 200"),
+        "the old policy keeps answering"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_to_limited_mode_closes_an_open_tunnel() {
+    let origin = Origin::http().await;
+    let resolver = Arc::new(StaticResolver::new().answer("tunnel.test", &[loopback()]));
+    let proxy = start_proxy(
+        policy_config(
+            &["tunnel.test"],
+            &[],
+            &[format!("127.0.0.1:{}", origin.port())],
+        ),
+        resolver,
+        None,
+    );
+    let mut client = TcpStream::connect(proxy.http).await.unwrap();
+    let connect = format!(
+        "CONNECT tunnel.test:{} HTTP/1.1\r\nProxy-Authorization: Basic YTE6dG9r\r\n\r\n",
+        origin.port()
+    );
+    client.write_all(connect.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = client.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: tunnel.test\r\n\r\n")
+        .await
+        .unwrap();
+    let n = client.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).ends_with("hello from origin"),
+        "the tunnel works"
+    );
+
+    let (status, _) = call(
+        proxy.admin.unwrap(),
+        "POST",
+        "/mode",
+        Some(r#"{"mode":"limited"}"#),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let closed = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the tunnel is closed: {closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_cannot_be_reached_through_the_proxy() {
+    let mut config = policy_config(&["*"], &[], &[]);
+    config.policy.allow_local = policy::AllowLocalConfig::Flag(true);
+    let resolver = Arc::new(StaticResolver::new().answer("localhost", &[loopback()]));
+    let proxy = start_proxy(config, resolver, None);
+    let admin = proxy.admin.unwrap();
+    for url in [
+        format!("http://127.0.0.1:{}/mode", admin.port()),
+        format!("http://localhost:{}/mode", admin.port()),
+    ] {
+        let out = curl(&["-i", "-x", &proxy.proxy_url("a1:tok"), &url])
+            .await
+            .text();
+        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+        assert!(out.contains("\"reason\":\"local_address\""), "{out}");
+    }
+    let socks = format!("socks5h://a1:tok@{}", proxy.socks.unwrap());
+    let out = curl(&[
+        "--proxy",
+        &socks,
+        &format!("http://127.0.0.1:{}/mode", admin.port()),
+    ])
+    .await;
+    assert_eq!(out.code, Some(97), "SOCKS5 refuses it too: {}", out.stderr);
+}
