@@ -4,8 +4,9 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use admin::{Admin, Control, RuleChange};
-use http_proxy::{HttpProxy, Limits};
+use http_proxy::{HttpProxy, Limits, TlsInterceptor};
 use listeners::{Connector, Dialer, ListenError, ListenPlan, ReadyRecord, Reserved, Resolver};
+use mitm::{Interception, MitmError};
 use policy::{DecisionSink, Mode, PolicyEngine, PolicyError};
 use socks_proxy::{SocksOptions, SocksProxy};
 use tokio::{sync::watch, task::JoinHandle};
@@ -74,6 +75,9 @@ pub enum BuildError {
     /// The violation log could not be opened.
     #[error("{0}")]
     Log(ViolationLogError),
+    /// TLS interception could not be set up (the CA, its key, the upstream roots).
+    #[error("mitm: {0}")]
+    Mitm(MitmError),
 }
 
 impl LeashBuilder {
@@ -167,14 +171,23 @@ impl LeashBuilder {
             tunnels,
             Some(config.admin.token.clone()),
         ));
-        let socks = Arc::new(SocksProxy::new(
+        let token = Some(config.auth.token.clone()).filter(|t| !t.is_empty());
+        let mut proxy = HttpProxy::new(
             engine.clone(),
             sink.clone(),
             dialer.clone(),
-            socks_options(&config),
-        ));
-        let token = Some(config.auth.token.clone()).filter(|t| !t.is_empty());
-        let proxy = Arc::new(HttpProxy::new(engine, sink, dialer, token, limits(&config)));
+            token,
+            limits(&config),
+        );
+        let mut socks = SocksProxy::new(engine, sink, dialer, socks_options(&config));
+        if let Some(interception) = interception(&config)? {
+            proxy = proxy.with_interception(Arc::new(interception));
+        }
+        let proxy = Arc::new(proxy);
+        if proxy_intercepts(&config) {
+            socks = socks.with_interceptor(Arc::new(TlsInterceptor::new(proxy.clone())));
+        }
+        let socks = Arc::new(socks);
         Ok(Built {
             reserved,
             addrs,
@@ -185,6 +198,25 @@ impl LeashBuilder {
             log,
         })
     }
+}
+
+/// The CA and upstream roots when `mitm.enabled`; an unsafe CA key stops the start.
+fn interception(config: &Config) -> Result<Option<Interception>, BuildError> {
+    if !proxy_intercepts(config) {
+        return Ok(None);
+    }
+    let ca_dir = config
+        .mitm
+        .ca_dir
+        .clone()
+        .unwrap_or_else(mitm::default_ca_dir);
+    Interception::new(&ca_dir, &config.mitm.upstream_ca)
+        .map(Some)
+        .map_err(BuildError::Mitm)
+}
+
+fn proxy_intercepts(config: &Config) -> bool {
+    config.mitm.enabled
 }
 
 fn listen_plan(config: &Config) -> ListenPlan {

@@ -48,6 +48,10 @@ impl PolicyEngine for HotPolicy {
         self.current.load().mode()
     }
 
+    fn inspects(&self, target: &Target) -> bool {
+        self.current.load().inspects(target)
+    }
+
     fn snapshot(&self) -> Arc<dyn PolicyEngine> {
         self.current.load_full()
     }

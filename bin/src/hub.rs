@@ -117,8 +117,11 @@ fn refuses(policy: &Policy, tunnel: &TunnelInfo) -> bool {
         return true;
     }
     let request = Request::new(&tunnel.target, "CONNECT", tunnel.protocol);
-    !policy.decide(&request).is_allowed()
-        || !policy.vet(&tunnel.target, &[tunnel.peer.ip()]).is_allowed()
+    // An intercepted tunnel has no upstream of its own: each request inside is decided anew.
+    let peer_refused = tunnel
+        .peer
+        .is_some_and(|peer| !policy.vet(&tunnel.target, &[peer.ip()]).is_allowed());
+    !policy.decide(&request).is_allowed() || peer_refused
 }
 
 impl Control for Hub {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ca;
 mod check;
 mod config_check;
 mod flags;
@@ -27,6 +28,8 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manage the MITM certificate authority.
+    Ca(ca::CaArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => proxy::run(args),
         Command::Check(args) => check::run(args),
         Command::Config(ConfigCommand::Check(args)) => config_check::run(args),
+        Command::Ca(args) => ca::run(args),
     };
     ExitCode::from(exit as u8)
 }

@@ -1,19 +1,24 @@
-//! `CONNECT host:port` (SPEC §3): decide, dial through the shared dialer, answer `200`, then relay
-//! bytes (`listeners::relay`) until either side closes or the tunnel stays idle too long.
+//! `CONNECT host:port` (SPEC §3, §5): decide; then either intercept (when the policy inspects this
+//! target: answer `200`, terminate TLS, decide every request inside), or dial through the shared
+//! dialer, answer `200` and relay bytes (`listeners::relay`) until either side closes, the tunnel
+//! idles out, or a policy change closes it.
 
-use hyper::{body::Incoming, Request, Response, StatusCode};
+use std::sync::Arc;
+
+use hyper::{body::Incoming, upgrade::OnUpgrade, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use listeners::{relay, DialError, TunnelInfo};
-use policy::{Decision, Protocol, Request as PolicyRequest, Target};
+use policy::{BlockReason, Decision, Protocol, Request as PolicyRequest, Target};
 
 use crate::{
+    intercept::intercept,
     proxy::{HttpProxy, Scope, Subject},
     response::{full, upstream_error_response, ProxyBody, UpstreamError},
 };
 
 pub(crate) async fn handle(
-    proxy: &HttpProxy,
-    scope: &Scope,
+    proxy: &Arc<HttpProxy>,
+    scope: Scope,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     // The raw request-target, never `Uri`'s reading of it: `Uri` turns bad ports into "no port".
@@ -25,8 +30,11 @@ pub(crate) async fn handle(
     let target = match Target::parse(&authority, None) {
         Ok(target) => target,
         Err(error) => {
-            let subject = subject(authority, 0);
-            return proxy.block(scope, Decision::invalid_target(error), &subject);
+            return proxy.block(
+                &scope,
+                Decision::invalid_target(error),
+                &subject(authority, 0),
+            )
         }
     };
     let subject = subject(target.host().to_string(), target.port());
@@ -34,11 +42,19 @@ pub(crate) async fn handle(
         .engine
         .decide(&PolicyRequest::new(&target, "CONNECT", Protocol::Connect));
     if !decision.is_allowed() {
-        return proxy.block(scope, decision, &subject);
+        return proxy.block(&scope, decision, &subject);
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    if scope.engine.inspects(&target) {
+        return match proxy.mitm.is_some() {
+            true => intercepted(proxy, scope, decision, target, on_upgrade),
+            // The policy wants to see inside, and nothing here can: refuse rather than relay blind.
+            false => proxy.block(&scope, Decision::Deny(BlockReason::MitmRequired), &subject),
+        };
     }
     let dialed = match proxy.dialer.dial(scope.engine.as_ref(), &target).await {
         Ok(dialed) => dialed,
-        Err(DialError::Blocked(decision)) => return proxy.block(scope, decision, &subject),
+        Err(DialError::Blocked(decision)) => return proxy.block(&scope, decision, &subject),
         Err(error) => {
             return upstream_error_response(
                 &UpstreamError::Dial(error),
@@ -47,13 +63,12 @@ pub(crate) async fn handle(
             )
         }
     };
-    proxy.record_allowed(scope, decision, &subject);
-    let on_upgrade = hyper::upgrade::on(&mut req);
+    proxy.record_allowed(&scope, decision, &subject);
     let idle = proxy.limits.idle_timeout;
     let tunnel = proxy.dialer.tunnels().open(TunnelInfo {
         target,
         protocol: Protocol::Connect,
-        peer: dialed.peer,
+        peer: Some(dialed.peer),
         inspected: false,
     });
     tokio::spawn(async move {
@@ -62,6 +77,38 @@ pub(crate) async fn handle(
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
     });
+    ok()
+}
+
+/// Answers `200` and hands the upgraded stream to TLS interception.
+fn intercepted(
+    proxy: &Arc<HttpProxy>,
+    scope: Scope,
+    decision: Decision,
+    target: Target,
+    on_upgrade: OnUpgrade,
+) -> Response<ProxyBody> {
+    proxy.record_allowed(
+        &scope,
+        decision,
+        &subject(target.host().to_string(), target.port()),
+    );
+    let tunnel = proxy.dialer.tunnels().open(TunnelInfo {
+        target: target.clone(),
+        protocol: Protocol::Connect,
+        peer: None,
+        inspected: true,
+    });
+    let proxy = proxy.clone();
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            intercept(proxy, scope, target, TokioIo::new(upgraded), tunnel).await;
+        }
+    });
+    ok()
+}
+
+fn ok() -> Response<ProxyBody> {
     let mut response = Response::new(full(""));
     *response.status_mut() = StatusCode::OK;
     response

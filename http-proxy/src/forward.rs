@@ -2,7 +2,10 @@
 //! sent upstream in origin-form with `Host` rewritten and hop-by-hop headers stripped, over a
 //! connection the shared dialer vetted (kept per client connection and re-vetted on reuse).
 
-use std::{net::SocketAddr, sync::Mutex};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use http_body_util::BodyExt;
 use hyper::{
@@ -13,7 +16,12 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use listeners::DialError;
-use policy::{Decision, Protocol, Request as PolicyRequest, RequestShape, Target};
+use policy::{
+    BlockReason, Decision, Host, Protocol, Request as PolicyRequest, RequestShape, Target,
+};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
 
 use crate::{
     headers::strip_hop_by_hop,
@@ -41,31 +49,81 @@ struct Upstream {
     sender: SendRequest<Incoming>,
 }
 
+/// How a decided request travels: plain HTTP (absolute-form), or re-encrypted towards the origin
+/// (a request from inside an intercepted tunnel).
+#[derive(Clone, Debug)]
+pub(crate) struct Route {
+    pub(crate) protocol: Protocol,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Route {
+    const PLAIN: Route = Route {
+        protocol: Protocol::Http,
+        tls: None,
+    };
+
+    fn default_port(&self) -> u16 {
+        match self.tls {
+            Some(_) => 443,
+            None => 80,
+        }
+    }
+}
+
+/// An absolute-form request: the target is the URI's authority.
 pub(crate) async fn handle(
     proxy: &HttpProxy,
     scope: &Scope,
     req: Request<Incoming>,
     cache: &UpstreamCache,
 ) -> Response<ProxyBody> {
-    let method = req.method().as_str().to_owned();
-    let path = req.uri().path().to_owned();
     let authority = match absolute_form_authority(req.uri()) {
         Ok(authority) => authority,
-        Err(detail) => return invalid_request(proxy, scope, detail, &method, &path),
+        Err(detail) => return invalid_request(proxy, scope, detail, &req, Protocol::Http),
     };
     let target = match Target::parse(&authority, Some(80)) {
         Ok(target) => target,
         Err(error) => {
-            let subject = subject(authority, 0, &method, &path);
+            let path = req.uri().path();
+            let subject = subject(
+                authority.clone(),
+                0,
+                req.method().as_str(),
+                path,
+                Protocol::Http,
+            );
             return proxy.block(scope, Decision::invalid_target(error), &subject);
         }
     };
-    let subject = subject(target.host().to_string(), target.port(), &method, &path);
-    let decision = decide(scope, &target, &req);
+    deliver(proxy, scope, &target, req, cache, &Route::PLAIN).await
+}
+
+/// Decides `req` for `target`, and forwards it over a vetted connection when allowed.
+pub(crate) async fn deliver(
+    proxy: &HttpProxy,
+    scope: &Scope,
+    target: &Target,
+    req: Request<Incoming>,
+    cache: &UpstreamCache,
+    route: &Route,
+) -> Response<ProxyBody> {
+    let (method, path) = (
+        req.method().as_str().to_owned(),
+        req.uri().path().to_owned(),
+    );
+    let subject = subject(
+        target.host().to_string(),
+        target.port(),
+        &method,
+        &path,
+        route.protocol,
+    );
+    let decision = decide(scope, target, &req, route.protocol);
     if !decision.is_allowed() {
         return proxy.block(scope, decision, &subject);
     }
-    let sender = match upstream(proxy, scope, &target, cache).await {
+    let sender = match upstream(proxy, scope, target, cache, route).await {
         Ok(sender) => sender,
         Err(UpstreamError::Dial(DialError::Blocked(decision))) => {
             return proxy.block(scope, decision, &subject)
@@ -73,12 +131,15 @@ pub(crate) async fn handle(
         Err(error) => return upstream_error_response(&error, &subject.host, subject.port),
     };
     proxy.record_allowed(scope, decision, &subject);
-    match send(sender, &target, req, cache).await {
+    match send(sender, target, req, cache, route).await {
         Ok(response) => response,
         // The client's own body was malformed (a bad chunk size): its fault, not the upstream's,
         // and the upstream saw an aborted request, never a complete one.
         Err(error) if error.is_user() => {
-            invalid_request(proxy, scope, "malformed request body", &method, &path)
+            let reason = BlockReason::InvalidRequest {
+                detail: "malformed request body".to_owned(),
+            };
+            proxy.block(scope, Decision::Deny(reason), &subject)
         }
         Err(error) => {
             upstream_error_response(&UpstreamError::Http(error), &subject.host, subject.port)
@@ -97,7 +158,7 @@ fn absolute_form_authority(uri: &Uri) -> Result<String, &'static str> {
     }
 }
 
-fn decide(scope: &Scope, target: &Target, req: &Request<Incoming>) -> Decision {
+fn decide(scope: &Scope, target: &Target, req: &Request<Incoming>, protocol: Protocol) -> Decision {
     let headers = req.headers();
     let has_body = headers.contains_key(TRANSFER_ENCODING)
         || headers
@@ -116,7 +177,7 @@ fn decide(scope: &Scope, target: &Target, req: &Request<Incoming>) -> Decision {
     let request = PolicyRequest {
         target,
         method: req.method().as_str(),
-        protocol: Protocol::Http,
+        protocol,
         shape,
     };
     scope.engine.decide(&request)
@@ -129,6 +190,7 @@ async fn upstream(
     scope: &Scope,
     target: &Target,
     cache: &UpstreamCache,
+    route: &Route,
 ) -> Result<(SendRequest<Incoming>, SocketAddr), UpstreamError> {
     let cached = cache.slot.lock().expect("cache lock").take();
     if let Some(mut upstream) = cached.filter(|u| &u.target == target) {
@@ -145,7 +207,26 @@ async fn upstream(
         .dial(scope.engine.as_ref(), target)
         .await
         .map_err(UpstreamError::Dial)?;
-    let (sender, connection) = client::handshake(TokioIo::new(dialed.stream))
+    let sender = match &route.tls {
+        None => handshake(dialed.stream).await?,
+        Some(tls) => {
+            let name = server_name(target);
+            let stream = TlsConnector::from(tls.clone())
+                .connect(name, dialed.stream)
+                .await
+                .map_err(|e| UpstreamError::Tls(e.to_string()))?;
+            handshake(stream).await?
+        }
+    };
+    Ok((sender, dialed.peer))
+}
+
+/// An HTTP/1.1 client connection over `io`, driven by its own task.
+async fn handshake<IO>(io: IO) -> Result<SendRequest<Incoming>, UpstreamError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = client::handshake(TokioIo::new(io))
         .await
         .map_err(UpstreamError::Http)?;
     tokio::spawn(async move {
@@ -153,7 +234,17 @@ async fn upstream(
             tracing::debug!(%error, "upstream connection ended with an error");
         }
     });
-    Ok((sender, dialed.peer))
+    Ok(sender)
+}
+
+/// The name the origin's certificate must carry.
+fn server_name(target: &Target) -> ServerName<'static> {
+    match target.host() {
+        Host::Name(name) => {
+            ServerName::try_from(name.to_string()).expect("a canonical name is a valid server name")
+        }
+        host => ServerName::IpAddress(host.ip().expect("an IP host").into()),
+    }
 }
 
 async fn send(
@@ -161,10 +252,13 @@ async fn send(
     target: &Target,
     req: Request<Incoming>,
     cache: &UpstreamCache,
+    route: &Route,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(HOST, host_header(target));
+    parts
+        .headers
+        .insert(HOST, host_header(target, route.default_port()));
     parts.uri = parts
         .uri
         .path_and_query()
@@ -186,11 +280,14 @@ async fn send(
     }
 }
 
-/// `Host` names the URI's authority (RFC 9112 §3.2.2), in canonical form, port only when not 80.
-fn host_header(target: &Target) -> HeaderValue {
-    let text = match target.port() {
-        80 => target.to_string().trim_end_matches(":80").to_owned(),
-        _ => target.to_string(),
+/// `Host` names the target (RFC 9112 §3.2.2), canonical, with the port unless it is the default.
+fn host_header(target: &Target, default_port: u16) -> HeaderValue {
+    let text = target.to_string();
+    let text = match target.port() == default_port {
+        true => text
+            .trim_end_matches(&format!(":{default_port}"))
+            .to_owned(),
+        false => text,
     };
     HeaderValue::from_str(&text).expect("a canonical target is a valid header value")
 }
@@ -199,21 +296,33 @@ fn invalid_request(
     proxy: &HttpProxy,
     scope: &Scope,
     detail: &str,
-    method: &str,
-    path: &str,
+    req: &Request<Incoming>,
+    protocol: Protocol,
 ) -> Response<ProxyBody> {
-    let subject = subject(String::new(), 0, method, path);
-    let decision = Decision::Deny(policy::BlockReason::InvalidRequest {
+    let subject = subject(
+        String::new(),
+        0,
+        req.method().as_str(),
+        req.uri().path(),
+        protocol,
+    );
+    let reason = BlockReason::InvalidRequest {
         detail: detail.to_owned(),
-    });
-    proxy.block(scope, decision, &subject)
+    };
+    proxy.block(scope, Decision::Deny(reason), &subject)
 }
 
-fn subject<'a>(host: String, port: u16, method: &'a str, path: &'a str) -> Subject<'a> {
+pub(crate) fn subject<'a>(
+    host: String,
+    port: u16,
+    method: &'a str,
+    path: &'a str,
+    protocol: Protocol,
+) -> Subject<'a> {
     Subject {
         host,
         port,
-        protocol: Protocol::Http,
+        protocol,
         method,
         path: Some(path),
     }

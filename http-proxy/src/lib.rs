@@ -11,11 +11,13 @@ mod connect;
 mod forward;
 mod framing;
 mod headers;
+mod intercept;
 mod proxy;
 mod response;
 mod server;
 
 pub use crate::{
+    intercept::TlsInterceptor,
     proxy::{HttpProxy, Limits},
     server::serve,
 };

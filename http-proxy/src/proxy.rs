@@ -5,6 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{body::Incoming, Method, Request, Response, StatusCode};
 use listeners::Dialer;
+use mitm::Interception;
 use policy::{BlockReason, Decision, DecisionEvent, DecisionSink, PolicyEngine, Protocol};
 
 use crate::{
@@ -35,10 +36,11 @@ pub struct HttpProxy {
     pub(crate) dialer: Dialer,
     pub(crate) token: Option<String>,
     pub(crate) limits: Limits,
+    pub(crate) mitm: Option<Arc<Interception>>,
 }
 
 /// What one request carries besides the request itself.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Scope {
     /// The policy in force when the request arrived; the whole request uses it.
     pub(crate) engine: Arc<dyn PolicyEngine>,
@@ -72,7 +74,14 @@ impl HttpProxy {
             dialer,
             token: token.filter(|t| !t.is_empty()),
             limits,
+            mitm: None,
         }
+    }
+
+    /// Intercepts TLS where the policy wants inspection (SPEC §5).
+    pub fn with_interception(mut self, mitm: Arc<Interception>) -> HttpProxy {
+        self.mitm = Some(mitm);
+        self
     }
 
     pub(crate) async fn handle(
@@ -92,17 +101,35 @@ impl HttpProxy {
             client,
             attempt,
         };
-        if head_size(&req) > self.limits.max_request_head {
-            return self.head_too_large(&scope, &req);
+        if let Some(refusal) = self.check_head(&scope, &req, ambiguous_framing, Protocol::Http) {
+            return refusal;
+        }
+        match *req.method() == Method::CONNECT {
+            true => connect::handle(&self, scope, req).await,
+            false => forward::handle(&self, &scope, req, &cache).await,
+        }
+    }
+
+    /// The checks every request head gets, outside a tunnel or inside an intercepted one:
+    /// size (431) and ambiguous framing (400).
+    pub(crate) fn check_head(
+        &self,
+        scope: &Scope,
+        req: &Request<Incoming>,
+        ambiguous_framing: bool,
+        protocol: Protocol,
+    ) -> Option<Response<ProxyBody>> {
+        if head_size(req) > self.limits.max_request_head {
+            let detail = format!("request head over {} bytes", self.limits.max_request_head);
+            let mut response = self.invalid_request(scope, req, &detail, protocol);
+            *response.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+            return Some(response);
         }
         if ambiguous_framing {
             let detail = "both Content-Length and Transfer-Encoding (a smuggling shape)";
-            return self.invalid_request(&scope, &req, detail);
+            return Some(self.invalid_request(scope, req, detail, protocol));
         }
-        match *req.method() == Method::CONNECT {
-            true => connect::handle(&self, &scope, req).await,
-            false => forward::handle(&self, &scope, req, &cache).await,
-        }
+        None
     }
 
     fn refuse_credentials(
@@ -142,28 +169,21 @@ impl HttpProxy {
         self.block(&scope, Decision::Deny(reason), &subject)
     }
 
-    /// hyper's buffer limit is not an exact head limit (a head arriving in one large read can pass
-    /// it), so the configured limit is also checked on the parsed head.
-    fn head_too_large(&self, scope: &Scope, req: &Request<Incoming>) -> Response<ProxyBody> {
-        let detail = format!("request head over {} bytes", self.limits.max_request_head);
-        let mut response = self.invalid_request(scope, req, &detail);
-        *response.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-        response
-    }
-
-    /// `400` and close, logged as `invalid_request`.
+    /// `400` and close, logged as `invalid_request`. (hyper's buffer limit is not an exact head
+    /// limit, so the configured limit is also checked on the parsed head, with `431`.)
     fn invalid_request(
         &self,
         scope: &Scope,
         req: &Request<Incoming>,
         detail: &str,
+        protocol: Protocol,
     ) -> Response<ProxyBody> {
         let subject = Subject {
             host: String::new(),
             port: 0,
-            protocol: Protocol::Http,
+            protocol,
             method: req.method().as_str(),
-            path: None,
+            path: Some(req.uri().path()),
         };
         let reason = BlockReason::InvalidRequest {
             detail: detail.to_owned(),

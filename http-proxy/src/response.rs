@@ -158,6 +158,7 @@ pub(crate) fn upstream_error_response(
         UpstreamError::Dial(DialError::DnsTimeout | DialError::ConnectTimeout) => {
             (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
         }
+        UpstreamError::Tls(_) => (StatusCode::BAD_GATEWAY, "tls_failed"),
         _ => (StatusCode::BAD_GATEWAY, "connect_failed"),
     };
     let body = UpstreamErrorBody {
@@ -175,6 +176,8 @@ pub(crate) fn upstream_error_response(
 #[derive(Debug)]
 pub(crate) enum UpstreamError {
     Dial(DialError),
+    /// The origin's TLS could not be verified or negotiated (never downgraded to plain text).
+    Tls(String),
     Http(hyper::Error),
 }
 
@@ -182,6 +185,7 @@ impl std::fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UpstreamError::Dial(error) => write!(f, "{error}"),
+            UpstreamError::Tls(error) => write!(f, "upstream TLS failed: {error}"),
             UpstreamError::Http(error) => write!(f, "upstream HTTP error: {error}"),
         }
     }

@@ -7,6 +7,7 @@
 
 mod accept;
 mod dial;
+mod intercept;
 mod observe;
 mod ready;
 mod relay;
@@ -19,6 +20,7 @@ pub use crate::{
         BoxFuture, Connector, DialError, Dialed, Dialer, Resolver, StaticResolver, SystemResolver,
         TcpConnector,
     },
+    intercept::Interceptor,
     observe::{Observed, ReadObserver},
     ready::ReadyRecord,
     relay::relay,

@@ -20,8 +20,8 @@ pub struct TunnelInfo {
     pub target: Target,
     /// `connect` or `socks5`.
     pub protocol: Protocol,
-    /// The address it is connected to.
-    pub peer: SocketAddr,
+    /// The address it is connected to; `None` for an intercepted tunnel, which dials per request.
+    pub peer: Option<SocketAddr>,
     /// Whether leash sees inside it (MITM); a raw tunnel cannot be checked request by request.
     pub inspected: bool,
 }

@@ -31,6 +31,9 @@ pub trait PolicyEngine: fmt::Debug + Send + Sync {
     /// The mode in force.
     fn mode(&self) -> Mode;
 
+    /// Whether an allowed tunnel to `target` is intercepted rather than relayed raw.
+    fn inspects(&self, target: &Target) -> bool;
+
     /// The policy in force now, held for the rest of one request so that its decision and its
     /// post-DNS check see the same rules even if the policy is swapped in between.
     fn snapshot(&self) -> Arc<dyn PolicyEngine>;
@@ -51,6 +54,10 @@ impl PolicyEngine for Policy {
 
     fn mode(&self) -> Mode {
         Policy::mode(self)
+    }
+
+    fn inspects(&self, target: &Target) -> bool {
+        Policy::inspects(self, target)
     }
 
     fn snapshot(&self) -> Arc<dyn PolicyEngine> {

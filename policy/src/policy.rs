@@ -252,6 +252,13 @@ impl Policy {
         self.inner.tls_inspection
     }
 
+    /// Whether an allowed tunnel to `target` is intercepted (MITM) rather than relayed raw: with
+    /// interception on, always in limited mode (its requests must be checked), and for port 443
+    /// in full mode (other ports may carry anything, and are relayed).
+    pub fn inspects(&self, target: &Target) -> bool {
+        self.inner.tls_inspection && (self.inner.mode == Mode::Limited || target.port() == 443)
+    }
+
     pub(crate) fn allow_set(&self) -> &RuleSet {
         &self.inner.allow
     }

@@ -3,8 +3,8 @@
 //! enabled, and the one mapping from an outcome to a SOCKS reply code.
 //!
 //! It asks a `PolicyEngine`, records every block to a `DecisionSink` before it replies, and dials
-//! only through `listeners::Dialer`. It knows nothing about HTTP or TLS; in limited mode with MITM
-//! the port-443 stream is where the MITM issue hands over to interception (see `proxy.rs`).
+//! only through `listeners::Dialer`. It knows nothing about HTTP or TLS: a stream the policy wants
+//! inspected is handed to a `listeners::Interceptor`.
 
 mod handshake;
 mod proxy;

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use listeners::{relay, DialError, Dialer, TunnelInfo};
+use listeners::{relay, DialError, Dialer, Interceptor, TunnelInfo};
 use policy::{
     BlockReason, CredentialError, Decision, DecisionEvent, DecisionSink, PolicyEngine, Protocol,
     Request, Target,
@@ -39,6 +39,7 @@ pub struct SocksProxy {
     sink: Arc<dyn DecisionSink>,
     pub(crate) dialer: Dialer,
     pub(crate) options: SocksOptions,
+    interceptor: Option<Arc<dyn Interceptor>>,
 }
 
 /// One connection's view: its policy snapshot, client and attempt.
@@ -63,7 +64,14 @@ impl SocksProxy {
             sink,
             dialer,
             options: SocksOptions { token, ..options },
+            interceptor: None,
         }
+    }
+
+    /// Where inspected streams go (TLS interception).
+    pub fn with_interceptor(mut self, interceptor: Arc<dyn Interceptor>) -> SocksProxy {
+        self.interceptor = Some(interceptor);
+        self
     }
 
     pub(crate) async fn handle(self: Arc<Self>, mut stream: TcpStream, client: SocketAddr) {
@@ -147,8 +155,9 @@ impl SocksProxy {
             let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
             return;
         }
-        // Seam for the MITM issue: in limited mode an allowed SOCKS5 CONNECT is one to port 443
-        // with interception on, and its stream goes to the interceptor instead of `relay`.
+        if scope.engine.inspects(&target) {
+            return self.intercept(scope, stream, decision, target).await;
+        }
         let upstream = match self.dialer.dial(scope.engine.as_ref(), &target).await {
             Ok(dialed) => dialed.stream,
             Err(error) => {
@@ -162,9 +171,7 @@ impl SocksProxy {
         self.allowed(scope, decision, &target, Protocol::Socks5);
         let bound = upstream.local_addr().ok();
         let tunnel = self.dialer.tunnels().open(TunnelInfo {
-            peer: upstream
-                .peer_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            peer: upstream.peer_addr().ok(),
             target,
             protocol: Protocol::Socks5,
             inspected: false,
@@ -175,6 +182,44 @@ impl SocksProxy {
             .is_ok()
         {
             relay(stream, upstream, self.options.idle_timeout, tunnel).await;
+        }
+    }
+
+    /// Hands an inspected stream (limited mode, or port 443, with MITM on) to TLS interception,
+    /// exactly as a `CONNECT` would be; without an interceptor it is refused, never relayed blind.
+    async fn intercept(
+        &self,
+        scope: &Scope,
+        mut stream: TcpStream,
+        decision: Decision,
+        target: Target,
+    ) {
+        let Some(interceptor) = &self.interceptor else {
+            self.block(
+                scope,
+                Decision::Deny(BlockReason::MitmRequired),
+                &target,
+                Protocol::Socks5,
+            );
+            let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
+            return;
+        };
+        self.allowed(scope, decision, &target, Protocol::Socks5);
+        let tunnel = self.dialer.tunnels().open(TunnelInfo {
+            target: target.clone(),
+            protocol: Protocol::Socks5,
+            peer: None,
+            inspected: true,
+        });
+        if stream
+            .write_all(&reply(&Outcome::Granted, None))
+            .await
+            .is_ok()
+        {
+            let attempt = scope.attempt.clone();
+            interceptor
+                .intercept(stream, target, scope.client, attempt, tunnel)
+                .await;
         }
     }
 

@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod http;
+mod mitm;
 mod process;
 mod socks;
 mod tidy;

@@ -1,0 +1,178 @@
+//! TLS interception (SPEC §5): the client's TLS is terminated with a leaf for the tunnel's host
+//! (its SNI must name that host), and every request inside is checked (its authority must name the
+//! host too, else `421`) and decided on its own, like a plain HTTP request, then sent to the origin
+//! over TLS that verifies the origin's certificate.
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+
+use hyper::{
+    body::Incoming, header::HOST, server::conn::http1, service::service_fn, Request, Response,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use listeners::{Interceptor, Observed, TunnelHandle};
+use policy::{BlockReason, Decision, Host, Protocol, Target};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::{
+    forward::{deliver, Route, UpstreamCache},
+    framing::FramingNotes,
+    proxy::{HttpProxy, Scope, Subject},
+    response::ProxyBody,
+};
+
+/// Serves an intercepted tunnel until the client leaves or a policy change closes it.
+pub(crate) async fn intercept<S>(
+    proxy: Arc<HttpProxy>,
+    scope: Scope,
+    target: Target,
+    stream: S,
+    tunnel: TunnelHandle,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(mitm) = proxy.mitm.clone() else {
+        return;
+    };
+    let Ok(start) = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await
+    else {
+        return;
+    };
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    if !sni_names(sni.as_deref(), target.host()) {
+        let subject = subject(sni.unwrap_or_default(), target.port(), "CONNECT", None);
+        proxy.block(&scope, Decision::Deny(BlockReason::HostMismatch), &subject);
+        return; // Dropping the half-done handshake refuses the client.
+    }
+    let config = match mitm.leaves.server_config(target.host()) {
+        Ok(config) => config,
+        Err(error) => return tracing::warn!(%error, "no leaf certificate"),
+    };
+    let Ok(tls) = start.into_stream(config).await else {
+        return;
+    };
+    let notes = Arc::new(FramingNotes::default());
+    let io = TokioIo::new(Observed::new(tls, notes.clone()));
+    let route = Route {
+        protocol: Protocol::Https,
+        tls: Some(mitm.upstream.clone()),
+    };
+    let cache = Arc::new(UpstreamCache::default());
+    let (target, limits) = (Arc::new(target), proxy.limits.clone());
+    let service = service_fn(move |req| {
+        let ambiguous = notes.next_is_ambiguous();
+        let (proxy, scope, target, route, cache) = (
+            proxy.clone(),
+            scope.clone(),
+            target.clone(),
+            route.clone(),
+            cache.clone(),
+        );
+        async move {
+            Ok::<_, Infallible>(inner(&proxy, scope, &target, req, &cache, &route, ambiguous).await)
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_request_head.max(8192));
+    tokio::select! {
+        _ = builder.serve_connection(io, service) => {}
+        () = tunnel.closed() => {}
+    }
+}
+
+/// One request inside the tunnel: a fresh policy snapshot and a decision of its own.
+async fn inner(
+    proxy: &HttpProxy,
+    mut scope: Scope,
+    target: &Target,
+    req: Request<Incoming>,
+    cache: &UpstreamCache,
+    route: &Route,
+    ambiguous_framing: bool,
+) -> Response<ProxyBody> {
+    scope.engine = proxy.engine.snapshot();
+    if let Some(refusal) = proxy.check_head(&scope, &req, ambiguous_framing, Protocol::Https) {
+        return refusal;
+    }
+    if !names_target(&req, target) {
+        let named = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let subject = subject(
+            named,
+            target.port(),
+            req.method().as_str(),
+            Some(req.uri().path()),
+        );
+        return proxy.block(&scope, Decision::Deny(BlockReason::HostMismatch), &subject);
+    }
+    deliver(proxy, &scope, target, req, cache, route).await
+}
+
+/// The SNI must name the tunnel's host; a client may leave it out only for an IP address.
+fn sni_names(sni: Option<&str>, host: &Host) -> bool {
+    match sni {
+        Some(sni) => Host::parse(sni).is_ok_and(|named| &named == host),
+        None => host.ip().is_some(),
+    }
+}
+
+/// The request's authority (absolute-form) or `Host` must name the tunnel's host and port.
+fn names_target(req: &Request<Incoming>, target: &Target) -> bool {
+    let named = match req.uri().authority() {
+        Some(authority) => Some(authority.as_str()),
+        None => req.headers().get(HOST).and_then(|h| h.to_str().ok()),
+    };
+    named
+        .and_then(|n| Target::parse(n, Some(443)).ok())
+        .is_some_and(|t| &t == target)
+}
+
+fn subject<'a>(host: String, port: u16, method: &'a str, path: Option<&'a str>) -> Subject<'a> {
+    Subject {
+        host,
+        port,
+        protocol: Protocol::Https,
+        method,
+        path,
+    }
+}
+
+/// The seam other protocols hand streams through: SOCKS5 gives its port-443 streams here.
+#[derive(Debug)]
+pub struct TlsInterceptor(Arc<HttpProxy>);
+
+impl TlsInterceptor {
+    /// Interception by `proxy` (which must have been given `with_interception`).
+    pub fn new(proxy: Arc<HttpProxy>) -> TlsInterceptor {
+        TlsInterceptor(proxy)
+    }
+}
+
+impl Interceptor for TlsInterceptor {
+    fn intercept(
+        &self,
+        stream: TcpStream,
+        target: Target,
+        client: SocketAddr,
+        attempt: Option<String>,
+        tunnel: TunnelHandle,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let proxy = self.0.clone();
+        let scope = Scope {
+            engine: proxy.engine.snapshot(),
+            client,
+            attempt,
+        };
+        Box::pin(intercept(proxy, scope, target, stream, tunnel))
+    }
+}
