@@ -17,11 +17,14 @@ fn client_config(ca_pem: &str) -> Arc<ClientConfig> {
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA pem"))
         .expect("root");
-    let config = ClientConfig::builder_with_provider(crypto_provider())
+    let mut config = ClientConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // Full handshakes every time: session resumption would favour the cached config for a reason
+    // that has nothing to do with the certificate.
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
 

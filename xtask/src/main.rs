@@ -13,7 +13,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   run-proxy [-- ARGS]  build and run `leash proxy` with xtask/dev.toml (ARGS go to leash proxy)
-  bench [ARGS]         run the criterion benchmarks (policy matcher vs baselines)
+  bench [ARGS]         run the criterion benchmarks (policy matcher, MITM handshake)
   tidy                 check workspace rules: formatting, clippy, policy purity";
 
 fn main() -> ExitCode {
