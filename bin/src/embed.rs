@@ -7,12 +7,13 @@ use admin::{Admin, Control, RuleChange};
 use http_proxy::{HttpProxy, Limits, TlsInterceptor};
 use listeners::{Connector, Dialer, ListenError, ListenPlan, ReadyRecord, Reserved, Resolver};
 use mitm::{Interception, MitmError};
-use policy::{DecisionSink, Mode, PolicyEngine, PolicyError};
+use policy::{AllowLocal, Decider, DecisionSink, Mode, PolicyEngine, PolicyError};
 use socks_proxy::{SocksOptions, SocksProxy};
 use tokio::{sync::watch, task::JoinHandle};
 use violations::{LogOptions, ViolationLog, ViolationLogError};
 
 use crate::{
+    child_env::{child_env, CaFiles, EnvSpec},
     config::Rotation,
     hot::HotPolicy,
     hub::{ConfigOverlay, Hub},
@@ -40,6 +41,7 @@ pub struct LeashBuilder {
     sink: Option<Arc<dyn DecisionSink>>,
     resolver: Option<Arc<dyn Resolver>>,
     connector: Option<Arc<dyn Connector>>,
+    decider: Option<Arc<dyn Decider>>,
 }
 
 impl std::fmt::Debug for LeashBuilder {
@@ -117,6 +119,13 @@ impl LeashBuilder {
         self
     }
 
+    /// Consults `decider` for every `ask`; it may turn it into `allow` or `deny`, never loosen a
+    /// `deny` (deny rules, local protection and limited mode still apply to what it allows).
+    pub fn decider(mut self, decider: Arc<dyn Decider>) -> Self {
+        self.decider = Some(decider);
+        self
+    }
+
     /// Opens upstream connections with `connector` instead of plain TCP.
     pub fn connector(mut self, connector: Arc<dyn Connector>) -> Self {
         self.connector = Some(connector);
@@ -180,7 +189,13 @@ impl LeashBuilder {
             limits(&config),
         );
         let mut socks = SocksProxy::new(engine, sink, dialer, socks_options(&config));
+        if let Some(decider) = self.decider {
+            proxy = proxy.with_decider(decider.clone());
+            socks = socks.with_decider(decider);
+        }
+        let mut ca_files = None;
         if let Some(interception) = interception(&config)? {
+            ca_files = Some(ca_files_for(&interception)?);
             proxy = proxy.with_interception(Arc::new(interception));
         }
         let proxy = Arc::new(proxy);
@@ -188,9 +203,14 @@ impl LeashBuilder {
             socks = socks.with_interceptor(Arc::new(TlsInterceptor::new(proxy.clone())));
         }
         let socks = Arc::new(socks);
+        let env = EnvBase {
+            token: Some(config.auth.token.clone()).filter(|t| !t.is_empty()),
+            ca: ca_files,
+        };
         Ok(Built {
             reserved,
             addrs,
+            env,
             proxy,
             socks,
             admin,
@@ -213,6 +233,15 @@ fn interception(config: &Config) -> Result<Option<Interception>, BuildError> {
     Interception::new(&ca_dir, &config.mitm.upstream_ca)
         .map(Some)
         .map_err(BuildError::Mitm)
+}
+
+/// The CA bundle children trust (system roots plus the leash CA) and the CA alone.
+fn ca_files_for(interception: &Interception) -> Result<CaFiles, BuildError> {
+    let ca = interception.leaves.ca();
+    Ok(CaFiles {
+        bundle: mitm::write_bundle(ca).map_err(BuildError::Mitm)?,
+        ca: ca.dir().join(mitm::CA_CERT_FILE),
+    })
 }
 
 fn proxy_intercepts(config: &Config) -> bool {
@@ -262,11 +291,19 @@ fn limits(config: &Config) -> Limits {
     }
 }
 
+/// What a child's environment needs besides addresses and the attempt id.
+#[derive(Clone, Debug)]
+struct EnvBase {
+    token: Option<String>,
+    ca: Option<CaFiles>,
+}
+
 /// A built instance: listeners bound, nothing served yet.
 #[derive(Debug)]
 pub struct Built {
     reserved: Reserved,
     addrs: Addrs,
+    env: EnvBase,
     proxy: Arc<HttpProxy>,
     socks: Arc<SocksProxy>,
     admin: Arc<Admin>,
@@ -318,6 +355,7 @@ impl Built {
         }
         Running {
             addrs: self.addrs,
+            env: self.env,
             stop,
             tasks,
             hub: self.hub,
@@ -330,6 +368,7 @@ impl Built {
 #[derive(Debug)]
 pub struct Running {
     addrs: Addrs,
+    env: EnvBase,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
     hub: Arc<Hub>,
@@ -340,6 +379,35 @@ impl Running {
     /// The addresses served on.
     pub fn addrs(&self) -> Addrs {
         self.addrs
+    }
+
+    /// The environment for a child whose requests carry `attempt` (SPEC §12).
+    pub fn env(&self, attempt: &str) -> Vec<(String, String)> {
+        let Some(http) = self.addrs.http else {
+            return Vec::new();
+        };
+        let spec = EnvSpec {
+            http,
+            socks: self.addrs.socks,
+            attempt,
+            token: self.env.token.as_deref(),
+            allow_local_all: *self.hub.policy().allow_local() == AllowLocal::All,
+            ca: self.env.ca.as_ref(),
+        };
+        child_env(&spec)
+    }
+
+    /// Up to `limit` logged events newer than `since`, each a log line as JSON (empty with a
+    /// custom sink).
+    pub fn events(&self, since: u64, limit: usize) -> Vec<serde_json::Value> {
+        let Some(log) = &self.log else {
+            return Vec::new();
+        };
+        log.page(since, limit)
+            .events
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// Switches the mode for new requests, closing open tunnels the new mode refuses.

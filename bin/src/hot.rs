@@ -36,6 +36,10 @@ impl PolicyEngine for HotPolicy {
         self.current.load().decide(request)
     }
 
+    fn decide_approved(&self, request: &Request<'_>, approval: Arc<str>) -> Decision {
+        self.current.load().decide_approved(request, approval)
+    }
+
     fn vet(&self, target: &Target, addrs: &[IpAddr]) -> Decision {
         self.current.load().vet(target, addrs)
     }

@@ -4,6 +4,7 @@
 //!
 //! **Invariant:** only this crate reads configuration files; the library crates receive plain data.
 
+mod child_env;
 mod config;
 mod duration;
 mod embed;
@@ -11,6 +12,7 @@ mod hot;
 mod hub;
 
 pub use crate::{
+    child_env::{child_env, CaFiles, EnvSpec},
     config::{
         AdminConfig, AuthConfig, Config, ConfigError, LimitsConfig, ListenConfig, LogConfig,
         MitmConfig, Rotation, SocksConfig,
@@ -20,3 +22,8 @@ pub use crate::{
     hot::HotPolicy,
     hub::ConfigOverlay,
 };
+
+/// The README's Rust examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

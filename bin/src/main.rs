@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 mod ca;
 mod check;
 mod config_check;
+mod env_cmd;
+mod exec;
 mod flags;
 mod proxy;
 
@@ -23,6 +25,10 @@ struct Cli {
 enum Command {
     /// Run the proxies until SIGINT or SIGTERM.
     Proxy(proxy::ProxyArgs),
+    /// Run a command with its network going through leash; print what was blocked.
+    Exec(exec::ExecArgs),
+    /// Print the proxy environment for a running leash.
+    Env(env_cmd::EnvArgs),
     /// Decide a target offline with its trace (policy only, no network).
     Check(check::CheckArgs),
     /// Work with configuration files.
@@ -53,6 +59,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_diagnostics();
     let exit = match cli.command {
+        Command::Exec(args) => return exec::run(args),
+        Command::Env(args) => env_cmd::run(args),
         Command::Proxy(args) => proxy::run(args),
         Command::Check(args) => check::run(args),
         Command::Config(ConfigCommand::Check(args)) => config_check::run(args),

@@ -8,7 +8,9 @@ use policy::{check_credentials, CredentialError};
 /// Why credentials were refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AuthFailure {
-    /// A token is required and was missing or wrong (`407`).
+    /// A token is required and none was sent: the `407` challenge clients answer (not logged).
+    Missing,
+    /// A token is required and the one sent is wrong (`407`, logged).
     BadToken,
     /// The header is not valid Basic credentials, or the attempt id is malformed (`400`).
     Malformed,
@@ -21,6 +23,8 @@ pub(crate) fn authenticate(
 ) -> Result<Option<String>, AuthFailure> {
     let (username, password) = match headers.get(PROXY_AUTHORIZATION) {
         Some(value) => parse_basic(value.as_bytes()).ok_or(AuthFailure::Malformed)?,
+        // Clients such as git (libcurl's "anyauth") send credentials only once challenged.
+        None if token.is_some() => return Err(AuthFailure::Missing),
         None => (None, None),
     };
     check_credentials(username.as_deref(), password.as_deref(), token).map_err(
@@ -79,7 +83,7 @@ mod tests {
         check(Some("a1:tok"), Some("tok"), Ok(Some("a1")));
         check(Some("a1"), None, Ok(Some("a1")));
         check(Some("a1:wrong"), Some("tok"), Err(AuthFailure::BadToken));
-        check(None, Some("tok"), Err(AuthFailure::BadToken));
+        check(None, Some("tok"), Err(AuthFailure::Missing));
         check(Some("bad id:tok"), None, Err(AuthFailure::Malformed));
         check(Some("a1:x:tok"), Some("x:tok"), Ok(Some("a1")));
     }

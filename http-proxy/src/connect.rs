@@ -38,9 +38,8 @@ pub(crate) async fn handle(
         }
     };
     let subject = subject(target.host().to_string(), target.port());
-    let decision = scope
-        .engine
-        .decide(&PolicyRequest::new(&target, "CONNECT", Protocol::Connect));
+    let request = PolicyRequest::new(&target, "CONNECT", Protocol::Connect);
+    let decision = proxy.decide(&scope, &request).await;
     if !decision.is_allowed() {
         return proxy.block(&scope, decision, &subject);
     }

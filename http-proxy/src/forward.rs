@@ -119,7 +119,7 @@ pub(crate) async fn deliver(
         &path,
         route.protocol,
     );
-    let decision = decide(scope, target, &req, route.protocol);
+    let decision = decide(proxy, scope, target, &req, route.protocol).await;
     if !decision.is_allowed() {
         return proxy.block(scope, decision, &subject);
     }
@@ -158,7 +158,13 @@ fn absolute_form_authority(uri: &Uri) -> Result<String, &'static str> {
     }
 }
 
-fn decide(scope: &Scope, target: &Target, req: &Request<Incoming>, protocol: Protocol) -> Decision {
+async fn decide(
+    proxy: &HttpProxy,
+    scope: &Scope,
+    target: &Target,
+    req: &Request<Incoming>,
+    protocol: Protocol,
+) -> Decision {
     let headers = req.headers();
     let has_body = headers.contains_key(TRANSFER_ENCODING)
         || headers
@@ -180,7 +186,7 @@ fn decide(scope: &Scope, target: &Target, req: &Request<Incoming>, protocol: Pro
         protocol,
         shape,
     };
-    scope.engine.decide(&request)
+    proxy.decide(scope, &request).await
 }
 
 /// The cached connection if it goes to the same target and its address still passes the policy

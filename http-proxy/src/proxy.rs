@@ -6,13 +6,16 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use hyper::{body::Incoming, Method, Request, Response, StatusCode};
 use listeners::Dialer;
 use mitm::Interception;
-use policy::{BlockReason, Decision, DecisionEvent, DecisionSink, PolicyEngine, Protocol};
+use policy::{
+    decide_with, BlockReason, Decider, Decision, DecisionEvent, DecisionSink, PolicyEngine,
+    Protocol, Request as PolicyRequest,
+};
 
 use crate::{
     auth::{authenticate, AuthFailure},
     connect, forward,
     forward::UpstreamCache,
-    response::{blocked_response, ProxyBody},
+    response::{auth_challenge, blocked_response, ProxyBody},
 };
 
 /// Limits for client connections (SPEC §3).
@@ -37,6 +40,7 @@ pub struct HttpProxy {
     pub(crate) token: Option<String>,
     pub(crate) limits: Limits,
     pub(crate) mitm: Option<Arc<Interception>>,
+    decider: Option<Arc<dyn Decider>>,
 }
 
 /// What one request carries besides the request itself.
@@ -75,7 +79,25 @@ impl HttpProxy {
             token: token.filter(|t| !t.is_empty()),
             limits,
             mitm: None,
+            decider: None,
         }
+    }
+
+    /// Consults `decider` for every `ask` (it can never loosen a `deny`).
+    pub fn with_decider(mut self, decider: Arc<dyn Decider>) -> HttpProxy {
+        self.decider = Some(decider);
+        self
+    }
+
+    /// The policy's decision, with the decider's say on an `ask`.
+    pub(crate) async fn decide(&self, scope: &Scope, request: &PolicyRequest<'_>) -> Decision {
+        decide_with(
+            scope.engine.as_ref(),
+            self.decider.as_deref(),
+            request,
+            scope.attempt.as_deref(),
+        )
+        .await
     }
 
     /// Intercepts TLS where the policy wants inspection (SPEC §5).
@@ -140,6 +162,7 @@ impl HttpProxy {
         req: &Request<Incoming>,
     ) -> Response<ProxyBody> {
         let reason = match failure {
+            AuthFailure::Missing => return auth_challenge(),
             AuthFailure::BadToken => BlockReason::AuthFailed,
             AuthFailure::Malformed => BlockReason::InvalidRequest {
                 detail: "malformed Proxy-Authorization or attempt id".to_owned(),

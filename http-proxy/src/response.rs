@@ -98,6 +98,7 @@ fn status_and_code(reason: &BlockReason) -> (StatusCode, &'static str) {
         BlockReason::AuthFailed => (StatusCode::PROXY_AUTHENTICATION_REQUIRED, "auth-failed"),
         BlockReason::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid-request"),
         BlockReason::HostMismatch => (StatusCode::MISDIRECTED_REQUEST, "host-mismatch"),
+        BlockReason::Declined => (StatusCode::FORBIDDEN, "blocked-by-decider"),
         _ => (StatusCode::FORBIDDEN, "blocked"),
     }
 }
@@ -133,8 +134,29 @@ fn message(decision: &Decision, reason: &BlockReason, host: &str, method: &str) 
             format!("invalid request: {}", escape_untrusted(detail))
         }
         BlockReason::HostMismatch => "the request names another host than its tunnel".to_owned(),
+        BlockReason::Declined => format!("{host} was declined when asked"),
         _ => format!("blocked ({})", decision.verdict().as_str()),
     }
+}
+
+/// `407` asking for credentials: a challenge, not a refusal, so it is not logged.
+pub(crate) fn auth_challenge() -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "v": SCHEMA_VERSION,
+        "blocked": true,
+        "reason": "auth_required",
+        "message": "proxy authentication required: use http://ATTEMPT:TOKEN@HOST:PORT as the proxy",
+    });
+    let mut response = json_response(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "auth-required",
+        &body,
+    );
+    response.headers_mut().insert(
+        PROXY_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"leash\""),
+    );
+    response
 }
 
 #[derive(Serialize)]

@@ -5,12 +5,14 @@
 //!
 //! It knows TLS, not HTTP policy: the HTTP proxy decides every inner request.
 
+mod bundle;
 mod ca;
 mod error;
 mod leaf;
 mod upstream;
 
 pub use crate::{
+    bundle::write_bundle,
     ca::{default_ca_dir, CertificateAuthority, CA_CERT_FILE, CA_KEY_FILE},
     error::MitmError,
     leaf::LeafIssuer,

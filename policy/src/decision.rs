@@ -69,11 +69,13 @@ pub enum BlockReason {
     },
     /// A request inside a tunnel named another host than the tunnel (not a policy decision).
     HostMismatch,
+    /// A `Decider` (a person, an application) refused an `ask`.
+    Declined,
 }
 
 impl BlockReason {
     /// Every reason code, in `index` order.
-    pub const CODES: [&'static str; 10] = [
+    pub const CODES: [&'static str; 11] = [
         "allowlist_miss",
         "denylist",
         "local_address",
@@ -84,6 +86,7 @@ impl BlockReason {
         "auth_failed",
         "invalid_request",
         "host_mismatch",
+        "declined",
     ];
 
     /// The position of this reason's code in `CODES` (for counters kept in arrays).
@@ -99,6 +102,7 @@ impl BlockReason {
             BlockReason::AuthFailed => 7,
             BlockReason::InvalidRequest { .. } => 8,
             BlockReason::HostMismatch => 9,
+            BlockReason::Declined => 10,
         }
     }
 

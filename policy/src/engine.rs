@@ -3,7 +3,9 @@
 
 use std::{
     fmt,
+    future::Future,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -21,6 +23,9 @@ use crate::{
 pub trait PolicyEngine: fmt::Debug + Send + Sync {
     /// The pre-DNS decision (SPEC §1.3).
     fn decide(&self, request: &Request<'_>) -> Decision;
+
+    /// The decision once an `ask` was approved: every step but the allowlist (see `Decider`).
+    fn decide_approved(&self, request: &Request<'_>, approval: Arc<str>) -> Decision;
 
     /// The post-DNS check of every resolved address (SPEC §1.4).
     fn vet(&self, target: &Target, addrs: &[IpAddr]) -> Decision;
@@ -42,6 +47,10 @@ pub trait PolicyEngine: fmt::Debug + Send + Sync {
 impl PolicyEngine for Policy {
     fn decide(&self, request: &Request<'_>) -> Decision {
         Policy::decide(self, request)
+    }
+
+    fn decide_approved(&self, request: &Request<'_>, approval: Arc<str>) -> Decision {
+        Policy::decide_approved(self, request, approval)
     }
 
     fn vet(&self, target: &Target, addrs: &[IpAddr]) -> Decision {
@@ -141,5 +150,54 @@ impl DecisionSink for MemorySink {
         let id = EventId(events.len() as u64 + 1);
         events.push((id, event.clone()));
         id
+    }
+}
+
+/// What a `Decider` is asked about.
+#[derive(Clone, Debug)]
+pub struct AskContext<'a> {
+    /// The request that no rule allows.
+    pub request: &'a Request<'a>,
+    /// Who made it.
+    pub attempt: Option<&'a str>,
+}
+
+/// A `Decider`'s answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Let it through (the rest of the policy still applies: deny rules, local, mode).
+    Allow,
+    /// Refuse it (`declined`).
+    Deny,
+    /// Keep the `ask`.
+    Ask,
+}
+
+/// An optional hook that may turn an `ask` into `allow` or `deny` — for example by asking a person.
+/// It is consulted only for `ask`: it can never loosen a `deny`.
+pub trait Decider: fmt::Debug + Send + Sync {
+    /// The answer for one request that no rule allows.
+    fn decide<'a>(
+        &'a self,
+        ask: AskContext<'a>,
+    ) -> Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
+}
+
+/// `engine.decide`, then the decider for an `ask`: the one place both are combined, for every
+/// protocol.
+pub async fn decide_with(
+    engine: &dyn PolicyEngine,
+    decider: Option<&dyn Decider>,
+    request: &Request<'_>,
+    attempt: Option<&str>,
+) -> Decision {
+    let decision = engine.decide(request);
+    let (Decision::Ask(_), Some(decider)) = (&decision, decider) else {
+        return decision;
+    };
+    match decider.decide(AskContext { request, attempt }).await {
+        Answer::Allow => engine.decide_approved(request, Arc::from("decider")),
+        Answer::Deny => Decision::Deny(crate::BlockReason::Declined),
+        Answer::Ask => decision,
     }
 }

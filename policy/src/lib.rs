@@ -43,7 +43,10 @@ pub use crate::{
     config::{AllowLocalConfig, PolicyConfig},
     credentials::{check_credentials, is_attempt_id, CredentialError},
     decision::{BlockReason, Decision, Mode, Protocol, Request, RequestShape, Verdict},
-    engine::{DecisionEvent, DecisionSink, EventId, MemorySink, NoopSink, PolicyEngine},
+    engine::{
+        decide_with, Answer, AskContext, Decider, DecisionEvent, DecisionSink, EventId, MemorySink,
+        NoopSink, PolicyEngine,
+    },
     escape::escape_untrusted,
     explain::{ExplainReport, Explanation, Step},
     host::{Host, InvalidTarget, Target},

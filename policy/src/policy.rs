@@ -269,17 +269,28 @@ impl Policy {
 
     /// Decides a request before any DNS lookup (SPEC §1.3).
     pub fn decide(&self, request: &Request<'_>) -> Decision {
-        self.evaluate(request, &mut NoTrace)
+        self.evaluate(request, &mut NoTrace, None)
+    }
+
+    /// The decision for a request that an `ask` was approved for (by a `Decider`): every step but
+    /// the allowlist still applies, so deny rules, local protection and limited mode hold.
+    pub fn decide_approved(&self, request: &Request<'_>, approval: Arc<str>) -> Decision {
+        self.evaluate(request, &mut NoTrace, Some(approval))
     }
 
     /// `decide` with the trace of every step (SPEC §1.5).
     pub fn explain(&self, request: &Request<'_>) -> Explanation {
         let mut steps = Vec::new();
-        let decision = self.evaluate(request, &mut steps);
+        let decision = self.evaluate(request, &mut steps, None);
         Explanation { decision, steps }
     }
 
-    fn evaluate(&self, request: &Request<'_>, trace: &mut impl Trace) -> Decision {
+    fn evaluate(
+        &self,
+        request: &Request<'_>,
+        trace: &mut impl Trace,
+        approval: Option<Arc<str>>,
+    ) -> Decision {
         let target = request.target;
         let (host, port) = (target.host(), target.port());
         trace.step(|| Step::Target {
@@ -305,7 +316,7 @@ impl Policy {
             .allow
             .find_key(&key, port)
             .map(|id| self.inner.allow.name(id).clone());
-        let allowed_by = allowed_by.or(local.allowed_by);
+        let allowed_by = allowed_by.or(local.allowed_by).or(approval);
         trace.step(|| Step::Allowlist {
             rule: allowed_by.clone(),
         });

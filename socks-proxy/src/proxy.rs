@@ -5,8 +5,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use listeners::{relay, DialError, Dialer, Interceptor, TunnelInfo};
 use policy::{
-    BlockReason, CredentialError, Decision, DecisionEvent, DecisionSink, PolicyEngine, Protocol,
-    Request, Target,
+    decide_with, BlockReason, CredentialError, Decider, Decision, DecisionEvent, DecisionSink,
+    PolicyEngine, Protocol, Request, Target,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
@@ -40,6 +40,7 @@ pub struct SocksProxy {
     pub(crate) dialer: Dialer,
     pub(crate) options: SocksOptions,
     interceptor: Option<Arc<dyn Interceptor>>,
+    decider: Option<Arc<dyn Decider>>,
 }
 
 /// One connection's view: its policy snapshot, client and attempt.
@@ -65,7 +66,25 @@ impl SocksProxy {
             dialer,
             options: SocksOptions { token, ..options },
             interceptor: None,
+            decider: None,
         }
+    }
+
+    /// Consults `decider` for every `ask` (it can never loosen a `deny`).
+    pub fn with_decider(mut self, decider: Arc<dyn Decider>) -> SocksProxy {
+        self.decider = Some(decider);
+        self
+    }
+
+    /// The policy's decision, with the decider's say on an `ask`.
+    pub(crate) async fn decide(&self, scope: &Scope, request: &Request<'_>) -> Decision {
+        decide_with(
+            scope.engine.as_ref(),
+            self.decider.as_deref(),
+            request,
+            scope.attempt.as_deref(),
+        )
+        .await
     }
 
     /// Where inspected streams go (TLS interception).
@@ -147,9 +166,8 @@ impl SocksProxy {
                 return;
             }
         };
-        let decision = scope
-            .engine
-            .decide(&Request::new(&target, "CONNECT", Protocol::Socks5));
+        let request = Request::new(&target, "CONNECT", Protocol::Socks5);
+        let decision = self.decide(scope, &request).await;
         if !decision.is_allowed() {
             self.block(scope, decision, &target, Protocol::Socks5);
             let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;

@@ -118,7 +118,8 @@ impl Association<'_> {
             }
         };
         let engine = self.scope.engine.as_ref();
-        let decision = engine.decide(&Request::new(&target, "UDP", Protocol::Socks5Udp));
+        let request = Request::new(&target, "UDP", Protocol::Socks5Udp);
+        let decision = self.proxy.decide(self.scope, &request).await;
         if !decision.is_allowed() {
             return self
                 .proxy

@@ -214,3 +214,65 @@ fn config_check_lints_and_reports_errors_with_file_and_key() {
     assert_eq!(out.status.code(), Some(1), "no file anywhere");
     assert!(stderr(&out).contains("no config file"));
 }
+
+#[test]
+fn env_prints_the_proxy_variables_for_a_running_proxy() {
+    let dir = dir();
+    let ready = dir.path().join("ready.json");
+    fs::write(&ready, r#"{"event":"ready","pid":1,"http":"127.0.0.1:4100","socks":"127.0.0.1:4101","admin":null}"#).unwrap();
+    let out = leash(
+        dir.path(),
+        &[
+            "env",
+            "--ready-file",
+            ready.to_str().unwrap(),
+            "--attempt",
+            "a9",
+            "--token",
+            "t",
+            "--shell",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let vars: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(vars["HTTP_PROXY"], "http://a9:t@127.0.0.1:4100");
+    assert_eq!(vars["all_proxy"], "socks5h://a9:t@127.0.0.1:4101");
+    assert_eq!(vars["NO_PROXY"], "");
+
+    let out = leash(dir.path(), &["env", "--http", "127.0.0.1:4100"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("export HTTPS_PROXY='http://shell@127.0.0.1:4100'\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("export ALL_PROXY='http://shell@127.0.0.1:4100'\n"),
+        "the HTTP URL when SOCKS is off: {text}"
+    );
+    let out = leash(
+        dir.path(),
+        &["env", "--http", "127.0.0.1:4100", "--shell", "fish"],
+    );
+    assert!(stdout(&out).contains("set -gx http_proxy 'http://shell@127.0.0.1:4100'\n"));
+
+    fs::write(
+        dir.path().join("leash.toml"),
+        "[policy]\nallow_local = true\n",
+    )
+    .unwrap();
+    let out = leash(
+        dir.path(),
+        &["env", "--http", "127.0.0.1:4100", "--shell", "json"],
+    );
+    let vars: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        vars["NO_PROXY"], "localhost,127.0.0.1,::1",
+        "only with allow_local = true"
+    );
+    assert_eq!(
+        leash(dir.path(), &["env"]).status.code(),
+        Some(2),
+        "addresses are required"
+    );
+}

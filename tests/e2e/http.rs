@@ -273,24 +273,23 @@ async fn every_block_reason_answers_the_spec_403_and_is_logged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_or_missing_token_gets_407_and_is_logged() {
+async fn a_missing_token_is_challenged_and_a_wrong_one_refused_and_logged() {
     let resolver = Arc::new(StaticResolver::new());
     let proxy = start_proxy(policy_config(&["*"], &[], &[]), resolver, None);
-    for credentials in ["a1:wrong", "a1"] {
-        let out = curl(&[
-            "-i",
-            "-x",
-            &proxy.proxy_url(credentials),
-            "http://example.test/",
-        ])
-        .await;
+    let cases = [
+        (proxy.proxy_url("a1:wrong"), "auth-failed"),
+        (proxy.proxy_url("a1"), "auth-failed"),
+        (format!("http://{}", proxy.http), "auth-required"),
+    ];
+    for (url, code) in &cases {
+        let out = curl(&["-i", "-x", url, "http://example.test/"]).await;
         let (status, headers, _) = split_response(&out.text());
-        assert_eq!(status, 407, "{credentials}");
+        assert_eq!(status, 407, "{url}");
         assert_eq!(
             header(&headers, "proxy-authenticate"),
             Some("Basic realm=\"leash\"")
         );
-        assert_eq!(header(&headers, "x-proxy-error"), Some("auth-failed"));
+        assert_eq!(header(&headers, "x-proxy-error"), Some(*code), "{url}");
     }
     let lines = proxy.stop().await;
     assert_eq!(lines.len(), 2);

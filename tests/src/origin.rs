@@ -4,6 +4,7 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -66,20 +67,25 @@ pub fn big_body(n: usize) -> Vec<u8> {
 impl Origin {
     /// A plain HTTP/1.1 origin on `127.0.0.1:0`.
     pub async fn http() -> Origin {
-        Origin::start("127.0.0.1:0", None).await
+        Origin::start("127.0.0.1:0", None, None).await
     }
 
     /// A plain HTTP/1.1 origin on `bind`.
     pub async fn http_on(bind: &str) -> Origin {
-        Origin::start(bind, None).await
+        Origin::start(bind, None, None).await
     }
 
     /// An HTTPS origin on `127.0.0.1:0` with `tls` (a leaf from a `TestCa`).
     pub async fn https(tls: Arc<rustls::ServerConfig>) -> Origin {
-        Origin::start("127.0.0.1:0", Some(TlsAcceptor::from(tls))).await
+        Origin::start("127.0.0.1:0", Some(TlsAcceptor::from(tls)), None).await
     }
 
-    async fn start(bind: &str, tls: Option<TlsAcceptor>) -> Origin {
+    /// A static file server for `root` (a "dumb" git remote, for one), on `127.0.0.1:0`.
+    pub async fn files(root: PathBuf) -> Origin {
+        Origin::start("127.0.0.1:0", None, Some(Arc::new(root))).await
+    }
+
+    async fn start(bind: &str, tls: Option<TlsAcceptor>, root: Option<Arc<PathBuf>>) -> Origin {
         let listener = TcpListener::bind(bind).await.expect("origin binds");
         let addr = listener.local_addr().expect("origin address");
         let seen = Arc::new(Seen::default());
@@ -87,15 +93,15 @@ impl Origin {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 accept_seen.connections.fetch_add(1, Ordering::SeqCst);
-                let (seen, tls) = (accept_seen.clone(), tls.clone());
+                let (seen, tls, root) = (accept_seen.clone(), tls.clone(), root.clone());
                 tokio::spawn(async move {
                     match tls {
                         Some(tls) => {
                             if let Ok(stream) = tls.accept(stream).await {
-                                serve(TokioIo::new(stream), seen).await;
+                                serve(TokioIo::new(stream), seen, root).await;
                             }
                         }
-                        None => serve(TokioIo::new(stream), seen).await,
+                        None => serve(TokioIo::new(stream), seen, root).await,
                     }
                 });
             }
@@ -109,17 +115,18 @@ impl Origin {
     }
 }
 
-async fn serve<I>(io: I, seen: Arc<Seen>)
+async fn serve<I>(io: I, seen: Arc<Seen>, root: Option<Arc<PathBuf>>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| respond(req, seen.clone()));
+    let service = service_fn(move |req| respond(req, seen.clone(), root.clone()));
     let _ = http1::Builder::new().serve_connection(io, service).await;
 }
 
 async fn respond(
     req: Request<Incoming>,
     seen: Arc<Seen>,
+    root: Option<Arc<PathBuf>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     // A request whose body broke off never counts as received, as in any real application.
@@ -144,6 +151,9 @@ async fn respond(
         headers,
         body: body.clone(),
     });
+    if let Some(root) = root {
+        return Ok(file_response(&root, parts.uri.path()));
+    }
     let reply = match parts.uri.path() {
         "/big" => {
             let n = parts
@@ -166,4 +176,18 @@ async fn respond(
         "should not reach the client".parse().unwrap(),
     );
     Ok(response)
+}
+
+/// A file under `root`, or 404; paths with `..` never leave `root`.
+fn file_response(root: &Path, path: &str) -> Response<Full<Bytes>> {
+    let relative = path.trim_start_matches('/');
+    let inside = !relative.split('/').any(|part| part == "..");
+    match std::fs::read(root.join(relative)).ok().filter(|_| inside) {
+        Some(bytes) => Response::new(Full::new(Bytes::from(bytes))),
+        None => {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"not found")));
+            *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+            response
+        }
+    }
 }

@@ -1,0 +1,191 @@
+//! The environment a child runs in (SPEC §12): every proxy variable common clients read, in both
+//! cases, carrying the attempt id and token, and never a local hole in `NO_PROXY`.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+/// The CA files children trust when MITM is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaFiles {
+    /// System roots plus the leash CA.
+    pub bundle: PathBuf,
+    /// The leash CA alone (for `NODE_EXTRA_CA_CERTS`, which adds to Node's own roots).
+    pub ca: PathBuf,
+}
+
+/// What the child's environment is made from.
+#[derive(Clone, Debug)]
+pub struct EnvSpec<'a> {
+    /// The HTTP proxy.
+    pub http: SocketAddr,
+    /// The SOCKS5 proxy, if it runs.
+    pub socks: Option<SocketAddr>,
+    /// The attempt id the child's requests carry.
+    pub attempt: &'a str,
+    /// The proxy password, if one is required.
+    pub token: Option<&'a str>,
+    /// `allow_local = true`: only then may local addresses skip the proxy.
+    pub allow_local_all: bool,
+    /// The CA files, when MITM is on.
+    pub ca: Option<&'a CaFiles>,
+}
+
+/// The variables, in a stable order.
+pub fn child_env(spec: &EnvSpec<'_>) -> Vec<(String, String)> {
+    let userinfo = match spec.token {
+        Some(token) => format!("{}:{token}", spec.attempt),
+        None => spec.attempt.to_owned(),
+    };
+    let http = format!("http://{userinfo}@{}", spec.http);
+    let all = match spec.socks {
+        Some(socks) => format!("socks5h://{userinfo}@{socks}"),
+        None => http.clone(),
+    };
+    // A local range in NO_PROXY would let children go around the policy.
+    let no_proxy = if spec.allow_local_all {
+        "localhost,127.0.0.1,::1"
+    } else {
+        ""
+    };
+    let mut vars = Vec::new();
+    for (name, value) in [
+        ("HTTP_PROXY", &http),
+        ("HTTPS_PROXY", &http),
+        ("ALL_PROXY", &all),
+    ] {
+        vars.push((name.to_owned(), value.clone()));
+        vars.push((name.to_ascii_lowercase(), value.clone()));
+    }
+    vars.push(("NO_PROXY".into(), no_proxy.into()));
+    vars.push(("no_proxy".into(), no_proxy.into()));
+    for name in [
+        "npm_config_proxy",
+        "npm_config_https_proxy",
+        "YARN_HTTP_PROXY",
+        "YARN_HTTPS_PROXY",
+        "PIP_PROXY",
+    ] {
+        vars.push((name.into(), http.clone()));
+    }
+    for (name, value) in [
+        ("NODE_USE_ENV_PROXY", "1"),
+        ("ELECTRON_GET_USE_PROXY", "true"),
+        ("LEASH_PROXY_ACTIVE", "1"),
+    ] {
+        vars.push((name.into(), value.into()));
+    }
+    if let Some(ca) = spec.ca {
+        let bundle = ca.bundle.display().to_string();
+        for name in [
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+            "GIT_SSL_CAINFO",
+            "PIP_CERT",
+            "CARGO_HTTP_CAINFO",
+            "npm_config_cafile",
+        ] {
+            vars.push((name.into(), bundle.clone()));
+        }
+        vars.push(("NODE_EXTRA_CA_CERTS".into(), ca.ca.display().to_string()));
+    }
+    vars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(allow_local_all: bool, socks: bool) -> Vec<(String, String)> {
+        child_env(&EnvSpec {
+            http: "127.0.0.1:4000".parse().unwrap(),
+            socks: socks.then(|| "127.0.0.1:4001".parse().unwrap()),
+            attempt: "a1",
+            token: Some("tok"),
+            allow_local_all,
+            ca: None,
+        })
+    }
+
+    fn get<'a>(vars: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        vars.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn no_proxy_holds_no_local_range_unless_everything_local_is_allowed() {
+        for socks in [true, false] {
+            let vars = spec(false, socks);
+            assert_eq!(get(&vars, "NO_PROXY"), Some(""));
+            assert_eq!(get(&vars, "no_proxy"), Some(""));
+        }
+        let vars = spec(true, true);
+        assert_eq!(get(&vars, "NO_PROXY"), Some("localhost,127.0.0.1,::1"));
+    }
+
+    #[test]
+    fn every_path_carries_attempt_and_token() {
+        let vars = spec(false, true);
+        for name in [
+            "HTTP_PROXY",
+            "https_proxy",
+            "PIP_PROXY",
+            "npm_config_proxy",
+            "YARN_HTTPS_PROXY",
+        ] {
+            assert_eq!(
+                get(&vars, name),
+                Some("http://a1:tok@127.0.0.1:4000"),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            get(&vars, "ALL_PROXY"),
+            Some("socks5h://a1:tok@127.0.0.1:4001")
+        );
+        assert_eq!(
+            get(&spec(false, false), "all_proxy"),
+            Some("http://a1:tok@127.0.0.1:4000"),
+            "HTTP when SOCKS is off"
+        );
+        assert_eq!(get(&vars, "LEASH_PROXY_ACTIVE"), Some("1"));
+        assert_eq!(
+            get(&vars, "SSL_CERT_FILE"),
+            None,
+            "no CA variables without MITM"
+        );
+    }
+
+    #[test]
+    fn mitm_points_every_tls_client_at_the_bundle() {
+        let ca = CaFiles {
+            bundle: "/ca/bundle.pem".into(),
+            ca: "/ca/ca.pem".into(),
+        };
+        let vars = child_env(&EnvSpec {
+            http: "127.0.0.1:4000".parse().unwrap(),
+            socks: None,
+            attempt: "a1",
+            token: None,
+            allow_local_all: false,
+            ca: Some(&ca),
+        });
+        for name in [
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+            "GIT_SSL_CAINFO",
+            "PIP_CERT",
+            "CARGO_HTTP_CAINFO",
+            "npm_config_cafile",
+        ] {
+            assert_eq!(get(&vars, name), Some("/ca/bundle.pem"), "{name}");
+        }
+        assert_eq!(get(&vars, "NODE_EXTRA_CA_CERTS"), Some("/ca/ca.pem"));
+        assert_eq!(
+            get(&vars, "HTTP_PROXY"),
+            Some("http://a1@127.0.0.1:4000"),
+            "no token, no colon"
+        );
+    }
+}
