@@ -2,6 +2,7 @@
 
 mod admin;
 mod cli;
+mod corpus;
 mod exec;
 mod http;
 mod mitm;
