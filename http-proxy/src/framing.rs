@@ -1,8 +1,9 @@
 //! hyper resolves a request that carries both `Content-Length` and `Transfer-Encoding` silently
 //! (chunked wins, the length header is dropped), so the request handler cannot see that shape.
 //! leash refuses it (SPEC §3: a smuggling shape gets 400 and close). `FramingNotes` reads the same
-//! bytes hyper reads (as a `ReadObserver`), follows message boundaries (head, then a fixed or chunked body), and notes
-//! for each request head whether it had both headers; the handler takes one note per request.
+//! bytes hyper reads (as a `ReadObserver`), follows message boundaries (head, then a fixed or chunked
+//! body), and notes for each request head whether it had both headers or a bare-LF line ending
+//! (which hyper also accepts); the handler takes one note per request.
 //!
 //! The watch never changes a byte. If it loses track (a `CONNECT` tunnel, something it cannot
 //! parse) it stops noting, and hyper's own framing still applies.
@@ -21,10 +22,10 @@ pub(crate) struct FramingNotes {
 }
 
 impl FramingNotes {
-    /// Whether the next request (in order) carried both `Content-Length` and `Transfer-Encoding`.
-    pub(crate) fn next_is_ambiguous(&self) -> bool {
+    /// What is wrong with the next request's head (in order), if anything hyper lets through.
+    pub(crate) fn next_problem(&self) -> Option<&'static str> {
         let mut tracker = self.tracker.lock().expect("framing lock");
-        tracker.notes.pop_front().unwrap_or(false)
+        tracker.notes.pop_front().flatten()
     }
 }
 
@@ -32,7 +33,7 @@ impl FramingNotes {
 struct Tracker {
     phase: Phase,
     head: Vec<u8>,
-    notes: VecDeque<bool>,
+    notes: VecDeque<Option<&'static str>>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -140,7 +141,13 @@ impl Tracker {
                 chunked = value.to_ascii_lowercase().trim_end().ends_with("chunked");
             }
         }
-        self.notes.push_back(has_length && has_te);
+        let bare_lf = head.iter().enumerate().any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
+        let problem = match (has_length && has_te, bare_lf) {
+            (true, _) => Some("both Content-Length and Transfer-Encoding (a smuggling shape)"),
+            (false, true) => Some("a bare LF line ending in the request head"),
+            (false, false) => None,
+        };
+        self.notes.push_back(problem);
         self.phase = match (method.as_str(), has_te, length) {
             ("CONNECT", _, _) => Phase::Done,
             (_, true, _) if chunked => Phase::ChunkSize(Vec::new()),

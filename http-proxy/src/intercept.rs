@@ -63,7 +63,7 @@ pub(crate) async fn intercept<S>(
     let cache = Arc::new(UpstreamCache::default());
     let (target, limits) = (Arc::new(target), proxy.limits.clone());
     let service = service_fn(move |req| {
-        let ambiguous = notes.next_is_ambiguous();
+        let problem = notes.next_problem();
         let (proxy, scope, target, route, cache) = (
             proxy.clone(),
             scope.clone(),
@@ -72,7 +72,7 @@ pub(crate) async fn intercept<S>(
             cache.clone(),
         );
         async move {
-            Ok::<_, Infallible>(inner(&proxy, scope, &target, req, &cache, &route, ambiguous).await)
+            Ok::<_, Infallible>(inner(&proxy, scope, &target, req, &cache, &route, problem).await)
         }
     });
     let mut builder = http1::Builder::new();
@@ -94,10 +94,10 @@ async fn inner(
     req: Request<Incoming>,
     cache: &UpstreamCache,
     route: &Route,
-    ambiguous_framing: bool,
+    framing_problem: Option<&'static str>,
 ) -> Response<ProxyBody> {
     scope.engine = proxy.engine.snapshot();
-    if let Some(refusal) = proxy.check_head(&scope, &req, ambiguous_framing, Protocol::Https) {
+    if let Some(refusal) = proxy.check_head(&scope, &req, framing_problem, Protocol::Https) {
         return refusal;
     }
     if !names_target(&req, target) {

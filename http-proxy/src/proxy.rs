@@ -111,7 +111,7 @@ impl HttpProxy {
         req: Request<Incoming>,
         client: SocketAddr,
         cache: Arc<UpstreamCache>,
-        ambiguous_framing: bool,
+        framing_problem: Option<&'static str>,
     ) -> Response<ProxyBody> {
         let engine = self.engine.snapshot();
         let attempt = match authenticate(req.headers(), self.token.as_deref()) {
@@ -123,7 +123,7 @@ impl HttpProxy {
             client,
             attempt,
         };
-        if let Some(refusal) = self.check_head(&scope, &req, ambiguous_framing, Protocol::Http) {
+        if let Some(refusal) = self.check_head(&scope, &req, framing_problem, Protocol::Http) {
             return refusal;
         }
         match *req.method() == Method::CONNECT {
@@ -133,12 +133,12 @@ impl HttpProxy {
     }
 
     /// The checks every request head gets, outside a tunnel or inside an intercepted one:
-    /// size (431) and ambiguous framing (400).
+    /// size (431) and framing hyper accepts but leash refuses (400).
     pub(crate) fn check_head(
         &self,
         scope: &Scope,
         req: &Request<Incoming>,
-        ambiguous_framing: bool,
+        framing_problem: Option<&'static str>,
         protocol: Protocol,
     ) -> Option<Response<ProxyBody>> {
         if head_size(req) > self.limits.max_request_head {
@@ -147,8 +147,7 @@ impl HttpProxy {
             *response.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
             return Some(response);
         }
-        if ambiguous_framing {
-            let detail = "both Content-Length and Transfer-Encoding (a smuggling shape)";
+        if let Some(detail) = framing_problem {
             return Some(self.invalid_request(scope, req, detail, protocol));
         }
         None

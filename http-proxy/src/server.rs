@@ -34,8 +34,8 @@ async fn serve_connection(
     let service_proxy = proxy.clone();
     let service = service_fn(move |req| {
         let (proxy, cache) = (service_proxy.clone(), cache.clone());
-        let ambiguous = notes.next_is_ambiguous();
-        async move { Ok::<_, Infallible>(proxy.handle(req, client, cache, ambiguous).await) }
+        let problem = notes.next_problem();
+        async move { Ok::<_, Infallible>(proxy.handle(req, client, cache, problem).await) }
     });
     let mut builder = http1::Builder::new();
     builder

@@ -350,39 +350,3 @@ async fn dns_rebinding_cannot_make_leash_dial_loopback() {
         .iter()
         .all(|l| l["reason"] == "local_address" && l["addrs"] == serde_json::json!(["127.0.0.1"])));
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_and_smuggling_shapes_get_400_and_are_never_forwarded() {
-    let origin = Origin::http().await;
-    let resolver = Arc::new(StaticResolver::new().answer("origin.test", &[loopback()]));
-    let local = [format!("127.0.0.1:{}", origin.port())];
-    let proxy = start_proxy(policy_config(&["origin.test"], &[], &local), resolver, None);
-    let target = format!("http://origin.test:{}/", origin.port());
-    let auth = "Proxy-Authorization: Basic YTE6dG9r\r\n";
-    let cases = [
-        format!("POST {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-        format!("POST {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"),
-        format!("POST {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
-        format!("POST {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
-        format!("GET / HTTP/1.1\r\nHost: origin.test\r\n{auth}\r\n"),
-        format!("GET {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}X-Folded: a\r\n b\r\n\r\n"),
-    ];
-    for raw in &cases {
-        let response = raw_request(proxy.http, raw.as_bytes()).await;
-        assert!(
-            response.starts_with("HTTP/1.1 400"),
-            "{raw:?} -> {response}"
-        );
-    }
-    let huge = format!(
-        "GET {target} HTTP/1.1\r\nHost: origin.test\r\n{auth}X-Big: {}\r\n\r\n",
-        "a".repeat(70 * 1024)
-    );
-    let response = raw_request(proxy.http, huge.as_bytes()).await;
-    assert!(
-        response.starts_with("HTTP/1.1 431"),
-        "oversized head -> {response}"
-    );
-    assert_eq!(origin.seen.requests().len(), 0, "nothing was forwarded");
-    drop(proxy);
-}

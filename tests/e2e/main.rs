@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod corpus;
 mod exec;
+mod framing;
 mod http;
 mod mitm;
 mod process;

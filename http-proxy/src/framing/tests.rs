@@ -2,19 +2,22 @@ use super::*;
 
 #[track_caller]
 fn check(input: &[u8], expected: &[bool]) {
+    let flagged = |notes: &VecDeque<Option<&str>>| notes.iter().map(Option::is_some).collect::<Vec<bool>>();
     let mut whole = Tracker::default();
     whole.feed(input);
-    assert_eq!(
-        Vec::from(whole.notes.clone()),
-        expected,
-        "fed at once: {:?}",
-        String::from_utf8_lossy(input)
-    );
+    assert_eq!(flagged(&whole.notes), expected, "fed at once: {:?}", String::from_utf8_lossy(input));
     let mut bytewise = Tracker::default();
     for byte in input {
         bytewise.feed(std::slice::from_ref(byte));
     }
-    assert_eq!(Vec::from(bytewise.notes), expected, "fed byte by byte");
+    assert_eq!(flagged(&bytewise.notes), expected, "fed byte by byte");
+}
+
+#[test]
+fn bare_lf_heads_are_noted() {
+    check(b"GET http://a/ HTTP/1.1\nHost: a\n\n", &[true]);
+    check(b"GET http://a/ HTTP/1.1\r\nHost: a\nX: 1\r\n\r\n", &[true]);
+    check(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", &[false]);
 }
 
 #[test]
