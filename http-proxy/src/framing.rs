@@ -141,7 +141,10 @@ impl Tracker {
                 chunked = value.to_ascii_lowercase().trim_end().ends_with("chunked");
             }
         }
-        let bare_lf = head.iter().enumerate().any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
+        let bare_lf = head
+            .iter()
+            .enumerate()
+            .any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
         let problem = match (has_length && has_te, bare_lf) {
             (true, _) => Some("both Content-Length and Transfer-Encoding (a smuggling shape)"),
             (false, true) => Some("a bare LF line ending in the request head"),

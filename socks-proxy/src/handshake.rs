@@ -180,3 +180,6 @@ async fn read_address<S: AsyncRead + Unpin>(
         _ => Err(HandshakeError::Malformed("bad address")),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -39,7 +39,10 @@ fn default_port() -> u16 {
 fn corpus() -> Vec<Case> {
     let text = include_str!("../corpus/targets.toml");
     let corpus: Corpus = toml::from_str(text).expect("the corpus parses");
-    assert!(corpus.case.len() >= 60, "the corpus has at least 60 entries");
+    assert!(
+        corpus.case.len() >= 60,
+        "the corpus has at least 60 entries"
+    );
     corpus.case
 }
 
@@ -60,8 +63,21 @@ fn answers() -> Vec<(&'static str, Vec<IpAddr>)> {
 
 fn config(policy: &str) -> Config {
     match policy {
-        "open" => policy_config(&["*"], &["evil.test", "**.evil.test", "9.9.9.9", "66.0.0.0/8"], &[]),
-        "names" => policy_config(&["allowed.test", "**.apex.test", "ports.test:8000-8010", "8.8.8.8"], &["**.evil.test"], &[]),
+        "open" => policy_config(
+            &["*"],
+            &["evil.test", "**.evil.test", "9.9.9.9", "66.0.0.0/8"],
+            &[],
+        ),
+        "names" => policy_config(
+            &[
+                "allowed.test",
+                "**.apex.test",
+                "ports.test:8000-8010",
+                "8.8.8.8",
+            ],
+            &["**.evil.test"],
+            &[],
+        ),
         "local" => policy_config(&["*"], &[], &["127.0.0.1:8000".into(), "[::1]:8000".into()]),
         other => panic!("unknown corpus policy {other}"),
     }
@@ -80,7 +96,10 @@ fn policy_outcome(case: &Case) -> (String, Option<String>) {
     let decision = match (decision.is_allowed(), target.host().ip()) {
         (false, _) => decision,
         (true, Some(ip)) => policy.vet(&target, &[ip]),
-        (true, None) => match answers().into_iter().find(|(name, _)| Some(*name) == target.host().name()) {
+        (true, None) => match answers()
+            .into_iter()
+            .find(|(name, _)| Some(*name) == target.host().name())
+        {
             Some((_, addrs)) => policy.vet(&target, &addrs),
             None => return ("dns_failed".into(), host),
         },
@@ -98,11 +117,24 @@ fn the_policy_crate_alone() {
         .iter()
         .filter_map(|case| {
             let (outcome, host) = policy_outcome(case);
-            let canonical_ok = case.canonical.as_ref().is_none_or(|c| host.as_ref() == Some(c));
-            (outcome != case.expect || !canonical_ok).then(|| format!("{:?}: got {outcome} for {host:?}, want {}", case.host, case.expect))
+            let canonical_ok = case
+                .canonical
+                .as_ref()
+                .is_none_or(|c| host.as_ref() == Some(c));
+            (outcome != case.expect || !canonical_ok).then(|| {
+                format!(
+                    "{:?}: got {outcome} for {host:?}, want {}",
+                    case.host, case.expect
+                )
+            })
         })
         .collect();
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// One proxy per corpus policy, with the test resolver and a connector that maps the "public"
@@ -120,15 +152,28 @@ async fn proxies() -> Proxies {
         for (name, addrs) in answers() {
             resolver = resolver.answer(name, &addrs);
         }
-        let nat = LoopbackNat::default().map(PUBLIC.parse().unwrap(), origin.addr).map("8.8.8.8".parse().unwrap(), origin.addr);
+        let nat = LoopbackNat::default()
+            .map(PUBLIC.parse().unwrap(), origin.addr)
+            .map("8.8.8.8".parse().unwrap(), origin.addr);
         let mut config = config(policy);
         config.auth.token = String::new();
         if let AllowLocalConfig::Rules(rules) = &config.policy.allow_local {
-            assert!(rules.iter().all(|r| !r.contains(&origin.port().to_string())), "the origin stays unreachable directly");
+            assert!(
+                rules
+                    .iter()
+                    .all(|r| !r.contains(&origin.port().to_string())),
+                "the origin stays unreachable directly"
+            );
         }
-        by_policy.insert(policy, start_proxy(config, Arc::new(resolver), Some(Arc::new(nat))));
+        by_policy.insert(
+            policy,
+            start_proxy(config, Arc::new(resolver), Some(Arc::new(nat))),
+        );
     }
-    Proxies { by_policy, _origin: origin }
+    Proxies {
+        by_policy,
+        _origin: origin,
+    }
 }
 
 /// `host:port` as it goes in a request line or CONNECT.
@@ -166,7 +211,11 @@ async fn run_path(path: &str, proxies: &Proxies) -> Vec<String> {
     // Each proxy's newest event so far: what this path logs comes after it.
     let mut seen: HashMap<&str, u64> = HashMap::new();
     for (policy, proxy) in &proxies.by_policy {
-        let latest = proxy.running().events(0, usize::MAX).last().map_or(0, |e| e["seq"].as_u64().unwrap());
+        let latest = proxy
+            .running()
+            .events(0, usize::MAX)
+            .last()
+            .map_or(0, |e| e["seq"].as_u64().unwrap());
         seen.insert(policy, latest);
     }
     for case in corpus() {
@@ -177,11 +226,17 @@ async fn run_path(path: &str, proxies: &Proxies) -> Vec<String> {
         let seen = seen.entry(proxy_key(&case)).or_default();
         let outcome = match path {
             "http" => {
-                let raw = format!("GET http://{}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", authority(&case));
+                let raw = format!(
+                    "GET http://{}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    authority(&case)
+                );
                 http_outcome(&raw_request(proxy.http, raw.as_bytes()).await)
             }
             "connect" => {
-                let raw = format!("CONNECT {} HTTP/1.1\r\nConnection: close\r\n\r\n", authority(&case));
+                let raw = format!(
+                    "CONNECT {} HTTP/1.1\r\nConnection: close\r\n\r\n",
+                    authority(&case)
+                );
                 http_outcome(&raw_request(proxy.http, raw.as_bytes()).await)
             }
             "socks_domain" => socks_outcome(proxy, &socks_domain_request(&case)).await,
@@ -193,17 +248,26 @@ async fn run_path(path: &str, proxies: &Proxies) -> Vec<String> {
         };
         let event = newest_event(proxy, seen);
         if outcome != case.expect {
-            failures.push(format!("{:?} over {path}: got {outcome}, want {}", case.host, case.expect));
+            failures.push(format!(
+                "{:?} over {path}: got {outcome}, want {}",
+                case.host, case.expect
+            ));
             continue;
         }
         let blocked = !matches!(outcome.as_str(), "allow" | "dns_failed");
         if blocked {
             let Some(event) = event else {
-                failures.push(format!("{:?} over {path}: blocked but not logged", case.host));
+                failures.push(format!(
+                    "{:?} over {path}: blocked but not logged",
+                    case.host
+                ));
                 continue;
             };
             let wrong_reason = event["reason"] != outcome.as_str();
-            let wrong_host = case.canonical.as_ref().is_some_and(|c| event["host"] != c.as_str());
+            let wrong_host = case
+                .canonical
+                .as_ref()
+                .is_some_and(|c| event["host"] != c.as_str());
             if wrong_reason || wrong_host {
                 failures.push(format!("{:?} over {path}: logged {event}", case.host));
             }
@@ -250,12 +314,16 @@ fn socks_ip_request(case: &Case) -> Option<Vec<u8>> {
 }
 
 async fn socks_outcome(proxy: &TestProxy, request: &[u8]) -> String {
-    let reply = raw_request(proxy.socks.expect("SOCKS5 listener"), request).await.into_bytes();
+    let reply = raw_request(proxy.socks.expect("SOCKS5 listener"), request)
+        .await
+        .into_bytes();
     match reply.get(3) {
         Some(0) => "allow".into(),
         Some(2) => {
             let events = proxy.running().events(0, 100_000);
-            events.last().map_or("blocked, unlogged".into(), |e| e["reason"].as_str().unwrap_or("?").to_owned())
+            events.last().map_or("blocked, unlogged".into(), |e| {
+                e["reason"].as_str().unwrap_or("?").to_owned()
+            })
         }
         Some(4) => "dns_failed".into(),
         other => format!("socks reply {other:?}"),
@@ -269,5 +337,10 @@ async fn every_ingress_path_reaches_the_same_outcome() {
     for path in ["http", "connect", "socks_domain", "socks_ip"] {
         failures.extend(run_path(path, &proxies).await);
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

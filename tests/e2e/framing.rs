@@ -3,9 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
+use listeners::StaticResolver;
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 use tests::{loopback, policy_config, start_proxy, LoopbackNat, Origin, TestCa};
-use listeners::StaticResolver;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -30,13 +30,18 @@ fn attacks(host: &str) -> Vec<(&'static str, String, &'static [&'static str])> {
 }
 
 /// Writes `request`, reads the answer; returns it and whether the server then closed.
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, request: &[u8]) -> (String, bool) {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+) -> (String, bool) {
     let _ = stream.write_all(request).await;
     let mut response = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
         match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&response).into_owned(), true),
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return (String::from_utf8_lossy(&response).into_owned(), true)
+            }
             Ok(Ok(n)) => response.extend_from_slice(&buf[..n]),
             Err(_) => return (String::from_utf8_lossy(&response).into_owned(), false),
         }
@@ -54,15 +59,27 @@ fn check(what: &str, (response, closed): (String, bool), statuses: &[&str]) {
 async fn framing_attacks_on_the_listener_are_refused_and_closed() {
     let origin = Origin::http().await;
     let resolver = Arc::new(StaticResolver::new().answer("origin.test", &[loopback()]));
-    let mut config = policy_config(&["origin.test"], &[], &[format!("127.0.0.1:{}", origin.port())]);
+    let mut config = policy_config(
+        &["origin.test"],
+        &[],
+        &[format!("127.0.0.1:{}", origin.port())],
+    );
     config.auth.token = String::new();
     let proxy = start_proxy(config, resolver, None);
     let host = format!("origin.test:{}", origin.port());
     for (what, request, statuses) in attacks(&host) {
         let mut stream = TcpStream::connect(proxy.http).await.unwrap();
-        check(what, exchange(&mut stream, request.as_bytes()).await, statuses);
+        check(
+            what,
+            exchange(&mut stream, request.as_bytes()).await,
+            statuses,
+        );
     }
-    assert_eq!(origin.seen.requests().len(), 0, "no complete request reached the origin");
+    assert_eq!(
+        origin.seen.requests().len(),
+        0,
+        "no complete request reached the origin"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,23 +103,34 @@ async fn framing_attacks_inside_an_intercepted_tunnel_are_refused_and_closed() {
     let leash_ca = CertificateDer::from_pem_file(dir.path().join("ca/ca.pem")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(leash_ca).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = TlsConnector::from(Arc::new(client));
     let host = "secure.test:443".to_owned();
     for (what, request, statuses) in attacks(&host) {
         let mut tcp = TcpStream::connect(proxy.http).await.unwrap();
-        tcp.write_all(format!("CONNECT {host} HTTP/1.1\r\n\r\n").as_bytes()).await.unwrap();
+        tcp.write_all(format!("CONNECT {host} HTTP/1.1\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         let mut buf = [0u8; 1024];
         let n = tcp.read(&mut buf).await.unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-        let mut tls = connector.connect(ServerName::try_from("secure.test").unwrap(), tcp).await.unwrap();
+        let mut tls = connector
+            .connect(ServerName::try_from("secure.test").unwrap(), tcp)
+            .await
+            .unwrap();
         // Inside the tunnel requests are origin-form.
         let request = request.replace(&format!("http://{host}"), "");
         check(what, exchange(&mut tls, request.as_bytes()).await, statuses);
     }
-    assert_eq!(origin.seen.requests().len(), 0, "no complete request reached the origin");
+    assert_eq!(
+        origin.seen.requests().len(),
+        0,
+        "no complete request reached the origin"
+    );
 }

@@ -6,6 +6,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context};
 
 mod bench;
+mod fuzz;
 mod run_proxy;
 mod tidy;
 
@@ -14,6 +15,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   run-proxy [-- ARGS]  build and run `leash proxy` with xtask/dev.toml (ARGS go to leash proxy)
   bench [ARGS]         run the criterion benchmarks (policy matcher, MITM handshake)
+  fuzz [CASES]         run the fuzz properties with CASES cases each (default 100000)
   tidy                 check workspace rules: formatting, clippy, policy purity";
 
 fn main() -> ExitCode {
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run-proxy") => run_proxy::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("tidy") => tidy::run(),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");

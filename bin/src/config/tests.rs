@@ -130,3 +130,38 @@ fn a_missing_file_names_the_file() {
         "{e}"
     );
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn fuzz_config() -> ProptestConfig {
+        let cases = std::env::var("LEASH_FUZZ_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(256);
+        ProptestConfig::with_cases(cases)
+    }
+
+    const VALID: &str = "mode = \"limited\"\n[policy]\nallow = [\"github.com\", \"**.x.test:443\"]\nallow_local = [\"127.0.0.1:8000\"]\n[limits]\ndns_timeout = \"5s\"\n[listen]\nhttp = \"127.0.0.1:3128\"\n";
+
+    proptest! {
+        #![proptest_config(fuzz_config())]
+
+        #[test]
+        fn fuzz_the_config_loader_never_panics(text in any::<String>(), edits in prop::collection::vec((0..VALID.len(), any::<char>()), 0..6)) {
+            let _ = Config::parse(&text, Path::new("fuzz.toml"));
+            let mut damaged: Vec<char> = VALID.chars().collect();
+            for (at, c) in edits {
+                if at < damaged.len() {
+                    damaged[at] = c;
+                }
+            }
+            let damaged: String = damaged.into_iter().collect();
+            if let Err(error) = Config::parse(&damaged, Path::new("fuzz.toml")) {
+                prop_assert!(error.to_string().starts_with("fuzz.toml"), "errors name the file: {}", error);
+            }
+        }
+    }
+}

@@ -2,10 +2,16 @@ use super::*;
 
 #[track_caller]
 fn check(input: &[u8], expected: &[bool]) {
-    let flagged = |notes: &VecDeque<Option<&str>>| notes.iter().map(Option::is_some).collect::<Vec<bool>>();
+    let flagged =
+        |notes: &VecDeque<Option<&str>>| notes.iter().map(Option::is_some).collect::<Vec<bool>>();
     let mut whole = Tracker::default();
     whole.feed(input);
-    assert_eq!(flagged(&whole.notes), expected, "fed at once: {:?}", String::from_utf8_lossy(input));
+    assert_eq!(
+        flagged(&whole.notes),
+        expected,
+        "fed at once: {:?}",
+        String::from_utf8_lossy(input)
+    );
     let mut bytewise = Tracker::default();
     for byte in input {
         bytewise.feed(std::slice::from_ref(byte));

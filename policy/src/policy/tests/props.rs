@@ -163,3 +163,42 @@ fn spell(ip: Ipv4Addr, spelling: usize, parts: usize) -> String {
         _ => IpAddr::V4(ip).to_string(),
     }
 }
+
+/// The case budget of the fuzz properties: a smoke run in `cargo test`, more with
+/// `LEASH_FUZZ_CASES` (what `cargo xtask fuzz` sets).
+pub(crate) fn fuzz_config() -> ProptestConfig {
+    let cases = std::env::var("LEASH_FUZZ_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(512);
+    ProptestConfig::with_cases(cases)
+}
+
+proptest! {
+    #![proptest_config(fuzz_config())]
+
+    #[test]
+    fn fuzz_host_canonicalisation_never_panics(input in any::<String>(), bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+        let _ = Host::parse(&input);
+        let _ = Target::parse(&input, Some(80));
+        let lossy = String::from_utf8_lossy(&bytes);
+        let _ = Target::parse(&lossy, None);
+    }
+
+    #[test]
+    fn fuzz_canonical_hosts_are_fixed_points(input in "[a-zA-Z0-9.:%\\[\\]_x-]{0,70}") {
+        if let Ok(host @ (Host::Name(_) | Host::Ip(_))) = Host::parse(&input) {
+            prop_assert_eq!(Host::parse(&host.to_string()), Ok(host));
+        }
+    }
+
+    #[test]
+    fn fuzz_rule_parsing_never_panics_and_round_trips(input in any::<String>(), shaped in "[*a-z0-9.:/\\[\\]-]{0,40}") {
+        for text in [&input, &shaped] {
+            if let Ok(rule) = text.parse::<Rule>() {
+                let again: Result<Rule, _> = rule.to_string().parse();
+                prop_assert_eq!(again, Ok(rule), "{:?}", text);
+            }
+        }
+    }
+}
