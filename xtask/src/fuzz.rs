@@ -2,19 +2,19 @@
 //! parsing, the SOCKS5 handshake, the config loader) with a large case budget (default 100 000
 //! each). `cargo test` runs the same properties with a small budget as a smoke run.
 
+use anyhow::{bail, Context};
+
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let cases = args.first().map_or("100000", String::as_str);
-    std::env::set_var("LEASH_FUZZ_CASES", cases);
-    crate::cargo(&[
-        "test",
-        "--release",
-        "--package",
-        "policy",
-        "--package",
-        "socks-proxy",
-        "--package",
-        "leash",
-        "--lib",
-        "fuzz",
-    ])
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(crate::workspace_root()?)
+        .env("LEASH_FUZZ_CASES", cases)
+        .args(["test", "--package", "policy", "--package", "socks-proxy", "--package", "leash", "--lib", "fuzz"])
+        .status()
+        .context("running cargo test")?;
+    if !status.success() {
+        bail!("a fuzz property failed ({status})");
+    }
+    Ok(())
 }
