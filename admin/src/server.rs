@@ -4,7 +4,7 @@ use std::{convert::Infallible, future::Future, io, sync::Arc, time::Duration};
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use listeners::{accept_loop, Tunnels};
+use listeners::{accept_loop, AcceptLimits, Tunnels};
 use violations::ViolationLog;
 
 use crate::{control::Control, routes::route};
@@ -45,13 +45,19 @@ pub async fn serve(
     admin: Arc<Admin>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let limits = AcceptLimits {
+        max_connections: MAX_CONNECTIONS,
+        overflow_reply: b"",
+    };
     accept_loop(
         listener,
-        MAX_CONNECTIONS,
+        limits,
         shutdown,
-        move |stream, _client, mut stopping| {
+        move |stream, _client, connection, mut stopping| {
             let admin = admin.clone();
             async move {
+                // Long polls look idle; the admin API is never evicted to make room.
+                let _busy = connection.busy();
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
                     async move { Ok::<_, Infallible>(route(&admin, req).await) }

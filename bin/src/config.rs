@@ -197,6 +197,9 @@ pub struct LimitsConfig {
     /// connection (an addition to SPEC §10's keys).
     #[serde_as(as = "DisplayFromStr")]
     pub header_timeout: HumanDuration,
+    /// Time an upstream has to answer a forwarded request (an addition to SPEC §10's keys).
+    #[serde_as(as = "DisplayFromStr")]
+    pub upstream_timeout: HumanDuration,
     /// The largest request head accepted (bytes).
     pub max_request_head: usize,
     /// The most client connections served at once.
@@ -211,6 +214,7 @@ impl Default for LimitsConfig {
             dns_timeout: secs(5),
             idle_timeout: secs(300),
             header_timeout: secs(30),
+            upstream_timeout: secs(60),
             max_request_head: 65536,
             max_connections: 4096,
         }

@@ -286,6 +286,7 @@ fn limits(config: &Config) -> Limits {
     Limits {
         header_timeout: config.limits.header_timeout.0,
         idle_timeout: config.limits.idle_timeout.0,
+        upstream_timeout: config.limits.upstream_timeout.0,
         max_request_head: config.limits.max_request_head,
         max_connections: config.limits.max_connections,
     }

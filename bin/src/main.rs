@@ -58,6 +58,7 @@ pub(crate) enum Exit {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_diagnostics();
+    raise_file_limit();
     let exit = match cli.command {
         Command::Exec(args) => return exec::run(args),
         Command::Env(args) => env_cmd::run(args),
@@ -67,6 +68,22 @@ fn main() -> ExitCode {
         Command::Ca(args) => ca::run(args),
     };
     ExitCode::from(exit as u8)
+}
+
+/// A proxy holds two descriptors per connection: the soft limit (often 1024) is raised to the
+/// hard one, so `limits.max_connections` is what limits connections.
+fn raise_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(%error, "could not raise the open-file limit");
+        }
+    }
 }
 
 /// Diagnostics (not the violation log) go to stderr, filtered by `LEASH_LOG` (default `warn`).

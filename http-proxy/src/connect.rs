@@ -70,7 +70,10 @@ pub(crate) async fn handle(
         peer: Some(dialed.peer),
         inspected: false,
     });
+    // An open tunnel keeps its client connection busy: it is never evicted as idle.
+    let busy = scope.connection.as_ref().map(|c| c.busy());
     tokio::spawn(async move {
+        let _busy = busy;
         match on_upgrade.await {
             Ok(upgraded) => relay(TokioIo::new(upgraded), dialed.stream, idle, tunnel).await,
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
@@ -99,7 +102,9 @@ fn intercepted(
         inspected: true,
     });
     let proxy = proxy.clone();
+    let busy = scope.connection.as_ref().map(|c| c.busy());
     tokio::spawn(async move {
+        let _busy = busy;
         if let Ok(upgraded) = on_upgrade.await {
             intercept(proxy, scope, target, TokioIo::new(upgraded), tunnel).await;
         }

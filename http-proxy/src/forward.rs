@@ -131,7 +131,12 @@ pub(crate) async fn deliver(
         Err(error) => return upstream_error_response(&error, &subject.host, subject.port),
     };
     proxy.record_allowed(scope, decision, &subject);
-    match send(sender, target, req, cache, route).await {
+    let timeout = proxy.limits.upstream_timeout;
+    let sent = tokio::time::timeout(timeout, send(sender, target, req, cache, route)).await;
+    let Ok(sent) = sent else {
+        return upstream_error_response(&UpstreamError::Timeout, &subject.host, subject.port);
+    };
+    match sent {
         Ok(response) => response,
         // The client's own body was malformed (a bad chunk size): its fault, not the upstream's,
         // and the upstream saw an aborted request, never a complete one.
@@ -270,20 +275,18 @@ async fn send(
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     parts.version = Version::HTTP_11;
-    let response = sender.send_request(Request::from_parts(parts, body)).await;
+    let response = sender
+        .send_request(Request::from_parts(parts, body))
+        .await?;
+    // Only a connection that answered goes back for reuse.
     *cache.slot.lock().expect("cache lock") = Some(Upstream {
         target: target.clone(),
         peer,
         sender,
     });
-    match response {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Ok(Response::from_parts(parts, body.boxed()))
-        }
-        Err(error) => Err(error),
-    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, body.boxed()))
 }
 
 /// `Host` names the target (RFC 9112 §3.2.2), canonical, with the port unless it is the default.

@@ -172,6 +172,7 @@ impl Interceptor for TlsInterceptor {
             engine: proxy.engine.snapshot(),
             client,
             attempt,
+            connection: None,
         };
         Box::pin(intercept(proxy, scope, target, stream, tunnel))
     }

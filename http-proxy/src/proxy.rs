@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{body::Incoming, Method, Request, Response, StatusCode};
-use listeners::Dialer;
+use listeners::{Connection, Dialer};
 use mitm::Interception;
 use policy::{
     decide_with, BlockReason, Decider, Decision, DecisionEvent, DecisionSink, PolicyEngine,
@@ -25,6 +25,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Time a `CONNECT` tunnel may stay silent in both directions.
     pub idle_timeout: Duration,
+    /// Time an upstream has to answer a forwarded request (its response head).
+    pub upstream_timeout: Duration,
     /// The largest request head accepted (larger gets `431`); at least 8 KiB.
     pub max_request_head: usize,
     /// Client connections served at once; more are closed on accept.
@@ -50,6 +52,8 @@ pub(crate) struct Scope {
     pub(crate) engine: Arc<dyn PolicyEngine>,
     pub(crate) client: SocketAddr,
     pub(crate) attempt: Option<String>,
+    /// The client connection (for tunnels, which keep it busy); none inside an intercepted tunnel.
+    pub(crate) connection: Option<Arc<Connection>>,
 }
 
 /// What a block names, before it becomes a `DecisionEvent`.
@@ -112,6 +116,7 @@ impl HttpProxy {
         client: SocketAddr,
         cache: Arc<UpstreamCache>,
         framing_problem: Option<&'static str>,
+        connection: Arc<Connection>,
     ) -> Response<ProxyBody> {
         let engine = self.engine.snapshot();
         let attempt = match authenticate(req.headers(), self.token.as_deref()) {
@@ -122,6 +127,7 @@ impl HttpProxy {
             engine,
             client,
             attempt,
+            connection: Some(connection),
         };
         if let Some(refusal) = self.check_head(&scope, &req, framing_problem, Protocol::Http) {
             return refusal;
@@ -171,6 +177,7 @@ impl HttpProxy {
             engine,
             client,
             attempt: None,
+            connection: None,
         };
         let authority = req
             .uri()

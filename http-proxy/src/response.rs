@@ -177,9 +177,8 @@ pub(crate) fn upstream_error_response(
 ) -> Response<ProxyBody> {
     let (status, reason) = match error {
         UpstreamError::Dial(DialError::DnsFailed(_)) => (StatusCode::BAD_GATEWAY, "dns_failed"),
-        UpstreamError::Dial(DialError::DnsTimeout | DialError::ConnectTimeout) => {
-            (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
-        }
+        UpstreamError::Dial(DialError::DnsTimeout | DialError::ConnectTimeout)
+        | UpstreamError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
         UpstreamError::Tls(_) => (StatusCode::BAD_GATEWAY, "tls_failed"),
         _ => (StatusCode::BAD_GATEWAY, "connect_failed"),
     };
@@ -201,6 +200,8 @@ pub(crate) enum UpstreamError {
     /// The origin's TLS could not be verified or negotiated (never downgraded to plain text).
     Tls(String),
     Http(hyper::Error),
+    /// The upstream did not answer within `limits.upstream_timeout`.
+    Timeout,
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -209,6 +210,7 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Dial(error) => write!(f, "{error}"),
             UpstreamError::Tls(error) => write!(f, "upstream TLS failed: {error}"),
             UpstreamError::Http(error) => write!(f, "upstream HTTP error: {error}"),
+            UpstreamError::Timeout => f.write_str("the upstream did not answer in time"),
         }
     }
 }

@@ -1,13 +1,34 @@
 //! Serving one client connection with hyper, on the shared accept loop of `listeners`.
 
-use std::{convert::Infallible, future::Future, io, net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, LazyLock},
+    task::{Context, Poll},
+};
 
-use hyper::{server::conn::http1, service::service_fn};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::{
+    body::{Body, Frame, SizeHint},
+    server::conn::http1,
+    service::service_fn,
+};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use listeners::{accept_loop, Observed, Stopping};
+use listeners::{accept_loop, AcceptLimits, Busy, Connection, Observed, Stopping};
 use tokio::net::TcpStream;
 
-use crate::{forward::UpstreamCache, framing::FramingNotes, proxy::HttpProxy};
+use crate::{forward::UpstreamCache, framing::FramingNotes, proxy::HttpProxy, response::ProxyBody};
+
+/// What a client gets when every connection slot is busy: a clean `503`, then the close.
+static OVERFLOW: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let body = r#"{"v":1,"blocked":false,"reason":"overloaded","message":"leash is at limits.max_connections and every connection is busy"}"#;
+    let head = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nx-proxy-error: overloaded\r\nconnection: close\r\n";
+    format!("{head}content-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+});
 
 /// Serves `listener` (bound earlier, see `listeners::ListenPlan`) until `shutdown` resolves.
 pub async fn serve(
@@ -15,10 +36,18 @@ pub async fn serve(
     proxy: Arc<HttpProxy>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let max = proxy.limits.max_connections;
-    accept_loop(listener, max, shutdown, move |stream, client, stopping| {
-        serve_connection(stream, client, proxy.clone(), stopping)
-    })
+    let limits = AcceptLimits {
+        max_connections: proxy.limits.max_connections,
+        overflow_reply: OVERFLOW.as_slice(),
+    };
+    accept_loop(
+        listener,
+        limits,
+        shutdown,
+        move |stream, client, connection, stopping| {
+            serve_connection(stream, client, proxy.clone(), connection, stopping)
+        },
+    )
     .await
 }
 
@@ -26,34 +55,71 @@ async fn serve_connection(
     stream: TcpStream,
     client: SocketAddr,
     proxy: Arc<HttpProxy>,
+    connection: Arc<Connection>,
     mut stopping: Stopping,
 ) {
     let cache = Arc::new(UpstreamCache::default());
     let notes = Arc::new(FramingNotes::default());
     let stream = Observed::new(stream, notes.clone());
-    let service_proxy = proxy.clone();
+    let (service_proxy, service_connection) = (proxy.clone(), connection.clone());
     let service = service_fn(move |req| {
         let (proxy, cache) = (service_proxy.clone(), cache.clone());
         let problem = notes.next_problem();
-        async move { Ok::<_, Infallible>(proxy.handle(req, client, cache, problem).await) }
+        // Busy from the request until its response body has been sent.
+        let busy = service_connection.busy();
+        let connection = service_connection.clone();
+        async move {
+            let response = proxy.handle(req, client, cache, problem, connection).await;
+            Ok::<_, Infallible>(response.map(|body| Guarded { body, _busy: busy }.boxed()))
+        }
     });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(proxy.limits.header_timeout)
         .max_buf_size(proxy.limits.max_request_head.max(8192));
-    let connection = builder
+    let served = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    tokio::pin!(connection);
+    tokio::pin!(served);
     let result = tokio::select! {
-        result = connection.as_mut() => result,
+        result = served.as_mut() => result,
         () = stopping.wait() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+        () = connection.evicted() => {
+            served.as_mut().graceful_shutdown();
+            served.await
         }
     };
     if let Err(error) = result {
         tracing::debug!(%client, %error, "client connection ended with an error");
+    }
+}
+
+/// A response body that keeps its connection marked busy until it has been sent.
+struct Guarded {
+    body: ProxyBody,
+    _busy: Busy,
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

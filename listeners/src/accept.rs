@@ -1,11 +1,22 @@
-//! The accept loop every server shares: a bound listener, a connection limit, a shutdown signal,
-//! and a bounded drain.
+//! The accept loop every server shares: a bound listener, a connection limit that evicts idle
+//! connections before it refuses anyone, a shutdown signal, and a bounded drain.
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, Weak,
+    },
+    time::{Duration, Instant},
+};
 
 use tokio::{
+    io::AsyncWriteExt,
     net::TcpStream,
-    sync::{watch, Semaphore},
+    sync::{watch, Notify},
     task::JoinSet,
 };
 
@@ -23,26 +34,136 @@ impl Stopping {
     }
 }
 
+/// How many connections, and what to tell the one that finds no room.
+#[derive(Clone, Copy, Debug)]
+pub struct AcceptLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Written to a connection refused for lack of room (all others busy), before it is closed.
+    pub overflow_reply: &'static [u8],
+}
+
+/// One connection's standing with the accept loop: busy while it has work in flight, idle (and
+/// evictable when the server is full) otherwise.
+#[derive(Debug)]
+pub struct Connection {
+    id: u64,
+    busy: AtomicUsize,
+    last_active_ms: AtomicU64,
+    evict: Notify,
+    tracker: Arc<Tracker>,
+}
+
+/// Marks its connection busy until dropped.
+#[derive(Debug)]
+pub struct Busy(Arc<Connection>);
+
+impl Connection {
+    /// Busy until the returned guard is dropped (a request in flight, a tunnel open).
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(self.clone())
+    }
+
+    /// Resolves when the server, full, chose this idle connection to make room.
+    pub async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.tracker
+            .open
+            .lock()
+            .expect("tracker lock")
+            .remove(&self.id);
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .last_active_ms
+            .store(self.0.tracker.now_ms(), Ordering::SeqCst);
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The open connections. A connection counts until its handler and every `Busy` guard (a tunnel
+/// outliving the HTTP exchange that opened it) are gone: it unregisters itself when dropped.
+#[derive(Debug)]
+struct Tracker {
+    started: Instant,
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Weak<Connection>>>,
+}
+
+impl Tracker {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn admit(self: &Arc<Self>) -> Arc<Connection> {
+        let connection = Arc::new(Connection {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            busy: AtomicUsize::new(0),
+            last_active_ms: AtomicU64::new(self.now_ms()),
+            evict: Notify::new(),
+            tracker: self.clone(),
+        });
+        self.open
+            .lock()
+            .expect("tracker lock")
+            .insert(connection.id, Arc::downgrade(&connection));
+        connection
+    }
+
+    /// Asks the longest-idle connection to close; false when every connection is busy.
+    fn evict_one(&self) -> bool {
+        let open = self.open.lock().expect("tracker lock");
+        let idle = open
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|c| c.busy.load(Ordering::SeqCst) == 0)
+            .min_by_key(|c| c.last_active_ms.load(Ordering::SeqCst));
+        match idle {
+            Some(connection) => {
+                // Marked busy so the next eviction picks another; a permit is kept for it.
+                connection.busy.fetch_add(1, Ordering::SeqCst);
+                connection.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Accepts on `listener` (bound earlier, see `ListenPlan::reserve`) until `shutdown` resolves,
-/// running `handle` for each connection, at most `max_connections` at once (more are closed on
-/// accept). Then stops accepting, signals the handlers, and waits for them up to a bound.
+/// running `handle` for each connection. At the connection limit the longest-idle connection is
+/// evicted to make room; only when all are busy is the newcomer refused (with `overflow_reply`).
+/// After shutdown it stops accepting, signals the handlers, and waits for them up to a bound.
 pub async fn accept_loop<H, F>(
     listener: std::net::TcpListener,
-    max_connections: usize,
+    limits: AcceptLimits,
     shutdown: impl Future<Output = ()>,
     handle: H,
 ) -> io::Result<()>
 where
-    H: Fn(TcpStream, SocketAddr, Stopping) -> F,
+    H: Fn(TcpStream, SocketAddr, Arc<Connection>, Stopping) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let tracker = Arc::new(Tracker {
+        started: Instant::now(),
+        next_id: AtomicU64::new(0),
+        open: Mutex::new(HashMap::new()),
+    });
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, client) = tokio::select! {
+        let (mut stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(_) => {
@@ -53,16 +174,24 @@ where
             },
             () = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let connection = handle(stream, client, Stopping(stopping.clone()));
-        connections.spawn(async move {
-            connection.await;
-            drop(slot);
-        });
         while connections.try_join_next().is_some() {}
+        let full = tracker.open.lock().expect("tracker lock").len() >= limits.max_connections;
+        if full && !tracker.evict_one() {
+            let reply = limits.overflow_reply;
+            tokio::spawn(async move {
+                let _ = stream.write_all(reply).await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let connection = tracker.admit();
+        connections.spawn(handle(
+            stream,
+            client,
+            connection,
+            Stopping(stopping.clone()),
+        ));
     }
     drop(listener);
     let _ = stop.send(true);

@@ -15,7 +15,7 @@ mod reserve;
 mod tunnels;
 
 pub use crate::{
-    accept::{accept_loop, Stopping},
+    accept::{accept_loop, AcceptLimits, Busy, Connection, Stopping},
     dial::{
         BoxFuture, Connector, DialError, Dialed, Dialer, Resolver, StaticResolver, SystemResolver,
         TcpConnector,

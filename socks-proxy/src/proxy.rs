@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use listeners::{relay, DialError, Dialer, Interceptor, TunnelInfo};
+use listeners::{relay, Connection, DialError, Dialer, Interceptor, TunnelInfo};
 use policy::{
     decide_with, BlockReason, CredentialError, Decider, Decision, DecisionEvent, DecisionSink,
     PolicyEngine, Protocol, Request, Target,
@@ -93,7 +93,12 @@ impl SocksProxy {
         self
     }
 
-    pub(crate) async fn handle(self: Arc<Self>, mut stream: TcpStream, client: SocketAddr) {
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        client: SocketAddr,
+        connection: Arc<Connection>,
+    ) {
         let mut scope = Scope {
             engine: self.engine.snapshot(),
             client,
@@ -107,12 +112,17 @@ impl SocksProxy {
             scope.attempt = authenticated.attempt;
             read_request(&mut stream).await
         };
-        let requested = match tokio::time::timeout(self.options.handshake_timeout, handshake).await
-        {
+        // A connection still shaking hands is idle: the accept loop may evict it to make room.
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(self.options.handshake_timeout, handshake) => outcome,
+            () = connection.evicted() => return,
+        };
+        let requested = match outcome {
             Ok(Ok(requested)) => requested,
             Ok(Err(error)) => return self.handshake_failed(&scope, &mut stream, error).await,
             Err(_) => return,
         };
+        let _busy = connection.busy();
         match requested.command {
             Command::Connect => self.connect(&scope, stream, requested.address).await,
             Command::UdpAssociate if self.options.udp => {

@@ -2,7 +2,7 @@
 
 use std::{future::Future, io, sync::Arc};
 
-use listeners::accept_loop;
+use listeners::{accept_loop, AcceptLimits};
 
 use crate::proxy::SocksProxy;
 
@@ -13,9 +13,18 @@ pub async fn serve(
     proxy: Arc<SocksProxy>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let max = proxy.options.max_connections;
-    accept_loop(listener, max, shutdown, move |stream, client, _stopping| {
-        proxy.clone().handle(stream, client)
-    })
+    // SOCKS5 has nothing to say before the greeting: a refused connection is just closed.
+    let limits = AcceptLimits {
+        max_connections: proxy.options.max_connections,
+        overflow_reply: b"",
+    };
+    accept_loop(
+        listener,
+        limits,
+        shutdown,
+        move |stream, client, connection, _stopping| {
+            proxy.clone().handle(stream, client, connection)
+        },
+    )
     .await
 }

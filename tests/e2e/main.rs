@@ -6,6 +6,7 @@ mod corpus;
 mod exec;
 mod framing;
 mod http;
+mod limits;
 mod mitm;
 mod process;
 mod socks;

@@ -558,3 +558,38 @@ async fn limited_mode_refuses_socks5_without_interception() {
     assert_eq!(lines[0]["reason"], "protocol_not_allowed");
     assert_eq!(lines[0]["mode"], "limited");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_text_never_reaches_the_log_unescaped() {
+    let proxy = start_proxy(
+        policy_config(&["*"], &[], &[]),
+        Arc::new(StaticResolver::new()),
+        None,
+    );
+    let socks = proxy.socks.unwrap();
+    let hostile = [
+        "a\r\nb.test",
+        "evil\u{202e}txt.test",
+        "zero\u{200b}width.test",
+        "bell\u{7}.test",
+        "nul\0.test",
+    ];
+    for host in hostile {
+        let reply = socks_domain_connect(socks, host.as_bytes()).await;
+        assert_eq!(reply.get(5), Some(&2), "{host:?} is refused");
+    }
+    // Every line parses (JSON forbids raw control characters) and no line was split.
+    let lines = proxy.stop().await;
+    assert_eq!(lines.len(), hostile.len());
+    for line in &lines {
+        let host = line["host"].as_str().unwrap();
+        for bad in ['\r', '\n', '\u{202e}', '\u{200b}', '\u{7}', '\0'] {
+            assert!(!host.contains(bad), "{bad:?} reached the log: {line}");
+        }
+    }
+    assert!(
+        lines[1]["host"].as_str().unwrap().contains("\\u{202e}"),
+        "escaped visibly: {}",
+        lines[1]
+    );
+}

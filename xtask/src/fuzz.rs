@@ -10,7 +10,17 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let status = std::process::Command::new(cargo)
         .current_dir(crate::workspace_root()?)
         .env("LEASH_FUZZ_CASES", cases)
-        .args(["test", "--package", "policy", "--package", "socks-proxy", "--package", "leash", "--lib", "fuzz"])
+        .args([
+            "test",
+            "--package",
+            "policy",
+            "--package",
+            "socks-proxy",
+            "--package",
+            "leash",
+            "--lib",
+            "fuzz",
+        ])
         .status()
         .context("running cargo test")?;
     if !status.success() {
