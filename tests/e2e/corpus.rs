@@ -11,8 +11,14 @@ use std::{
 use leash::Config;
 use listeners::StaticResolver;
 use policy::{AllowLocalConfig, Decision, Policy, Protocol, Request, Target};
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 use serde::Deserialize;
-use tests::{policy_config, raw_request, start_proxy, LoopbackNat, Origin, TestProxy};
+use tests::{policy_config, raw_request, start_proxy, LoopbackNat, Origin, TestCa, TestProxy};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tokio_rustls::TlsConnector;
 
 #[derive(Debug, Deserialize)]
 struct Corpus {
@@ -343,4 +349,102 @@ async fn every_ingress_path_reaches_the_same_outcome() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The MITM path: each entry is the target of a `CONNECT host:443` to a proxy that intercepts; an
+/// allowed tunnel is entered with TLS and the request inside is decided again. Entries with a port
+/// of their own are not meaningful here (the path is port 443).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mitm_path_reaches_the_same_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin_ca = TestCa::new("corpus origin CA");
+    let origin_ca_file = dir.path().join("origin-ca.pem");
+    origin_ca.write_pem(&origin_ca_file);
+    let origin = Origin::https(
+        origin_ca.server_config(&["public.apex.test"], &["8.8.8.8".parse().unwrap()]),
+    )
+    .await;
+    let mut failures = Vec::new();
+    for policy in ["open", "names", "local"] {
+        let mut resolver = StaticResolver::new();
+        for (name, addrs) in answers() {
+            resolver = resolver.answer(name, &addrs);
+        }
+        let nat = LoopbackNat::default()
+            .map(PUBLIC.parse().unwrap(), origin.addr)
+            .map("8.8.8.8".parse().unwrap(), origin.addr);
+        let mut config = config(policy);
+        config.auth.token = String::new();
+        config.mitm.enabled = true;
+        config.mitm.ca_dir = Some(dir.path().join(policy));
+        config.mitm.upstream_ca = vec![origin_ca_file.clone()];
+        let proxy = start_proxy(config, Arc::new(resolver), Some(Arc::new(nat)));
+        let client = tls_client(&dir.path().join(policy).join("ca.pem"));
+        for case in corpus()
+            .iter()
+            .filter(|c| c.policy == policy && c.port == 80)
+        {
+            if case.not_over.contains_key("connect") {
+                continue;
+            }
+            let outcome = mitm_outcome(&proxy, &client, &case.host).await;
+            if outcome != case.expect {
+                failures.push(format!(
+                    "{:?} over mitm: got {outcome}, want {}",
+                    case.host, case.expect
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn tls_client(leash_ca: &std::path::Path) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(leash_ca).expect("the leash CA"))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn mitm_outcome(proxy: &TestProxy, client: &TlsConnector, host: &str) -> String {
+    let mut tcp = TcpStream::connect(proxy.http).await.unwrap();
+    tcp.write_all(format!("CONNECT {host}:443 HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = tcp.read(&mut head).await.unwrap_or(0);
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    if !head.starts_with("HTTP/1.1 200") {
+        return http_outcome(&head);
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = match bare.parse::<IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(host.to_owned()).expect("an allowed name is a server name"),
+    };
+    let Ok(mut tls) = client.connect(name, tcp).await else {
+        return "tls handshake refused".into();
+    };
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tls.read_to_end(&mut response),
+    )
+    .await;
+    http_outcome(&String::from_utf8_lossy(&response))
 }
