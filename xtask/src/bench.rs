@@ -1,9 +1,57 @@
-//! `cargo xtask bench`: the criterion benchmarks, optimised build — the policy matcher against its
-//! baselines, and the MITM handshake with a cached and an uncached leaf. Extra arguments go to
-//! criterion (a filter such as `compiled`, or `--measurement-time 5`).
+//! `cargo xtask bench [--quick] [--criterion [ARGS]]`.
+//!
+//! Without `--criterion`: the end-to-end suite of issue 9. A release build of `leash` and of the
+//! load generator, then `loadgen` pinned to core 1 (leash pins itself to core 0 through `taskset`),
+//! printing the table and writing `target/bench/results.json`. `--quick` runs every workload
+//! briefly (a smoke run, also exercised by the tests in debug builds).
+//!
+//! With `--criterion`: the micro benchmarks (policy matcher vs baselines, MITM handshake); the
+//! remaining arguments go to criterion.
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
-    let mut cargo_args = vec!["bench", "--package", "policy", "--package", "mitm", "--"];
-    cargo_args.extend(args.iter().map(String::as_str));
-    crate::cargo(&cargo_args)
+    if args.first().map(String::as_str) == Some("--criterion") {
+        let mut cargo_args = vec!["bench", "--package", "policy", "--package", "mitm", "--"];
+        cargo_args.extend(args[1..].iter().map(String::as_str));
+        return crate::cargo(&cargo_args);
+    }
+    crate::cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "leash",
+        "--bin",
+        "leash",
+        "--package",
+        "xtask",
+        "--bin",
+        "loadgen",
+    ])?;
+    let root = crate::workspace_root()?;
+    let release = root.join("target/release");
+    let mut command = match std::path::Path::new("/usr/bin/taskset").exists() {
+        true => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "1"]).arg(release.join("loadgen"));
+            c
+        }
+        false => Command::new(release.join("loadgen")),
+    };
+    command
+        .current_dir(&root)
+        .arg("--leash")
+        .arg(release.join("leash"))
+        .arg("--out")
+        .arg(root.join("target/bench/results.json"));
+    if args.iter().any(|a| a == "--quick") {
+        command.arg("--quick");
+    }
+    let status = command.status().context("running the load generator")?;
+    if !status.success() {
+        bail!("the load generator failed ({status})");
+    }
+    Ok(())
 }

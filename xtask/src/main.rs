@@ -14,7 +14,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   run-proxy [-- ARGS]  build and run `leash proxy` with xtask/dev.toml (ARGS go to leash proxy)
-  bench [ARGS]         run the criterion benchmarks (policy matcher, MITM handshake)
+  bench [--quick]      the end-to-end benchmark suite (release build), table + target/bench/results.json
+  bench --criterion [ARGS]  the micro benchmarks (policy matcher, MITM handshake)
   fuzz [CASES]         run the fuzz properties with CASES cases each (default 100000)
   tidy                 check workspace rules: formatting, clippy, policy purity";
 

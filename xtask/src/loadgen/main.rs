@@ -1,0 +1,65 @@
+//! The end-to-end load generator behind `cargo xtask bench` (issue 9): a local origin, a `leash
+//! proxy` child with a realistic policy, and each workload measured through leash and directly
+//! against the origin in the same run. It reports; it never passes or fails anything.
+//!
+//! `loadgen --leash PATH [--quick] [--out FILE]`
+
+mod origin;
+mod proc;
+mod workloads;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context};
+
+/// How long and how much each workload runs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scale {
+    pub(crate) duration: Duration,
+    pub(crate) bulk_bytes: usize,
+    pub(crate) idle_connections: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let Some(leash) = value("--leash").map(PathBuf::from) else {
+        bail!("usage: loadgen --leash PATH [--quick] [--out FILE]")
+    };
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = value("--out")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/bench/results.json"));
+    let scale = match quick {
+        true => Scale {
+            duration: Duration::from_millis(300),
+            bulk_bytes: 4 << 20,
+            idle_connections: 500,
+        },
+        false => Scale {
+            duration: Duration::from_secs(3),
+            bulk_bytes: 100 << 20,
+            idle_connections: 5000,
+        },
+    };
+    proc::raise_file_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    let rows = runtime.block_on(workloads::run_all(&leash, scale))?;
+    print!("{}", workloads::table(&rows));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::json!({ "quick": quick, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "rows": rows.iter().map(workloads::Row::json).collect::<Vec<_>>() });
+    std::fs::write(&out, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("written to {}", out.display());
+    Ok(())
+}
