@@ -17,6 +17,10 @@ use crate::{
     tunnels::{TunnelHandle, Tunnels},
 };
 
+/// Bytes moved per read and write in each direction: large buffers mean few system calls per
+/// megabyte, which is what bulk transfers through a tunnel cost.
+const RELAY_BUFFER: usize = 64 * 1024;
+
 /// Copies both ways until one side closes, until no byte has moved for `idle`, or until a policy
 /// change closes the tunnel (`tunnel`). Bytes are counted in the tunnel registry.
 pub async fn relay<C, U>(client: C, upstream: U, idle: Duration, tunnel: TunnelHandle)
@@ -31,7 +35,7 @@ where
     let mut upstream = Observed::new(upstream, down);
     // Whichever ends first ends the tunnel; an I/O error is just its end (a reset, a broken pipe).
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, RELAY_BUFFER, RELAY_BUFFER) => {}
         () = activity.idle_for(idle) => {}
         () = tunnel.closed() => {}
     }
