@@ -50,11 +50,7 @@ fn serve(args: ProxyArgs) -> anyhow::Result<()> {
     if let Some(token) = args.token {
         config.auth.token = token;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("leash")
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = runtime().context("starting the async runtime")?;
     runtime.block_on(async move {
         let mut builder = Leash::builder()
             .config(config)
@@ -91,4 +87,16 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = interrupt.recv() => {}
     }
     Ok(())
+}
+
+/// A runtime sized to the cores leash may run on (its CPU affinity): one worker thread per core,
+/// and on a single core a current-thread runtime, which skips the work-stealing machinery that
+/// only costs there.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut builder = match cores {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().thread_name("leash").build()
 }

@@ -356,11 +356,19 @@ async fn a_kept_alive_client_reuses_its_vetted_upstream_connection() {
     let origin = Origin::http().await;
     let resolver = Arc::new(StaticResolver::new().answer("origin.test", &[loopback()]));
     let local = [format!("127.0.0.1:{}", origin.port())];
-    let proxy = start_proxy(policy_config(&["origin.test"], &[], &local), resolver.clone(), None);
+    let proxy = start_proxy(
+        policy_config(&["origin.test"], &[], &local),
+        resolver.clone(),
+        None,
+    );
     let url = format!("http://origin.test:{}/", origin.port());
     let out = curl(&["-x", &proxy.proxy_url("a1:tok"), &url, &url, &url]).await;
     assert_eq!(out.text(), "hello from origin".repeat(3), "{}", out.stderr);
     assert_eq!(origin.seen.requests().len(), 3);
-    assert_eq!(origin.seen.connections(), 1, "one upstream connection served all three requests");
+    assert_eq!(
+        origin.seen.connections(),
+        1,
+        "one upstream connection served all three requests"
+    );
     assert_eq!(resolver.calls().len(), 1, "and the name was resolved once");
 }

@@ -25,8 +25,9 @@ use crate::{
     time::rfc3339_millis,
 };
 
-/// Lines the background writer may hold before `record` waits for it (never drops).
-const QUEUE_LINES: usize = 64 * 1024;
+/// Lines the background writer may hold before `record` waits for it (never drops). The queue is
+/// allocated up front, so it is kept small: idle memory matters more than burst headroom.
+const QUEUE_LINES: usize = 4096;
 
 /// When to start a new file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
