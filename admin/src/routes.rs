@@ -3,7 +3,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{
     body::Incoming,
     header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE},
@@ -75,7 +75,9 @@ fn authorized(admin: &Admin, req: &Request<Incoming>) -> bool {
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     check_credentials(None, bearer, Some(token)).is_ok()
 }
 
@@ -218,10 +220,16 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
 ) -> Result<T, AdminResponse> {
     let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
-        Err(_) => {
+        Err(e) if e.is::<LengthLimitError>() => {
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body over 64 KiB",
+            ))
+        }
+        Err(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
             ))
         }
     };

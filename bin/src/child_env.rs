@@ -31,9 +31,14 @@ pub struct EnvSpec<'a> {
 
 /// The variables, in a stable order.
 pub fn child_env(spec: &EnvSpec<'_>) -> Vec<(String, String)> {
+    // Percent-encoded: an attempt id may hold `:`, which would otherwise end the username.
     let userinfo = match spec.token {
-        Some(token) => format!("{}:{token}", spec.attempt),
-        None => spec.attempt.to_owned(),
+        Some(token) => format!(
+            "{}:{}",
+            encode_userinfo(spec.attempt),
+            encode_userinfo(token)
+        ),
+        None => encode_userinfo(spec.attempt),
     };
     let http = format!("http://{userinfo}@{}", spec.http);
     let all = match spec.socks {
@@ -89,6 +94,18 @@ pub fn child_env(spec: &EnvSpec<'_>) -> Vec<(String, String)> {
         vars.push(("NODE_EXTRA_CA_CERTS".into(), ca.ca.display().to_string()));
     }
     vars
+}
+
+/// RFC 3986 userinfo: everything but the unreserved characters percent-encoded.
+fn encode_userinfo(text: &str) -> String {
+    text.bytes()
+        .map(
+            |b| match b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                true => (b as char).to_string(),
+                false => format!("%{b:02X}"),
+            },
+        )
+        .collect()
 }
 
 #[cfg(test)]

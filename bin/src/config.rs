@@ -283,6 +283,16 @@ impl Config {
             path: path.to_owned(),
             error,
         })?;
+        if config.auth.token.contains(':') {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                line: None,
+                key: "auth.token".to_owned(),
+                message:
+                    "a proxy token cannot contain `:` (it separates the attempt id from the token)"
+                        .to_owned(),
+            });
+        }
         Ok(config)
     }
 

@@ -55,6 +55,12 @@ pub(crate) fn run(args: EnvArgs) -> Exit {
 }
 
 fn render(args: &EnvArgs) -> anyhow::Result<String> {
+    if !policy::is_attempt_id(&args.attempt) {
+        bail!(
+            "--attempt {:?}: an attempt id is 1-128 bytes of [A-Za-z0-9._:-]",
+            args.attempt
+        );
+    }
     let (http, socks) = addresses(args)?;
     let config = match Config::locate(args.config.as_deref()) {
         Some(path) => Config::load(&path)?,

@@ -42,7 +42,8 @@ fn parse_basic(value: &[u8]) -> Option<(Option<String>, Option<String>)> {
         return None;
     }
     let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
-    let (user, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+    // At the last colon: attempt ids may hold colons, tokens may not (the config refuses them).
+    let (user, password) = decoded.rsplit_once(':').unwrap_or((&decoded, ""));
     let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     Some((some(user), some(password)))
 }
@@ -85,7 +86,7 @@ mod tests {
         check(Some("a1:wrong"), Some("tok"), Err(AuthFailure::BadToken));
         check(None, Some("tok"), Err(AuthFailure::Missing));
         check(Some("bad id:tok"), None, Err(AuthFailure::Malformed));
-        check(Some("a1:x:tok"), Some("x:tok"), Ok(Some("a1")));
+        check(Some("step:2:tok"), Some("tok"), Ok(Some("step:2")));
     }
 
     #[test]

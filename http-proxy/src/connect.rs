@@ -33,7 +33,7 @@ pub(crate) async fn handle(
             return proxy.block(
                 &scope,
                 Decision::invalid_target(error),
-                &subject(authority, 0),
+                &subject(authority.clone(), crate::response::port_of(&authority)),
             )
         }
     };

@@ -88,7 +88,7 @@ pub(crate) async fn handle(
             let path = req.uri().path();
             let subject = subject(
                 authority.clone(),
-                0,
+                crate::response::port_of(&authority),
                 req.method().as_str(),
                 path,
                 Protocol::Http,

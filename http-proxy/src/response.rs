@@ -176,9 +176,13 @@ pub(crate) fn upstream_error_response(
     port: u16,
 ) -> Response<ProxyBody> {
     let (status, reason) = match error {
-        UpstreamError::Dial(DialError::DnsFailed(_)) => (StatusCode::BAD_GATEWAY, "dns_failed"),
-        UpstreamError::Dial(DialError::DnsTimeout | DialError::ConnectTimeout)
-        | UpstreamError::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        // A lookup that fails or times out fails closed the same way (SPEC §1.4).
+        UpstreamError::Dial(DialError::DnsFailed(_) | DialError::DnsTimeout) => {
+            (StatusCode::BAD_GATEWAY, "dns_failed")
+        }
+        UpstreamError::Dial(DialError::ConnectTimeout) | UpstreamError::Timeout => {
+            (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+        }
         UpstreamError::Tls(_) => (StatusCode::BAD_GATEWAY, "tls_failed"),
         _ => (StatusCode::BAD_GATEWAY, "connect_failed"),
     };
@@ -234,4 +238,12 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// The port an invalid authority names, when it names one that parses (for the block's `port`).
+pub(crate) fn port_of(authority: &str) -> u16 {
+    authority
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(0)
 }

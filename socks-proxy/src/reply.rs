@@ -31,8 +31,9 @@ pub(crate) fn reply_code(outcome: &Outcome<'_>) -> u8 {
     match outcome {
         Outcome::Granted => REPLY_SUCCEEDED,
         Outcome::Blocked | Outcome::Dial(DialError::Blocked(_)) => REPLY_NOT_ALLOWED,
-        Outcome::Dial(DialError::DnsFailed(_)) => REPLY_HOST_UNREACHABLE,
-        Outcome::Dial(DialError::DnsTimeout | DialError::ConnectTimeout) => REPLY_TTL_EXPIRED,
+        // A lookup that fails or times out is a DNS failure (SPEC §1.4, §6).
+        Outcome::Dial(DialError::DnsFailed(_) | DialError::DnsTimeout) => REPLY_HOST_UNREACHABLE,
+        Outcome::Dial(DialError::ConnectTimeout) => REPLY_TTL_EXPIRED,
         Outcome::Dial(DialError::ConnectFailed(error))
             if error.kind() == ErrorKind::ConnectionRefused =>
         {
@@ -74,7 +75,7 @@ mod tests {
             (Outcome::Dial(&DialError::DnsFailed("x".into())), 0x04),
             (Outcome::Dial(&refused), 0x05),
             (Outcome::Dial(&DialError::ConnectTimeout), 0x06),
-            (Outcome::Dial(&DialError::DnsTimeout), 0x06),
+            (Outcome::Dial(&DialError::DnsTimeout), 0x04),
             (Outcome::CommandNotSupported, 0x07),
             (Outcome::AddressTypeNotSupported, 0x08),
             (Outcome::Dial(&reset), 0x01),

@@ -135,7 +135,7 @@ impl ViolationLog {
         self.state.lock().expect("log lock").ring.page(since, limit)
     }
 
-    /// The newest `seq`, updated on every event (for long polls).
+    /// The newest blocked event's `seq`, updated on every block (for long polls).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.latest.subscribe()
     }
@@ -161,9 +161,9 @@ impl ViolationLog {
 impl DecisionSink for ViolationLog {
     fn record(&self, event: &DecisionEvent) -> EventId {
         self.counts.count(event.protocol, &event.decision);
-        let ts = rfc3339_millis(SystemTime::now());
-        // One lock numbers, writes and rings the line, so the file is in `seq` order.
+        // One lock numbers, stamps, writes and rings the line, so `seq` and `ts` rise together.
         let mut state = self.state.lock().expect("log lock");
+        let ts = rfc3339_millis(SystemTime::now());
         state.seq += 1;
         let seq = state.seq;
         let line = render(seq, &ts, event);
@@ -173,9 +173,15 @@ impl DecisionSink for ViolationLog {
         if state.writer.write_all(&bytes).is_err() {
             self.write_errors.fetch_add(1, Ordering::Relaxed);
         }
-        state.ring.push(seq, line);
+        // The ring serves `/blocked`: allowed decisions (`log_allowed`) go to the file only.
+        let blocked = !event.decision.is_allowed();
+        if blocked {
+            state.ring.push(seq, line);
+        }
         drop(state);
-        self.latest.send_replace(seq);
+        if blocked {
+            self.latest.send_replace(seq);
+        }
         EventId(seq)
     }
 

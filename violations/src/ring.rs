@@ -1,4 +1,5 @@
-//! The in-memory ring of recent events that the admin API pages through (`/blocked?since=`).
+//! The in-memory ring of recent blocked events that the admin API pages through
+//! (`/blocked?since=`).
 
 use std::collections::VecDeque;
 

@@ -101,6 +101,9 @@ fn errors_name_file_key_and_expectation() {
     let e = error("[unknown]\n");
     assert!(e.contains("unknown field `unknown`"), "{e}");
 
+    let e = error("[auth]\ntoken = \"a:b\"\n");
+    assert!(e.starts_with("leash.toml: key `auth.token`: a proxy token cannot contain `:`"), "{e}");
+
     let e = error("[policy\n");
     assert!(e.starts_with("leash.toml:1:"), "{e}");
 }
