@@ -102,7 +102,10 @@ fn errors_name_file_key_and_expectation() {
     assert!(e.contains("unknown field `unknown`"), "{e}");
 
     let e = error("[auth]\ntoken = \"a:b\"\n");
-    assert!(e.starts_with("leash.toml: key `auth.token`: a proxy token cannot contain `:`"), "{e}");
+    assert!(
+        e.starts_with("leash.toml: key `auth.token`: a proxy token cannot contain `:`"),
+        "{e}"
+    );
 
     let e = error("[policy\n");
     assert!(e.starts_with("leash.toml:1:"), "{e}");

@@ -6,6 +6,7 @@
 
 mod origin;
 mod proc;
+mod tls;
 mod workloads;
 
 use std::{path::PathBuf, time::Duration};

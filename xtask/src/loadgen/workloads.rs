@@ -181,8 +181,65 @@ pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<R
     rows.push(bulk("connect_bulk", &leash, origin, scale, Via::Connect).await?);
     rows.push(bulk("socks_bulk", &leash, origin, scale, Via::Socks).await?);
     rows.push(rss_idle(&leash, scale).await?);
+    drop(leash);
+    rows.push(mitm_rate(binary, &dir, scale).await?);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
+}
+
+/// Limited mode with MITM: a new connection, CONNECT, TLS with leash's leaf (warm cache), one GET
+/// inside, per operation; directly: a new TLS connection to the origin and the same GET.
+async fn mitm_rate(binary: &Path, dir: &Path, scale: Scale) -> anyhow::Result<Row> {
+    let origin_ca = dir.join("origin-ca.pem");
+    let origin = crate::tls::origin(&origin_ca).await?;
+    let ca_dir = dir.join("mitm-ca");
+    let text = format!(
+        "mode = \"limited\"\n[policy]\nallow_local = [\"{origin}\"]\n[mitm]\nenabled = true\nca_dir = {:?}\nupstream_ca = [{:?}]\n[listen]\nephemeral = true\n[admin]\nenabled = false\n[log]\nviolations = {:?}\n",
+        ca_dir.to_str().context("a UTF-8 path")?,
+        origin_ca.to_str().context("a UTF-8 path")?,
+        dir.join("mitm-violations.jsonl").to_str().context("a UTF-8 path")?
+    );
+    let config = dir.join("mitm.toml");
+    std::fs::write(&config, text)?;
+    let (leash, _) = start_leash(binary, &config).await?;
+    let through_client = Arc::new(crate::tls::client(&ca_dir.join("ca.pem"))?);
+    let direct_client = Arc::new(crate::tls::client(&origin_ca)?);
+    let proxy = leash.http;
+    let through = drive(16, scale.duration, Some(leash.pid), move |_| {
+        let client = through_client.clone();
+        async move {
+            let op = move || -> OpFuture {
+                let client = client.clone();
+                Box::pin(async move {
+                    let mut stream = TcpStream::connect(proxy).await?;
+                    stream
+                        .write_all(format!("CONNECT {origin} HTTP/1.1\r\n\r\n").as_bytes())
+                        .await?;
+                    read_head(&mut stream).await?;
+                    crate::tls::get(&client, stream, origin).await
+                })
+            };
+            anyhow::Ok(OpLoop::Fresh(Box::new(op)))
+        }
+    })
+    .await?;
+    let direct = drive(16, scale.duration, None, move |_| {
+        let client = direct_client.clone();
+        async move {
+            let op = move || -> OpFuture {
+                let client = client.clone();
+                Box::pin(async move {
+                    crate::tls::get(&client, TcpStream::connect(origin).await?, origin).await
+                })
+            };
+            anyhow::Ok(OpLoop::Fresh(Box::new(op)))
+        }
+    })
+    .await?;
+    let mut row = Row::new("mitm_rate", "op/s", through.0);
+    row.direct = Some(direct.0);
+    row.cpu_us_per_op = through.2;
+    Ok(row)
 }
 
 /// Runs `op` on `concurrency` tasks until `duration` is over; returns ops/s, latencies and CPU.

@@ -1,0 +1,107 @@
+//! TLS for the `mitm_rate` workload: an HTTPS origin with a CA of its own (made here, with rcgen),
+//! and clients that trust either that CA (direct) or leash's (through interception).
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use anyhow::Context;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+use rustls::pki_types::{
+    pem::PemObject, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Starts an HTTPS origin for `127.0.0.1` answering 1 KiB; writes its CA to `ca_file`.
+pub(crate) async fn origin(ca_file: &Path) -> anyhow::Result<SocketAddr> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "loadgen origin CA");
+    let ca = ca.self_signed(&ca_key)?;
+    std::fs::write(ca_file, ca.pem())?;
+    let key = KeyPair::generate()?;
+    let mut leaf = CertificateParams::new(Vec::<String>::new())?;
+    leaf.subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    let leaf = leaf.signed_by(&key, &ca, &ca_key)?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )?;
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut request = vec![0u8; 4096];
+                let mut read = 0;
+                while !request[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut request[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                let body = vec![b'z'; 1024];
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tls.write_all(head.as_bytes()).await;
+                let _ = tls.write_all(&body).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A client trusting the CA in `ca_file`, with session resumption off: every connection is a
+/// full handshake, as a new client's would be.
+pub(crate) fn client(ca_file: &Path) -> anyhow::Result<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(
+        CertificateDer::from_pem_file(ca_file).with_context(|| format!("{}", ca_file.display()))?,
+    )?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// One GET over TLS on `stream` (already at the origin, or a tunnel to it); reads to the end.
+pub(crate) async fn get(
+    client: &TlsConnector,
+    stream: TcpStream,
+    origin: SocketAddr,
+) -> anyhow::Result<()> {
+    let name = ServerName::IpAddress(origin.ip().into());
+    let mut tls = client.connect(name, stream).await?;
+    let request = format!("GET /small HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    anyhow::ensure!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response[..response.len().min(200)])
+    );
+    Ok(())
+}
