@@ -67,6 +67,22 @@ fn answers() -> Vec<(&'static str, Vec<IpAddr>)> {
     ]
 }
 
+/// The test resolver with every answer of the corpus.
+fn test_resolver() -> StaticResolver {
+    answers()
+        .into_iter()
+        .fold(StaticResolver::new(), |resolver, (name, addrs)| {
+            resolver.answer(name, &addrs)
+        })
+}
+
+/// A connector that maps the "public" answers onto `origin`, so nothing leaves the machine.
+fn public_to(origin: SocketAddr) -> LoopbackNat {
+    LoopbackNat::default()
+        .map(PUBLIC.parse().unwrap(), origin)
+        .map("8.8.8.8".parse().unwrap(), origin)
+}
+
 fn config(policy: &str) -> Config {
     match policy {
         "open" => policy_config(
@@ -154,13 +170,7 @@ async fn proxies() -> Proxies {
     let origin = Origin::http().await;
     let mut by_policy = HashMap::new();
     for policy in ["open", "names", "local"] {
-        let mut resolver = StaticResolver::new();
-        for (name, addrs) in answers() {
-            resolver = resolver.answer(name, &addrs);
-        }
-        let nat = LoopbackNat::default()
-            .map(PUBLIC.parse().unwrap(), origin.addr)
-            .map("8.8.8.8".parse().unwrap(), origin.addr);
+        let (resolver, nat) = (test_resolver(), public_to(origin.addr));
         let mut config = config(policy);
         config.auth.token = String::new();
         if let AllowLocalConfig::Rules(rules) = &config.policy.allow_local {
@@ -366,13 +376,7 @@ async fn the_mitm_path_reaches_the_same_outcome() {
     .await;
     let mut failures = Vec::new();
     for policy in ["open", "names", "local"] {
-        let mut resolver = StaticResolver::new();
-        for (name, addrs) in answers() {
-            resolver = resolver.answer(name, &addrs);
-        }
-        let nat = LoopbackNat::default()
-            .map(PUBLIC.parse().unwrap(), origin.addr)
-            .map("8.8.8.8".parse().unwrap(), origin.addr);
+        let (resolver, nat) = (test_resolver(), public_to(origin.addr));
         let mut config = config(policy);
         config.auth.token = String::new();
         config.mitm.enabled = true;

@@ -5,7 +5,8 @@ use std::{net::IpAddr, sync::Arc};
 
 use listeners::StaticResolver;
 use tests::{
-    big_body, curl, loopback, policy_config, raw_request, start_proxy, LoopbackNat, Origin, TestCa,
+    big_body, curl, loopback, policy_config, raw_request, start_proxy, LoopbackNat, Origin,
+    OriginPair,
 };
 
 const TEN_MB: usize = 10 * 1024 * 1024;
@@ -36,20 +37,13 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_fetches_http_and_https_byte_for_byte_without_proxy_headers() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("leash test origin CA");
-    let ca_pem = dir.path().join("origin-ca.pem");
-    ca.write_pem(&ca_pem);
-    let plain = Origin::http().await;
-    let secure = Origin::https(ca.server_config(&["secure.test"], &[])).await;
-    let resolver = Arc::new(
-        StaticResolver::new()
-            .answer("origin.test", &[loopback()])
-            .answer("secure.test", &[loopback()]),
-    );
-    let local = [
-        format!("127.0.0.1:{}", plain.port()),
-        format!("127.0.0.1:{}", secure.port()),
-    ];
+    let OriginPair {
+        plain,
+        secure,
+        ca_pem,
+        resolver,
+        allow_local: local,
+    } = OriginPair::start(dir.path()).await;
     let proxy = start_proxy(
         policy_config(&["origin.test", "secure.test"], &[], &local),
         resolver,

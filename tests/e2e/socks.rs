@@ -12,7 +12,8 @@ use std::{
 
 use listeners::StaticResolver;
 use tests::{
-    big_body, curl, loopback, policy_config, raw_request, start_proxy, Origin, TestCa, TestProxy,
+    big_body, curl, loopback, policy_config, raw_request, start_proxy, Origin, OriginPair,
+    TestProxy,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -30,20 +31,13 @@ fn socks_url(proxy: &TestProxy, credentials: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_socks5h_fetches_http_and_https_and_is_refused_by_ruleset() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("leash test origin CA");
-    let ca_pem = dir.path().join("ca.pem");
-    ca.write_pem(&ca_pem);
-    let plain = Origin::http().await;
-    let secure = Origin::https(ca.server_config(&["secure.test"], &[])).await;
-    let resolver = Arc::new(
-        StaticResolver::new()
-            .answer("origin.test", &[loopback()])
-            .answer("secure.test", &[loopback()]),
-    );
-    let local = [
-        format!("127.0.0.1:{}", plain.port()),
-        format!("127.0.0.1:{}", secure.port()),
-    ];
+    let OriginPair {
+        plain,
+        secure,
+        ca_pem,
+        resolver,
+        allow_local: local,
+    } = OriginPair::start(dir.path()).await;
     let proxy = start_proxy(
         policy_config(&["origin.test", "secure.test"], &[], &local),
         resolver.clone(),

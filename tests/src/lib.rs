@@ -12,7 +12,7 @@ pub use crate::{
     binary::{cargo, leash, leash_bin, stderr, stdout, workspace_root, BinaryProxy},
     certs::TestCa,
     clients::{curl, raw_request, CurlOutput},
-    origin::{big_body, Origin, Seen, SeenRequest},
+    origin::{big_body, Origin, OriginPair, Seen, SeenRequest},
     running::{
         loopback, policy_config, start_proxy, start_proxy_from_file, LoopbackNat, TestProxy,
     },

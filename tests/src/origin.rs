@@ -191,3 +191,46 @@ fn file_response(root: &Path, path: &str) -> Response<Full<Bytes>> {
         }
     }
 }
+
+/// The usual pair of origins: `origin.test` over plain HTTP and `secure.test` over HTTPS (with a
+/// CA of its own, written to a file for clients), a resolver naming both `127.0.0.1`, and the
+/// `allow_local` rules that open exactly their two ports.
+#[derive(Debug)]
+pub struct OriginPair {
+    /// `origin.test`, plain HTTP.
+    pub plain: Origin,
+    /// `secure.test`, HTTPS.
+    pub secure: Origin,
+    /// The PEM file of `secure.test`'s CA.
+    pub ca_pem: PathBuf,
+    /// Resolves both names to `127.0.0.1`.
+    pub resolver: Arc<listeners::StaticResolver>,
+    /// `127.0.0.1:PLAIN` and `127.0.0.1:SECURE`.
+    pub allow_local: Vec<String>,
+}
+
+impl OriginPair {
+    /// Starts both origins; the CA file goes into `dir`.
+    pub async fn start(dir: &Path) -> OriginPair {
+        let ca = crate::TestCa::new("leash test origin CA");
+        let ca_pem = dir.join("origin-ca.pem");
+        ca.write_pem(&ca_pem);
+        let plain = Origin::http().await;
+        let secure = Origin::https(ca.server_config(&["secure.test"], &[])).await;
+        let loopback = crate::loopback();
+        let resolver = listeners::StaticResolver::new()
+            .answer("origin.test", &[loopback])
+            .answer("secure.test", &[loopback]);
+        let allow_local = vec![
+            format!("127.0.0.1:{}", plain.port()),
+            format!("127.0.0.1:{}", secure.port()),
+        ];
+        OriginPair {
+            plain,
+            secure,
+            ca_pem,
+            resolver: Arc::new(resolver),
+            allow_local,
+        }
+    }
+}
