@@ -62,7 +62,7 @@ pub(crate) async fn handle(
             )
         }
     };
-    proxy.record_allowed(&scope, decision, &subject);
+    proxy.record_allowed(&scope, decision, Protocol::Connect, || subject);
     let idle = proxy.limits.idle_timeout;
     let tunnel = proxy.dialer.tunnels().open(TunnelInfo {
         target,
@@ -90,11 +90,8 @@ fn intercepted(
     target: Target,
     on_upgrade: OnUpgrade,
 ) -> Response<ProxyBody> {
-    proxy.record_allowed(
-        &scope,
-        decision,
-        &subject(target.host().to_string(), target.port()),
-    );
+    let named = || subject(target.host().to_string(), target.port());
+    proxy.record_allowed(&scope, decision, Protocol::Connect, named);
     let tunnel = proxy.dialer.tunnels().open(TunnelInfo {
         target: target.clone(),
         protocol: Protocol::Connect,

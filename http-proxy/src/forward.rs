@@ -108,33 +108,34 @@ pub(crate) async fn deliver(
     cache: &UpstreamCache,
     route: &Route,
 ) -> Response<ProxyBody> {
-    let (method, path) = (
-        req.method().as_str().to_owned(),
-        req.uri().path().to_owned(),
-    );
-    let subject = subject(
-        target.host().to_string(),
-        target.port(),
-        &method,
-        &path,
-        route.protocol,
-    );
+    // Cheap handles (no copy of the text): what a block or an error names is built only then,
+    // off the path of an allowed request.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let subject = || {
+        subject(
+            target.host().to_string(),
+            target.port(),
+            method.as_str(),
+            uri.path(),
+            route.protocol,
+        )
+    };
     let decision = decide(proxy, scope, target, &req, route.protocol).await;
     if !decision.is_allowed() {
-        return proxy.block(scope, decision, &subject);
+        return proxy.block(scope, decision, &subject());
     }
     let sender = match upstream(proxy, scope, target, cache, route).await {
         Ok(sender) => sender,
         Err(UpstreamError::Dial(DialError::Blocked(decision))) => {
-            return proxy.block(scope, decision, &subject)
+            return proxy.block(scope, decision, &subject())
         }
-        Err(error) => return upstream_error_response(&error, &subject.host, subject.port),
+        Err(error) => return upstream_error(&error, target),
     };
-    proxy.record_allowed(scope, decision, &subject);
+    proxy.record_allowed(scope, decision, route.protocol, subject);
     let timeout = proxy.limits.upstream_timeout;
     let sent = tokio::time::timeout(timeout, send(sender, target, req, cache, route)).await;
     let Ok(sent) = sent else {
-        return upstream_error_response(&UpstreamError::Timeout, &subject.host, subject.port);
+        return upstream_error(&UpstreamError::Timeout, target);
     };
     match sent {
         Ok(response) => response,
@@ -144,12 +145,14 @@ pub(crate) async fn deliver(
             let reason = BlockReason::InvalidRequest {
                 detail: "malformed request body".to_owned(),
             };
-            proxy.block(scope, Decision::Deny(reason), &subject)
+            proxy.block(scope, Decision::Deny(reason), &subject())
         }
-        Err(error) => {
-            upstream_error_response(&UpstreamError::Http(error), &subject.host, subject.port)
-        }
+        Err(error) => upstream_error(&UpstreamError::Http(error), target),
     }
+}
+
+fn upstream_error(error: &UpstreamError, target: &Target) -> Response<ProxyBody> {
+    upstream_error_response(error, &target.host().to_string(), target.port())
 }
 
 /// The authority of an absolute-form `http://` request; anything else is not for a forward proxy.

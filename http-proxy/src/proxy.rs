@@ -233,12 +233,20 @@ impl HttpProxy {
     }
 
     /// Records an allowed decision when the sink wants those too; counts it either way.
-    pub(crate) fn record_allowed(&self, scope: &Scope, decision: Decision, subject: &Subject<'_>) {
+    /// `subject` is only built when the sink keeps allowed decisions: allowed requests are the
+    /// hot path.
+    pub(crate) fn record_allowed<'s>(
+        &self,
+        scope: &Scope,
+        decision: Decision,
+        protocol: Protocol,
+        subject: impl FnOnce() -> Subject<'s>,
+    ) {
         match self.sink.wants_allowed() {
             true => {
-                self.sink.record(&self.event(scope, decision, subject));
+                self.sink.record(&self.event(scope, decision, &subject()));
             }
-            false => self.sink.allowed(subject.protocol),
+            false => self.sink.allowed(protocol),
         }
     }
 

@@ -8,14 +8,11 @@ use hyper::{
     Response, StatusCode,
 };
 use listeners::DialError;
-use policy::{escape_untrusted, BlockReason, Decision, DecisionEvent, EventId};
+use policy::{escape_untrusted, BlockReason, Decision, DecisionEvent, EventId, SCHEMA_VERSION};
 use serde::Serialize;
 
 /// Every response body leash produces or forwards.
 pub(crate) type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
-
-/// Schema version of the block body (and the log line).
-const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Serialize)]
 struct BlockBody<'a> {

@@ -74,6 +74,10 @@ impl PolicyEngine for Policy {
     }
 }
 
+/// The schema version of every rendering of a `DecisionEvent`: the violation log line and the
+/// block response body carry it as `v`, so both change together.
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// The id a sink gives an event: the violation log's `seq`, the 403 body's `event`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId(pub u64);

@@ -45,7 +45,7 @@ pub use crate::{
     decision::{BlockReason, Decision, Mode, Protocol, Request, RequestShape, Verdict},
     engine::{
         decide_with, Answer, AskContext, Decider, DecisionEvent, DecisionSink, EventId, MemorySink,
-        NoopSink, PolicyEngine,
+        NoopSink, PolicyEngine, SCHEMA_VERSION,
     },
     escape::escape_untrusted,
     explain::{ExplainReport, Explanation, Step},

@@ -2,11 +2,10 @@
 
 use std::{borrow::Cow, net::IpAddr};
 
-use policy::{escape_untrusted, BlockReason, DecisionEvent, Mode, Protocol, Verdict};
+use policy::{
+    escape_untrusted, BlockReason, DecisionEvent, Mode, Protocol, Verdict, SCHEMA_VERSION,
+};
 use serde::Serialize;
-
-/// Schema version of the log line and of the 403 body.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Serialize)]
 struct LogLine<'a> {
