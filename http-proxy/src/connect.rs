@@ -5,9 +5,13 @@
 
 use std::sync::Arc;
 
-use hyper::{body::Incoming, upgrade::OnUpgrade, Request, Response, StatusCode};
+use hyper::{
+    body::Incoming,
+    upgrade::{OnUpgrade, Upgraded},
+    Request, Response, StatusCode,
+};
 use hyper_util::rt::TokioIo;
-use listeners::{relay, DialError, TunnelInfo};
+use listeners::{relay, relay_sockets, DialError, Dialed, TunnelHandle, TunnelInfo};
 use policy::{BlockReason, Decision, Protocol, Request as PolicyRequest, Target};
 
 use crate::{
@@ -75,11 +79,28 @@ pub(crate) async fn handle(
     tokio::spawn(async move {
         let _busy = busy;
         match on_upgrade.await {
-            Ok(upgraded) => relay(TokioIo::new(upgraded), dialed.stream, idle, tunnel).await,
+            Ok(upgraded) => relay_upgraded(upgraded, dialed, idle, tunnel).await,
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
     });
     ok()
+}
+
+/// Relays a tunnel. The upgraded connection is, underneath, the client's socket: taken back out
+/// of hyper it can be relayed socket to socket (in the kernel, on Linux).
+async fn relay_upgraded(
+    upgraded: Upgraded,
+    dialed: Dialed,
+    idle: std::time::Duration,
+    tunnel: TunnelHandle,
+) {
+    match upgraded.downcast::<TokioIo<crate::server::ClientStream>>() {
+        Ok(parts) => {
+            let client = parts.io.into_inner().into_inner();
+            relay_sockets(client, &parts.read_buf, dialed.stream, idle, tunnel).await;
+        }
+        Err(upgraded) => relay(TokioIo::new(upgraded), dialed.stream, idle, tunnel).await,
+    }
 }
 
 /// Answers `200` and hands the upgraded stream to TLS interception.

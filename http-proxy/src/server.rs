@@ -30,6 +30,9 @@ static OVERFLOW: LazyLock<Vec<u8>> = LazyLock::new(|| {
     format!("{head}content-length: {}\r\n\r\n{body}", body.len()).into_bytes()
 });
 
+/// A client connection as hyper sees it: the socket, with its framing followed.
+pub(crate) type ClientStream = Observed<TcpStream, FramingNotes>;
+
 /// Serves `listener` (bound earlier, see `listeners::ListenPlan`) until `shutdown` resolves.
 pub async fn serve(
     listener: std::net::TcpListener,
@@ -60,7 +63,7 @@ async fn serve_connection(
 ) {
     let cache = Arc::new(UpstreamCache::default());
     let notes = Arc::new(FramingNotes::default());
-    let stream = Observed::new(stream, notes.clone());
+    let stream: ClientStream = Observed::new(stream, notes.clone());
     let (service_proxy, service_connection) = (proxy.clone(), connection.clone());
     let service = service_fn(move |req| {
         let (proxy, cache) = (service_proxy.clone(), cache.clone());

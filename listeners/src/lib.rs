@@ -12,6 +12,8 @@ mod observe;
 mod ready;
 mod relay;
 mod reserve;
+#[cfg(target_os = "linux")]
+mod splice;
 mod tunnels;
 
 pub use crate::{
@@ -23,7 +25,7 @@ pub use crate::{
     intercept::Interceptor,
     observe::{Observed, ReadObserver},
     ready::ReadyRecord,
-    relay::relay,
+    relay::{relay, relay_sockets},
     reserve::{ListenError, ListenPlan, Reserved},
     tunnels::{TunnelHandle, TunnelInfo, Tunnels},
 };

@@ -28,6 +28,11 @@ impl<S, O: ?Sized> Observed<S, O> {
     pub fn new(inner: S, observer: Arc<O>) -> Observed<S, O> {
         Observed { inner, observer }
     }
+
+    /// The stream, no longer observed.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin, O: ReadObserver + ?Sized> AsyncRead for Observed<S, O> {

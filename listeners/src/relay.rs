@@ -1,6 +1,7 @@
 //! Relaying bytes between a client and an upstream connection, for every tunnelling path
 //! (`CONNECT`, SOCKS5): both directions until one side closes, or until no byte has moved for the
-//! idle timeout.
+//! idle timeout. Two plain sockets go through [`relay_sockets`], which on Linux moves the bytes
+//! kernel to kernel (`splice(2)`, see `splice.rs`); anything else is copied through user space.
 
 use std::{
     sync::{
@@ -10,7 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+};
 
 use crate::{
     observe::{Observed, ReadObserver},
@@ -41,8 +45,38 @@ where
     }
 }
 
+/// [`relay`] for two plain sockets. `early` is what the client sent before the tunnel existed
+/// (bytes a parser had already buffered past the `CONNECT` head); it goes upstream first.
+pub async fn relay_sockets(
+    client: TcpStream,
+    early: &[u8],
+    mut upstream: TcpStream,
+    idle: Duration,
+    tunnel: TunnelHandle,
+) {
+    if !early.is_empty() {
+        if upstream.write_all(early).await.is_err() {
+            return;
+        }
+        tunnel.tunnels().count(true, early.len());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let activity = Arc::new(Activity::new());
+        let up = Direction::new(&activity, &tunnel, true);
+        let down = Direction::new(&activity, &tunnel, false);
+        tokio::select! {
+            _ = crate::splice::relay(&client, &upstream, &up, &down) => {}
+            () = activity.idle_for(idle) => {}
+            () = tunnel.closed() => {}
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    relay(client, upstream, idle, tunnel).await;
+}
+
 /// One direction of a tunnel: every byte read is activity, and counted.
-struct Direction {
+pub(crate) struct Direction {
     activity: Arc<Activity>,
     tunnels: Arc<Tunnels>,
     up: bool,
@@ -58,10 +92,17 @@ impl Direction {
     }
 }
 
+impl Direction {
+    /// `n` bytes moved this way.
+    pub(crate) fn moved(&self, n: usize) {
+        self.activity.touch();
+        self.tunnels.count(self.up, n);
+    }
+}
+
 impl ReadObserver for Direction {
     fn observe(&self, bytes: &[u8]) {
-        self.activity.touch();
-        self.tunnels.count(self.up, bytes.len());
+        self.moved(bytes.len());
     }
 }
 
@@ -97,3 +138,6 @@ impl Activity {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use listeners::{relay, Connection, DialError, Dialer, Interceptor, TunnelInfo};
+use listeners::{relay_sockets, Connection, DialError, Dialer, Interceptor, TunnelInfo};
 use policy::{
     decide_with, BlockReason, CredentialError, Decider, Decision, DecisionEvent, DecisionSink,
     PolicyEngine, Protocol, Request, Target,
@@ -209,7 +209,7 @@ impl SocksProxy {
             .await
             .is_ok()
         {
-            relay(stream, upstream, self.options.idle_timeout, tunnel).await;
+            relay_sockets(stream, &[], upstream, self.options.idle_timeout, tunnel).await;
         }
     }
 

@@ -1,7 +1,7 @@
-//! `cargo xtask bench [--quick] [--criterion [ARGS]]`.
+//! `cargo xtask bench [--quick] [--only WORKLOAD,...] [--criterion [ARGS]]`.
 //!
 //! Without `--criterion`: the end-to-end suite of issue 9. A release build of `leash` and of the
-//! load generator, then `loadgen` pinned to core 1 (leash pins itself to core 0 through `taskset`),
+//! load generator, then `loadgen` pinned to core 1 (it starts leash pinned to core 0 through `taskset`),
 //! printing the table and writing `target/bench/results.json`. `--quick` runs every workload
 //! briefly (a smoke run, also exercised by the tests in debug builds).
 //!
@@ -32,10 +32,15 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     ])?;
     let root = crate::workspace_root()?;
     let release = root.join("target/release");
-    let mut command = match std::path::Path::new("/usr/bin/taskset").exists() {
+    // Decided here, before anything is pinned: inside a process pinned to one core the machine
+    // looks like a one-core machine.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = cores >= 2 && std::path::Path::new("/usr/bin/taskset").exists();
+    let mut command = match pin {
         true => {
             let mut c = Command::new("taskset");
             c.args(["-c", "1"]).arg(release.join("loadgen"));
+            c.args(["--leash-core", "0"]);
             c
         }
         false => Command::new(release.join("loadgen")),
@@ -46,9 +51,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         .arg(release.join("leash"))
         .arg("--out")
         .arg(root.join("target/bench/results.json"));
-    if args.iter().any(|a| a == "--quick") {
-        command.arg("--quick");
-    }
+    // `--quick`, `--only a,b`: the load generator's own options.
+    command.args(args);
     let status = command.status().context("running the load generator")?;
     if !status.success() {
         bail!("the load generator failed ({status})");

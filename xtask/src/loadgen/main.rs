@@ -2,7 +2,9 @@
 //! proxy` child with a realistic policy, and each workload measured through leash and directly
 //! against the origin in the same run. It reports; it never passes or fails anything.
 //!
-//! `loadgen --leash PATH [--quick] [--out FILE]`
+//! `loadgen --leash PATH [--leash-core N] [--quick] [--out FILE]`: with `--leash-core`, leash runs
+//! pinned to core N (`taskset`), apart from this process and its origin. `--only a,b` runs only
+//! the named workloads (startup and idle_rss always run).
 
 mod origin;
 mod proc;
@@ -19,6 +21,10 @@ pub(crate) struct Scale {
     pub(crate) duration: Duration,
     pub(crate) bulk_bytes: usize,
     pub(crate) idle_connections: usize,
+    /// The core leash is pinned to, if any.
+    pub(crate) leash_core: Option<usize>,
+    /// Only these workloads (comma-separated names), for profiling one at a time.
+    pub(crate) only: Option<&'static str>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,22 +36,31 @@ fn main() -> anyhow::Result<()> {
             .cloned()
     };
     let Some(leash) = value("--leash").map(PathBuf::from) else {
-        bail!("usage: loadgen --leash PATH [--quick] [--out FILE]")
+        bail!("usage: loadgen --leash PATH [--leash-core N] [--quick] [--out FILE]")
     };
     let quick = args.iter().any(|a| a == "--quick");
     let out = value("--out")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/bench/results.json"));
+    let leash_core = match value("--leash-core") {
+        Some(core) => Some(core.parse().context("--leash-core takes a core number")?),
+        None => None,
+    };
+    let only: Option<&'static str> = value("--only").map(|o| &*o.leak());
     let scale = match quick {
         true => Scale {
             duration: Duration::from_millis(300),
             bulk_bytes: 4 << 20,
             idle_connections: 500,
+            leash_core,
+            only,
         },
         false => Scale {
             duration: Duration::from_secs(3),
             bulk_bytes: 100 << 20,
             idle_connections: 5000,
+            leash_core,
+            only,
         },
     };
     proc::raise_file_limit();
@@ -58,7 +73,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let json = serde_json::json!({ "quick": quick, "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "rows": rows.iter().map(workloads::Row::json).collect::<Vec<_>>() });
+    let json = serde_json::json!({ "quick": quick, "leash_core": leash_core, "loadgen_cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), "rows": rows.iter().map(workloads::Row::json).collect::<Vec<_>>() });
     std::fs::write(&out, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", out.display()))?;
     println!("written to {}", out.display());

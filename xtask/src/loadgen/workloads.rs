@@ -36,6 +36,14 @@ pub(crate) struct Row {
 }
 
 impl Row {
+    /// A rate through leash beside the same load sent directly.
+    fn compared(name: &'static str, unit: &'static str, leashed: &Sample, direct: &Sample) -> Row {
+        let mut row = Row::new(name, unit, leashed.rate());
+        row.direct = Some(direct.rate());
+        row.cpu_us_per_op = leashed.cpu_us_per_op();
+        row
+    }
+
     fn new(name: &'static str, unit: &'static str, value: f64) -> Row {
         Row {
             name,
@@ -82,7 +90,7 @@ pub(crate) fn table(rows: &[Row]) -> String {
     out
 }
 
-/// A running `leash proxy` child, pinned to core 0 when there are two or more.
+/// A running `leash proxy` child, pinned to its own core when the suite was given one.
 struct Leash {
     child: Child,
     pid: u32,
@@ -90,16 +98,18 @@ struct Leash {
     socks: SocketAddr,
 }
 
-async fn start_leash(binary: &Path, config: &Path) -> anyhow::Result<(Leash, Duration)> {
-    let pinned = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
-        && Path::new("/usr/bin/taskset").exists();
-    let mut command = match pinned {
-        true => {
+async fn start_leash(
+    binary: &Path,
+    config: &Path,
+    core: Option<usize>,
+) -> anyhow::Result<(Leash, Duration)> {
+    let mut command = match core {
+        Some(core) => {
             let mut c = Command::new("taskset");
-            c.args(["-c", "0"]).arg(binary);
+            c.arg("-c").arg(core.to_string()).arg(binary);
             c
         }
-        false => Command::new(binary),
+        None => Command::new(binary),
     };
     let started = Instant::now();
     let mut child = command
@@ -157,13 +167,13 @@ pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<R
     let config = write_config(&dir, origin)?;
     let mut startups = Vec::new();
     for _ in 0..4 {
-        let (mut leash, took) = start_leash(binary, &config).await?;
+        let (mut leash, took) = start_leash(binary, &config, scale.leash_core).await?;
         startups.push(took);
         let _ = leash.child.kill().await;
     }
-    startups.sort();
-    let (leash, took) = start_leash(binary, &config).await?;
+    let (leash, took) = start_leash(binary, &config, scale.leash_core).await?;
     startups.push(took);
+    startups.sort();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut rows = vec![
         Row::new(
@@ -173,16 +183,37 @@ pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<R
         ),
         Row::new("idle_rss", "MB", proc::rss_kib(leash.pid) as f64 / 1024.0),
     ];
-    rows.push(http_abs(&leash, origin, scale).await?);
-    rows.push(deny_http(&leash, origin, scale, rows.last().and_then(|r| r.direct)).await?);
-    rows.push(rate("connect_rate", &leash, origin, scale, Via::Connect).await?);
-    rows.push(rate("socks_rate", &leash, origin, scale, Via::Socks).await?);
-    rows.push(deny_connect(&leash, scale).await?);
-    rows.push(bulk("connect_bulk", &leash, origin, scale, Via::Connect).await?);
-    rows.push(bulk("socks_bulk", &leash, origin, scale, Via::Socks).await?);
-    rows.push(rss_idle(&leash, scale).await?);
+    let wants = |name: &str| {
+        scale
+            .only
+            .is_none_or(|only| only.split(',').any(|n| n == name))
+    };
+    if wants("http_abs") || wants("deny_http") {
+        rows.push(http_abs(&leash, origin, scale).await?);
+        rows.push(deny_http(&leash, origin, scale, rows.last().and_then(|r| r.direct)).await?);
+    }
+    if wants("connect_rate") {
+        rows.push(rate("connect_rate", &leash, origin, scale, Via::Connect).await?);
+    }
+    if wants("socks_rate") {
+        rows.push(rate("socks_rate", &leash, origin, scale, Via::Socks).await?);
+    }
+    if wants("deny_connect") {
+        rows.push(deny_connect(&leash, scale).await?);
+    }
+    if wants("connect_bulk") {
+        rows.push(bulk("connect_bulk", &leash, origin, scale, Via::Connect).await?);
+    }
+    if wants("socks_bulk") {
+        rows.push(bulk("socks_bulk", &leash, origin, scale, Via::Socks).await?);
+    }
+    if wants("rss_5k") {
+        rows.push(rss_idle(&leash, scale).await?);
+    }
     drop(leash);
-    rows.push(mitm_rate(binary, &dir, scale).await?);
+    if wants("mitm_rate") {
+        rows.push(mitm_rate(binary, &dir, scale).await?);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
 }
@@ -201,11 +232,11 @@ async fn mitm_rate(binary: &Path, dir: &Path, scale: Scale) -> anyhow::Result<Ro
     );
     let config = dir.join("mitm.toml");
     std::fs::write(&config, text)?;
-    let (leash, _) = start_leash(binary, &config).await?;
+    let (leash, _) = start_leash(binary, &config, scale.leash_core).await?;
     let through_client = Arc::new(crate::tls::client(&ca_dir.join("ca.pem"))?);
     let direct_client = Arc::new(crate::tls::client(&origin_ca)?);
     let proxy = leash.http;
-    let through = drive(16, scale.duration, Some(leash.pid), move |_| {
+    let through = move |_| {
         let client = through_client.clone();
         async move {
             let op = move || -> OpFuture {
@@ -221,9 +252,8 @@ async fn mitm_rate(binary: &Path, dir: &Path, scale: Scale) -> anyhow::Result<Ro
             };
             anyhow::Ok(OpLoop::Fresh(Box::new(op)))
         }
-    })
-    .await?;
-    let direct = drive(16, scale.duration, None, move |_| {
+    };
+    let direct = move |_| {
         let client = direct_client.clone();
         async move {
             let op = move || -> OpFuture {
@@ -234,21 +264,83 @@ async fn mitm_rate(binary: &Path, dir: &Path, scale: Scale) -> anyhow::Result<Ro
             };
             anyhow::Ok(OpLoop::Fresh(Box::new(op)))
         }
-    })
-    .await?;
-    let mut row = Row::new("mitm_rate", "op/s", through.0);
-    row.direct = Some(direct.0);
-    row.cpu_us_per_op = through.2;
-    Ok(row)
+    };
+    let (leashed, direct) = side_by_side(16, scale, leash.pid, through, direct).await?;
+    Ok(Row::compared("mitm_rate", "op/s", &leashed, &direct))
 }
 
-/// Runs `op` on `concurrency` tasks until `duration` is over; returns ops/s, latencies and CPU.
+/// What one workload measured: operations, time, latencies, and leash's CPU time.
+#[derive(Debug, Default)]
+struct Sample {
+    ops: u64,
+    secs: f64,
+    latencies_us: Vec<u64>,
+    leash_ticks: Option<u64>,
+}
+
+impl Sample {
+    fn merge(&mut self, other: Sample) {
+        self.ops += other.ops;
+        self.secs += other.secs;
+        self.latencies_us.extend(other.latencies_us);
+        self.leash_ticks = match (self.leash_ticks, other.leash_ticks) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+    }
+
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.secs.max(f64::EPSILON)
+    }
+
+    /// Leash's CPU time per operation, in microseconds (a clock tick is 10 ms).
+    fn cpu_us_per_op(&self) -> Option<f64> {
+        self.leash_ticks
+            .map(|ticks| ticks as f64 * 10_000.0 / (self.ops as f64).max(1.0))
+    }
+
+    fn percentile(&mut self, p: f64) -> u64 {
+        self.latencies_us.sort_unstable();
+        let last = self.latencies_us.len().saturating_sub(1);
+        let at = ((self.latencies_us.len() as f64 * p) as usize).min(last);
+        self.latencies_us.get(at).copied().unwrap_or(0)
+    }
+}
+
+/// Rounds taken through leash and directly, alternating.
+const ROUNDS: u32 = 3;
+
+/// The same load through leash and directly, in alternating rounds: drift over the run (sockets
+/// piling up in TIME_WAIT, the machine's own noise) then falls on both sides alike.
+async fn side_by_side<F, Fut, G, Gut>(
+    concurrency: usize,
+    scale: Scale,
+    leash_pid: u32,
+    through: F,
+    direct: G,
+) -> anyhow::Result<(Sample, Sample)>
+where
+    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<OpLoop>> + Send,
+    G: Fn(usize) -> Gut + Send + Sync + Clone + 'static,
+    Gut: std::future::Future<Output = anyhow::Result<OpLoop>> + Send,
+{
+    let each = scale.duration / ROUNDS;
+    let (mut leashed, mut direct_sample) = (Sample::default(), Sample::default());
+    for _ in 0..ROUNDS {
+        leashed.merge(drive(concurrency, each, Some(leash_pid), through.clone()).await?);
+        direct_sample.merge(drive(concurrency, each, None, direct.clone()).await?);
+    }
+    Ok((leashed, direct_sample))
+}
+
+/// Runs `op` on `concurrency` tasks until `duration` is over.
 async fn drive<F, Fut>(
     concurrency: usize,
     duration: Duration,
     leash_pid: Option<u32>,
     op: F,
-) -> anyhow::Result<(f64, Vec<u64>, Option<f64>)>
+) -> anyhow::Result<Sample>
 where
     F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = anyhow::Result<OpLoop>> + Send,
@@ -272,24 +364,16 @@ where
             anyhow::Ok(latencies)
         }));
     }
-    let mut latencies = Vec::new();
+    let mut latencies_us = Vec::new();
     for task in tasks {
-        latencies.extend(task.await??);
+        latencies_us.extend(task.await??);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let ops = count.load(Ordering::Relaxed) as f64;
-    let cpu = leash_pid.map(|pid| {
-        (proc::cpu_ticks(pid) - ticks_before.unwrap_or(0)) as f64 * 10_000.0 / ops.max(1.0)
-    });
-    latencies.sort_unstable();
-    Ok((ops / elapsed, latencies, cpu))
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    sorted
-        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or(0)
+    Ok(Sample {
+        ops: count.load(Ordering::Relaxed),
+        secs: started.elapsed().as_secs_f64(),
+        latencies_us,
+        leash_ticks: leash_pid.map(|pid| proc::cpu_ticks(pid) - ticks_before.unwrap_or(0)),
+    })
 }
 
 /// One operation in flight.
@@ -331,24 +415,19 @@ async fn keep_alive(to: SocketAddr, uri: &str) -> anyhow::Result<OpLoop> {
 
 async fn http_abs(leash: &Leash, origin: SocketAddr, scale: Scale) -> anyhow::Result<Row> {
     let (proxy, uri) = (leash.http, format!("http://{origin}/small"));
-    let through = drive(64, scale.duration, Some(leash.pid), move |_| {
+    let through = move |_| {
         let uri = uri.clone();
         async move { keep_alive(proxy, &uri).await }
-    })
-    .await?;
-    let direct = drive(64, scale.duration, None, move |_| async move {
-        keep_alive(origin, "/small").await
-    })
-    .await?;
-    let mut row = Row::new("http_abs", "r/s", through.0);
-    row.direct = Some(direct.0);
+    };
+    let direct = move |_| async move { keep_alive(origin, "/small").await };
+    let (mut leashed, mut direct) = side_by_side(64, scale, leash.pid, through, direct).await?;
+    let mut row = Row::compared("http_abs", "r/s", &leashed, &direct);
     row.p50_p99_us = Some((
-        percentile(&through.1, 0.5),
-        percentile(&through.1, 0.99),
-        percentile(&direct.1, 0.5),
-        percentile(&direct.1, 0.99),
+        leashed.percentile(0.5),
+        leashed.percentile(0.99),
+        direct.percentile(0.5),
+        direct.percentile(0.99),
     ));
-    row.cpu_us_per_op = through.2;
     Ok(row)
 }
 
@@ -359,13 +438,13 @@ async fn deny_http(
     direct_http: Option<f64>,
 ) -> anyhow::Result<Row> {
     let proxy = leash.http;
-    let (rate, _, cpu) = drive(64, scale.duration, Some(leash.pid), move |_| async move {
+    let sample = drive(64, scale.duration, Some(leash.pid), move |_| async move {
         keep_alive(proxy, "http://denied.bench/").await
     })
     .await?;
-    let mut row = Row::new("deny_http", "r/s", rate);
+    let mut row = Row::new("deny_http", "r/s", sample.rate());
     row.direct = direct_http;
-    row.cpu_us_per_op = cpu;
+    row.cpu_us_per_op = sample.cpu_us_per_op();
     Ok(row)
 }
 
@@ -402,13 +481,16 @@ async fn open(via: Via, leash: SocketAddr, origin: SocketAddr) -> anyhow::Result
     Ok(stream)
 }
 
-/// Reads a response head and insists on `200`.
+/// Reads a response head and insists on `200`. Reads in chunks, as real clients do: a proxy
+/// sends nothing after its `CONNECT` answer until the client speaks, so the head is all there is.
 async fn read_head(stream: &mut TcpStream) -> anyhow::Result<()> {
     let mut head = Vec::new();
-    let mut byte = [0u8; 1];
+    let mut chunk = [0u8; 512];
     while !head.ends_with(b"\r\n\r\n") {
-        anyhow::ensure!(stream.read(&mut byte).await? == 1, "closed during the head");
-        head.push(byte[0]);
+        let n = stream.read(&mut chunk).await?;
+        anyhow::ensure!(n > 0, "closed during the head");
+        head.extend_from_slice(&chunk[..n]);
+        anyhow::ensure!(head.len() < 8192, "no end of head");
     }
     anyhow::ensure!(
         head.starts_with(b"HTTP/1.1 200"),
@@ -444,7 +526,7 @@ async fn rate(
 ) -> anyhow::Result<Row> {
     let proxy = leash.http;
     let socks = leash.socks;
-    let through = drive(32, scale.duration, Some(leash.pid), move |_| async move {
+    let through = move |_| async move {
         let op = move || -> OpFuture {
             Box::pin(async move {
                 let to = match via {
@@ -456,9 +538,8 @@ async fn rate(
             })
         };
         anyhow::Ok(OpLoop::Fresh(Box::new(op)))
-    })
-    .await?;
-    let direct = drive(32, scale.duration, None, move |_| async move {
+    };
+    let direct = move |_| async move {
         let op = move || -> OpFuture {
             Box::pin(async move {
                 let mut stream = TcpStream::connect(origin).await?;
@@ -466,17 +547,14 @@ async fn rate(
             })
         };
         anyhow::Ok(OpLoop::Fresh(Box::new(op)))
-    })
-    .await?;
-    let mut row = Row::new(name, "op/s", through.0);
-    row.direct = Some(direct.0);
-    row.cpu_us_per_op = through.2;
-    Ok(row)
+    };
+    let (leashed, direct) = side_by_side(32, scale, leash.pid, through, direct).await?;
+    Ok(Row::compared(name, "op/s", &leashed, &direct))
 }
 
 async fn deny_connect(leash: &Leash, scale: Scale) -> anyhow::Result<Row> {
     let proxy = leash.http;
-    let (rate, _, cpu) = drive(32, scale.duration, Some(leash.pid), move |_| async move {
+    let sample = drive(32, scale.duration, Some(leash.pid), move |_| async move {
         let op = move || -> OpFuture {
             Box::pin(async move {
                 let mut stream = TcpStream::connect(proxy).await?;
@@ -492,12 +570,13 @@ async fn deny_connect(leash: &Leash, scale: Scale) -> anyhow::Result<Row> {
         anyhow::Ok(OpLoop::Fresh(Box::new(op)))
     })
     .await?;
-    let mut row = Row::new("deny_connect", "op/s", rate);
-    row.cpu_us_per_op = cpu;
+    let mut row = Row::new("deny_connect", "op/s", sample.rate());
+    row.cpu_us_per_op = sample.cpu_us_per_op();
     Ok(row)
 }
 
-/// Four concurrent downloads of `scale.bulk_bytes`: MB/s through leash and directly.
+/// Four concurrent downloads of `scale.bulk_bytes`, repeated for `scale.duration`: MiB/s through
+/// leash and directly, and leash's CPU time per MiB.
 async fn bulk(
     name: &'static str,
     leash: &Leash,
@@ -505,45 +584,57 @@ async fn bulk(
     scale: Scale,
     via: Via,
 ) -> anyhow::Result<Row> {
-    let path = format!("/big?n={}", scale.bulk_bytes);
     let to = match via {
         Via::Connect => leash.http,
         Via::Socks => leash.socks,
     };
-    let ticks = proc::cpu_ticks(leash.pid);
-    let through = download(4, &path, Some((via, to)), origin).await?;
-    let cpu_ms = (proc::cpu_ticks(leash.pid) - ticks) as f64 * 10.0;
-    let direct = download(4, &path, None, origin).await?;
-    let mut row = Row::new(name, "MB/s", through);
-    row.direct = Some(direct);
-    // CPU per MiB relayed, in microseconds.
-    row.cpu_us_per_op = Some(cpu_ms * 1000.0 / (4.0 * scale.bulk_bytes as f64 / (1 << 20) as f64));
-    Ok(row)
+    // Alternating rounds, as `side_by_side` does; here the operation is a mebibyte.
+    let (mut leashed, mut direct) = (Sample::default(), Sample::default());
+    let each = Scale {
+        duration: scale.duration / ROUNDS,
+        ..scale
+    };
+    for _ in 0..ROUNDS {
+        let ticks = proc::cpu_ticks(leash.pid);
+        let mut round = downloads(each, Some((via, to)), origin).await?;
+        round.leash_ticks = Some(proc::cpu_ticks(leash.pid) - ticks);
+        leashed.merge(round);
+        direct.merge(downloads(each, None, origin).await?);
+    }
+    Ok(Row::compared(name, "MB/s", &leashed, &direct))
 }
 
-async fn download(
-    concurrency: usize,
-    path: &str,
+/// Rounds of four concurrent downloads for `scale.duration` (one round at least); one operation
+/// of the sample is one MiB.
+async fn downloads(
+    scale: Scale,
     via: Option<(Via, SocketAddr)>,
     origin: SocketAddr,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Sample> {
+    let path = format!("/big?n={}", scale.bulk_bytes);
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let path = path.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let mut stream = match via {
-                Some((via, to)) => open(via, to, origin).await?,
-                None => TcpStream::connect(origin).await?,
-            };
-            get_close(&mut stream, &path).await
-        }));
-    }
     let mut bytes = 0;
-    for task in tasks {
-        bytes += task.await??;
+    while bytes == 0 || started.elapsed() < scale.duration {
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let path = path.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut stream = match via {
+                    Some((via, to)) => open(via, to, origin).await?,
+                    None => TcpStream::connect(origin).await?,
+                };
+                get_close(&mut stream, &path).await
+            }));
+        }
+        for task in tasks {
+            bytes += task.await??;
+        }
     }
-    Ok(bytes as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64())
+    Ok(Sample {
+        ops: (bytes >> 20) as u64,
+        secs: started.elapsed().as_secs_f64(),
+        ..Sample::default()
+    })
 }
 
 /// Resident memory with `scale.idle_connections` idle client connections open.

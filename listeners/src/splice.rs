@@ -1,0 +1,164 @@
+//! Tunnel bytes between two sockets, kernel to kernel once a direction proves to be bulk:
+//! socket → pipe → socket with `splice(2)`. A bulk transfer through leash then costs page moves
+//! instead of two copies through user space, which is most of what a tunnel costs (issue 9:
+//! `connect_bulk`, `socks_bulk`). A direction starts out copying through a small buffer, so the
+//! many short tunnels (one request, one small answer) never pay for creating pipes.
+
+use std::{io, os::fd::OwnedFd};
+
+use rustix::{
+    net::Shutdown,
+    pipe::{fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags},
+};
+use tokio::{io::Interest, net::TcpStream};
+
+use crate::relay::Direction;
+
+/// A direction copies through a buffer this large until one read fills it; then it splices.
+const COPY_BUFFER: usize = 16 * 1024;
+
+/// Pipe capacity asked for: larger than the default 64 KiB so one wake-up moves more, small
+/// enough that many open bulk tunnels stay within the kernel's per-user pipe allowance (past it
+/// the kernel keeps a smaller pipe, which only costs speed).
+const PIPE_SIZE: usize = 256 * 1024;
+
+/// Both directions until both have ended (each end closes the other side's write half, as
+/// `tokio::io::copy_bidirectional` does), or until either fails.
+pub(crate) async fn relay(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    up: &Direction,
+    down: &Direction,
+) -> io::Result<()> {
+    tokio::try_join!(pump(client, upstream, up), pump(upstream, client, down))?;
+    Ok(())
+}
+
+/// `from` → `to` until `from` ends.
+async fn pump(from: &TcpStream, to: &TcpStream, direction: &Direction) -> io::Result<()> {
+    if copy(from, to, direction, COPY_BUFFER, Until::Filled).await? == Copied::Ended {
+        return Ok(());
+    }
+    match Pipe::new() {
+        Ok(pipe) => pipe.pump(from, to, direction).await,
+        // Out of descriptors: keep copying, more slowly.
+        Err(_) => copy(from, to, direction, 64 * 1024, Until::Ended)
+            .await
+            .map(drop),
+    }
+}
+
+/// When [`copy`] stops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// At the end of the source, or as soon as one read fills the buffer (bulk is coming).
+    Filled,
+    /// Only at the end of the source.
+    Ended,
+}
+
+#[derive(PartialEq, Eq)]
+enum Copied {
+    Ended,
+    Filled,
+}
+
+/// Copies through a buffer of `size` bytes.
+async fn copy(
+    from: &TcpStream,
+    to: &TcpStream,
+    direction: &Direction,
+    size: usize,
+    until: Until,
+) -> io::Result<Copied> {
+    let mut buffer = vec![0u8; size];
+    loop {
+        let read = from
+            .async_io(Interest::READABLE, || from.try_read(&mut buffer))
+            .await?;
+        if read == 0 {
+            end(to);
+            return Ok(Copied::Ended);
+        }
+        direction.moved(read);
+        write_all(to, &buffer[..read]).await?;
+        if read == size && until == Until::Filled {
+            return Ok(Copied::Filled);
+        }
+    }
+}
+
+async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let written = to
+            .async_io(Interest::WRITABLE, || to.try_write(bytes))
+            .await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[written..];
+    }
+    Ok(())
+}
+
+/// The source has ended: pass the end on as a half-close. Not-connected here means the peer is
+/// already gone, and the tunnel ends either way.
+fn end(to: &TcpStream) {
+    let _ = rustix::net::shutdown(to, Shutdown::Write);
+}
+
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity: usize,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Pipe> {
+        let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        let capacity = fcntl_setpipe_size(&write, PIPE_SIZE)
+            .or_else(|_| fcntl_getpipe_size(&write))
+            .unwrap_or(4096);
+        Ok(Pipe {
+            read,
+            write,
+            capacity,
+        })
+    }
+
+    /// The pipe is empty whenever `from` is read, so a "would block" from that splice always
+    /// means the socket has nothing (never a full pipe), which is what tokio's readiness tracking
+    /// needs to be true.
+    async fn pump(
+        &self,
+        from: &TcpStream,
+        to: &TcpStream,
+        direction: &Direction,
+    ) -> io::Result<()> {
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        loop {
+            let read = from
+                .async_io(Interest::READABLE, || {
+                    Ok(splice(from, None, &self.write, None, self.capacity, flags)?)
+                })
+                .await?;
+            if read == 0 {
+                end(to);
+                return Ok(());
+            }
+            direction.moved(read);
+            let mut held = read;
+            while held > 0 {
+                let written = to
+                    .async_io(Interest::WRITABLE, || {
+                        Ok(splice(&self.read, None, to, None, held, flags)?)
+                    })
+                    .await?;
+                if written == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                held -= written;
+            }
+        }
+    }
+}
