@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::{
     body::Incoming,
     client::conn::http1::{self as client, SendRequest},
-    header::{HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE},
+    header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE},
     Request, Response, Uri, Version,
 };
 use hyper_util::rt::TokioIo;
@@ -29,11 +29,12 @@ use crate::{
     response::{upstream_error_response, ProxyBody, UpstreamError},
 };
 
-/// Method-override headers limited mode looks at (SPEC §4).
-const OVERRIDE_HEADERS: &[&str] = &[
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
+/// Method-override headers limited mode looks at (SPEC §4). Parsed names, not strings: a lookup
+/// by string parses and hashes the name again on every request.
+static OVERRIDE_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
 ];
 
 /// The upstream connection of one client connection, kept for its next request to the same target.
@@ -181,7 +182,7 @@ async fn decide(
             .is_some_and(|v| v.trim() != "0");
     let method_override = OVERRIDE_HEADERS
         .iter()
-        .find_map(|name| headers.get(*name))
+        .find_map(|name| headers.get(name))
         .map(|v| v.to_str().unwrap_or("<non-text>"));
     let shape = RequestShape {
         has_body,
