@@ -1,11 +1,8 @@
 //! Absolute-form forwarding (SPEC §3): `GET http://host/path` is decided on the URI's authority,
 //! sent upstream in origin-form with `Host` rewritten and hop-by-hop headers stripped, over a
-//! connection the shared dialer vetted (kept per client connection and re-vetted on reuse).
+//! connection the shared dialer vetted (kept alive in the shared pool and re-vetted on reuse).
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use hyper::{
@@ -25,6 +22,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::{
     headers::strip_hop_by_hop,
+    pool::{PoolKey, Returning, Upstream, UpstreamCache},
     proxy::{HttpProxy, Scope, Subject},
     response::{upstream_error_response, ProxyBody, UpstreamError},
 };
@@ -37,18 +35,8 @@ static OVERRIDE_HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-method-override"),
 ];
 
-/// The upstream connection of one client connection, kept for its next request to the same target.
-#[derive(Debug, Default)]
-pub(crate) struct UpstreamCache {
-    slot: Mutex<Option<Upstream>>,
-}
-
-#[derive(Debug)]
-struct Upstream {
-    target: Target,
-    peer: SocketAddr,
-    sender: SendRequest<Incoming>,
-}
+/// How long a pooled connection may take to be ready for the next request.
+const POOLED_READY_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How a decided request travels: plain HTTP (absolute-form), or re-encrypted towards the origin
 /// (a request from inside an intercepted tunnel).
@@ -77,7 +65,7 @@ pub(crate) async fn handle(
     proxy: &HttpProxy,
     scope: &Scope,
     req: Request<Incoming>,
-    cache: &UpstreamCache,
+    cache: &Arc<UpstreamCache>,
 ) -> Response<ProxyBody> {
     let authority = match absolute_form_authority(req.uri()) {
         Ok(authority) => authority,
@@ -106,7 +94,7 @@ pub(crate) async fn deliver(
     scope: &Scope,
     target: &Target,
     req: Request<Incoming>,
-    cache: &UpstreamCache,
+    cache: &Arc<UpstreamCache>,
     route: &Route,
 ) -> Response<ProxyBody> {
     // Cheap handles (no copy of the text): what a block or an error names is built only then,
@@ -125,8 +113,12 @@ pub(crate) async fn deliver(
     if !decision.is_allowed() {
         return proxy.block(scope, decision, &subject());
     }
-    let sender = match upstream(proxy, scope, target, cache, route).await {
-        Ok(sender) => sender,
+    let key = PoolKey {
+        target: target.clone(),
+        protocol: route.protocol,
+    };
+    let upstream = match upstream(proxy, scope, &key, cache, route).await {
+        Ok(upstream) => upstream,
         Err(UpstreamError::Dial(DialError::Blocked(decision))) => {
             return proxy.block(scope, decision, &subject())
         }
@@ -134,7 +126,7 @@ pub(crate) async fn deliver(
     };
     proxy.record_allowed(scope, decision, route.protocol, subject);
     let timeout = proxy.limits.upstream_timeout;
-    let sent = tokio::time::timeout(timeout, send(sender, target, req, cache, route)).await;
+    let sent = tokio::time::timeout(timeout, send(cache, upstream, key, req, route)).await;
     let Ok(sent) = sent else {
         return upstream_error(&UpstreamError::Timeout, target);
     };
@@ -198,25 +190,32 @@ async fn decide(
     proxy.decide(scope, &request).await
 }
 
-/// The cached connection if it goes to the same target and its address still passes the policy
-/// in force; else a fresh, vetted one.
+/// A kept connection to the same target (this client connection's, else one from the shared pool)
+/// whose address still passes the policy in force; else a fresh, vetted one.
 async fn upstream(
     proxy: &HttpProxy,
     scope: &Scope,
-    target: &Target,
+    key: &PoolKey,
     cache: &UpstreamCache,
     route: &Route,
-) -> Result<(SendRequest<Incoming>, SocketAddr), UpstreamError> {
-    let cached = cache.slot.lock().expect("cache lock").take();
-    if let Some(mut upstream) = cached.filter(|u| &u.target == target) {
+) -> Result<Upstream, UpstreamError> {
+    while let Some(mut pooled) = cache.take(key) {
         let still_allowed = proxy
             .dialer
-            .revet(scope.engine.as_ref(), target, upstream.peer)
+            .revet(scope.engine.as_ref(), &key.target, pooled.peer)
             .is_allowed();
-        if still_allowed && upstream.sender.ready().await.is_ok() {
-            return Ok((upstream.sender, upstream.peer));
+        if !still_allowed {
+            // Dial afresh: the dialer then refuses with the decision, and names it.
+            break;
+        }
+        // A connection whose answer was read to the end is ready at once; one still sending an
+        // earlier request's body (the origin answered early) is not worth waiting for.
+        let ready = tokio::time::timeout(POOLED_READY_WAIT, pooled.sender.ready()).await;
+        if matches!(ready, Ok(Ok(()))) {
+            return Ok(pooled);
         }
     }
+    let target = &key.target;
     let dialed = proxy
         .dialer
         .dial(scope.engine.as_ref(), target)
@@ -233,7 +232,10 @@ async fn upstream(
             handshake(stream).await?
         }
     };
-    Ok((sender, dialed.peer))
+    Ok(Upstream {
+        peer: dialed.peer,
+        sender,
+    })
 }
 
 /// An HTTP/1.1 client connection over `io`, driven by its own task.
@@ -263,33 +265,30 @@ fn server_name(target: &Target) -> ServerName<'static> {
 }
 
 async fn send(
-    (mut sender, peer): (SendRequest<Incoming>, SocketAddr),
-    target: &Target,
+    cache: &Arc<UpstreamCache>,
+    mut upstream: Upstream,
+    key: PoolKey,
     req: Request<Incoming>,
-    cache: &UpstreamCache,
     route: &Route,
 ) -> Result<Response<ProxyBody>, hyper::Error> {
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts
         .headers
-        .insert(HOST, host_header(target, route.default_port()));
+        .insert(HOST, host_header(&key.target, route.default_port()));
     parts.uri = parts
         .uri
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     parts.version = Version::HTTP_11;
-    let response = sender
+    let response = upstream
+        .sender
         .send_request(Request::from_parts(parts, body))
         .await?;
-    // Only a connection that answered goes back for reuse.
-    *cache.slot.lock().expect("cache lock") = Some(Upstream {
-        target: target.clone(),
-        peer,
-        sender,
-    });
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // Only a connection that answered, and whose answer was read to the end, goes back.
+    let body = Returning::new(body, cache.clone(), key, upstream);
     Ok(Response::from_parts(parts, body.boxed()))
 }
 

@@ -18,8 +18,9 @@ use tokio::{
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::{
-    forward::{deliver, Route, UpstreamCache},
+    forward::{deliver, Route},
     framing::FramingNotes,
+    pool::UpstreamCache,
     proxy::{HttpProxy, Scope, Subject},
     response::ProxyBody,
 };
@@ -60,7 +61,7 @@ pub(crate) async fn intercept<S>(
         protocol: Protocol::Https,
         tls: Some(mitm.upstream.clone()),
     };
-    let cache = Arc::new(UpstreamCache::default());
+    let cache = Arc::new(UpstreamCache::new(proxy.pool.clone()));
     let (target, limits) = (Arc::new(target), proxy.limits.clone());
     let service = service_fn(move |req| {
         let problem = notes.next_problem();
@@ -92,7 +93,7 @@ async fn inner(
     mut scope: Scope,
     target: &Target,
     req: Request<Incoming>,
-    cache: &UpstreamCache,
+    cache: &Arc<UpstreamCache>,
     route: &Route,
     framing_problem: Option<&'static str>,
 ) -> Response<ProxyBody> {

@@ -12,6 +12,7 @@ mod forward;
 mod framing;
 mod headers;
 mod intercept;
+mod pool;
 mod proxy;
 mod response;
 mod server;

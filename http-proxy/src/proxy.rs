@@ -14,7 +14,7 @@ use policy::{
 use crate::{
     auth::{authenticate, AuthFailure},
     connect, forward,
-    forward::UpstreamCache,
+    pool::{UpstreamCache, UpstreamPool},
     response::{auth_challenge, blocked_response, ProxyBody},
 };
 
@@ -42,6 +42,8 @@ pub struct HttpProxy {
     pub(crate) token: Option<String>,
     pub(crate) limits: Limits,
     pub(crate) mitm: Option<Arc<Interception>>,
+    /// Kept-alive upstream connections, shared by every client connection.
+    pub(crate) pool: Arc<UpstreamPool>,
     decider: Option<Arc<dyn Decider>>,
 }
 
@@ -83,6 +85,7 @@ impl HttpProxy {
             token: token.filter(|t| !t.is_empty()),
             limits,
             mitm: None,
+            pool: Arc::default(),
             decider: None,
         }
     }

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use listeners::{accept_loop, AcceptLimits, Busy, Connection, Observed, Stopping};
 use tokio::net::TcpStream;
 
-use crate::{forward::UpstreamCache, framing::FramingNotes, proxy::HttpProxy, response::ProxyBody};
+use crate::{framing::FramingNotes, pool::UpstreamCache, proxy::HttpProxy, response::ProxyBody};
 
 /// What a client gets when every connection slot is busy: a clean `503`, then the close.
 static OVERFLOW: LazyLock<Vec<u8>> = LazyLock::new(|| {
@@ -61,7 +61,7 @@ async fn serve_connection(
     connection: Arc<Connection>,
     mut stopping: Stopping,
 ) {
-    let cache = Arc::new(UpstreamCache::default());
+    let cache = Arc::new(UpstreamCache::new(proxy.pool.clone()));
     let notes = Arc::new(FramingNotes::default());
     let stream: ClientStream = Observed::new(stream, notes.clone());
     let (service_proxy, service_connection) = (proxy.clone(), connection.clone());

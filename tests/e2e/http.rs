@@ -5,8 +5,8 @@ use std::{net::IpAddr, sync::Arc};
 
 use listeners::StaticResolver;
 use tests::{
-    big_body, curl, loopback, policy_config, raw_request, start_proxy, LoopbackNat, Origin,
-    OriginPair,
+    big_body, curl, loopback, policy_config, raw_request, start_proxy, start_proxy_from_file,
+    LoopbackNat, Origin, OriginPair,
 };
 
 const TEN_MB: usize = 10 * 1024 * 1024;
@@ -306,7 +306,9 @@ async fn dns_rebinding_cannot_make_leash_dial_loopback() {
         resolver.clone(),
         Some(nat.clone()),
     );
-    let url = format!("http://rebind.test:{}/", forbidden.port());
+    // `/close`: the origin closes each connection, so no request can reuse a pooled one and
+    // every request looks the name up again, which is what a rebinding attack needs.
+    let url = format!("http://rebind.test:{}/close", forbidden.port());
     let first = curl(&["-x", &proxy.proxy_url("a1:tok"), &url]).await;
     assert_eq!(
         first.text(),
@@ -365,4 +367,46 @@ async fn a_kept_alive_client_reuses_its_vetted_upstream_connection() {
         "one upstream connection served all three requests"
     );
     assert_eq!(resolver.calls().len(), 1, "and the name was resolved once");
+}
+
+/// Separate client connections (one `curl` per command, as an agent runs them) share one kept-alive
+/// upstream connection; a policy change that no longer allows its address stops the reuse, and the
+/// request is refused with the reason, never sent over the old connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_connections_share_pooled_upstreams_until_the_policy_refuses_them() {
+    let origin = Origin::http().await;
+    let resolver = Arc::new(StaticResolver::new().answer("origin.test", &[loopback()]));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("leash.toml");
+    let opened = format!(
+        "[policy]\nallow = [\"origin.test\"]\nallow_local = [\"127.0.0.1:{}\"]\n",
+        origin.port()
+    );
+    std::fs::write(&file, opened).unwrap();
+    let proxy = start_proxy_from_file(&file, resolver.clone());
+    let url = format!("http://origin.test:{}/", origin.port());
+    for _ in 0..3 {
+        let out = curl(&["-x", &proxy.proxy_url("a1:tok"), &url]).await;
+        assert_eq!(out.text(), "hello from origin", "{}", out.stderr);
+    }
+    assert_eq!(origin.seen.requests().len(), 3);
+    assert_eq!(
+        origin.seen.connections(),
+        1,
+        "three client connections, one upstream connection"
+    );
+    assert_eq!(resolver.calls().len(), 1, "and one lookup");
+
+    std::fs::write(&file, "[policy]\nallow = [\"origin.test\"]\n").unwrap();
+    proxy.running().reload().expect("the tighter policy loads");
+    let out = curl(&["-s", "-i", "-x", &proxy.proxy_url("a1:tok"), &url]).await;
+    let (status, _, body) = split_response(&out.text());
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains(r#""reason":"local_address""#), "{body}");
+    assert_eq!(
+        origin.seen.requests().len(),
+        3,
+        "nothing more reached the origin"
+    );
+    assert_eq!(origin.seen.connections(), 1);
 }

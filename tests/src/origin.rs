@@ -168,9 +168,14 @@ async fn respond(
         _ => b"hello from origin".to_vec(),
     };
     let mut response = Response::new(Full::new(Bytes::from(reply)));
+    // `/close` answers and closes: the connection cannot be kept for another request.
+    let connection = match parts.uri.path() {
+        "/close" => "close, x-origin-hop",
+        _ => "keep-alive, x-origin-hop",
+    };
     response
         .headers_mut()
-        .insert("connection", "keep-alive, x-origin-hop".parse().unwrap());
+        .insert("connection", connection.parse().unwrap());
     response.headers_mut().insert(
         "x-origin-hop",
         "should not reach the client".parse().unwrap(),

@@ -1,9 +1,13 @@
 //! TLS for the `mitm_rate` workload: an HTTPS origin with a CA of its own (made here, with rcgen),
 //! and clients that trust either that CA (direct) or leash's (through interception).
 
-use std::{net::SocketAddr, path::Path, sync::Arc};
+use std::{convert::Infallible, net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{server::conn::http1, service::service_fn, Request, Response};
+use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use rustls::pki_types::{
     pem::PemObject, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
@@ -45,26 +49,18 @@ pub(crate) async fn origin(ca_file: &Path) -> anyhow::Result<SocketAddr> {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
+            let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(stream).await else {
+                let Ok(tls) = acceptor.accept(stream).await else {
                     return;
                 };
-                let mut request = vec![0u8; 4096];
-                let mut read = 0;
-                while !request[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tls.read(&mut request[read..]).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => read += n,
-                    }
-                }
-                let body = vec![b'z'; 1024];
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = tls.write_all(head.as_bytes()).await;
-                let _ = tls.write_all(&body).await;
-                let _ = tls.shutdown().await;
+                // Keep-alive as real origins are: a client's `Connection: close` still closes.
+                let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![b'z'; 1024]))))
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
             });
         }
     });

@@ -192,6 +192,9 @@ pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<R
         rows.push(http_abs(&leash, origin, scale).await?);
         rows.push(deny_http(&leash, origin, scale, rows.last().and_then(|r| r.direct)).await?);
     }
+    if wants("http_fresh") {
+        rows.push(http_fresh(&leash, origin, scale).await?);
+    }
     if wants("connect_rate") {
         rows.push(rate("connect_rate", &leash, origin, scale, Via::Connect).await?);
     }
@@ -431,6 +434,41 @@ async fn http_abs(leash: &Leash, origin: SocketAddr, scale: Scale) -> anyhow::Re
     Ok(row)
 }
 
+/// A new client connection per absolute-form request, as an agent running one `curl` per command
+/// makes them (32 concurrent); directly, a new connection to the origin per request.
+async fn http_fresh(leash: &Leash, origin: SocketAddr, scale: Scale) -> anyhow::Result<Row> {
+    let proxy = leash.http;
+    let uri = format!("http://{origin}/small");
+    let through = move |_| {
+        let uri = uri.clone();
+        async move {
+            let op = move || -> OpFuture {
+                let uri = uri.clone();
+                Box::pin(async move {
+                    let mut stream = TcpStream::connect(proxy).await?;
+                    get_close(&mut stream, &uri).await.map(|_| ())
+                })
+            };
+            anyhow::Ok(OpLoop::Fresh(Box::new(op)))
+        }
+    };
+    let direct = move |_| async move { anyhow::Ok(direct_fresh_get(origin)) };
+    let (leashed, direct) = side_by_side(32, scale, leash.pid, through, direct).await?;
+    Ok(Row::compared("http_fresh", "r/s", &leashed, &direct))
+}
+
+/// A new connection to the origin and one `GET /small` per operation: the direct side of the
+/// fresh-connection workloads.
+fn direct_fresh_get(origin: SocketAddr) -> OpLoop {
+    let op = move || -> OpFuture {
+        Box::pin(async move {
+            let mut stream = TcpStream::connect(origin).await?;
+            get_close(&mut stream, "/small").await.map(|_| ())
+        })
+    };
+    OpLoop::Fresh(Box::new(op))
+}
+
 async fn deny_http(
     leash: &Leash,
     _origin: SocketAddr,
@@ -539,15 +577,7 @@ async fn rate(
         };
         anyhow::Ok(OpLoop::Fresh(Box::new(op)))
     };
-    let direct = move |_| async move {
-        let op = move || -> OpFuture {
-            Box::pin(async move {
-                let mut stream = TcpStream::connect(origin).await?;
-                get_close(&mut stream, "/small").await.map(|_| ())
-            })
-        };
-        anyhow::Ok(OpLoop::Fresh(Box::new(op)))
-    };
+    let direct = move |_| async move { anyhow::Ok(direct_fresh_get(origin)) };
     let (leashed, direct) = side_by_side(32, scale, leash.pid, through, direct).await?;
     Ok(Row::compared(name, "op/s", &leashed, &direct))
 }

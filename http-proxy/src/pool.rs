@@ -1,0 +1,226 @@
+//! Kept-alive upstream connections, keyed by the vetted target. A client connection keeps the
+//! upstream it used last ([`UpstreamCache`]: no lock shared with anyone, no churn under keep-alive
+//! load); when it closes, that upstream moves to the shared [`UpstreamPool`] for the next client
+//! connection. An agent runs one command per request (`curl`, `git`), each on a new client
+//! connection; without the shared pool every one of them would pay for a new upstream connection,
+//! and inside an intercepted tunnel for a new TLS handshake with the origin too.
+//!
+//! A pooled connection carries no client identity (proxy credentials never go upstream), and the
+//! caller re-vets its address against the policy in force before every reuse.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{ready, Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use hyper::{
+    body::{Body, Frame, Incoming, SizeHint},
+    client::conn::http1::SendRequest,
+};
+use policy::{Protocol, Target};
+
+/// Idle connections kept per target: enough for a few parallel commands.
+const IDLE_PER_TARGET: usize = 8;
+/// Idle connections kept in all: a bound on what idle upstreams can cost (about 20 KB each).
+const IDLE_IN_ALL: usize = 256;
+/// An idle connection older than this is closed rather than reused: origins close idle
+/// connections too (5 s is common), and the older one is, the likelier it races such a close.
+const IDLE_FOR: Duration = Duration::from_secs(4);
+
+/// Which connections can serve a request: the same target over the same protocol (plain HTTP, or
+/// TLS to the origin for a request from inside an intercepted tunnel).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    pub(crate) target: Target,
+    pub(crate) protocol: Protocol,
+}
+
+/// A connection to a vetted address, ready for a request.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub(crate) peer: SocketAddr,
+    pub(crate) sender: SendRequest<Incoming>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    upstream: Upstream,
+    since: Instant,
+}
+
+/// The pool. Its lock is held only to push or pop, never across an await.
+#[derive(Debug, Default)]
+pub(crate) struct UpstreamPool {
+    idle: Mutex<Shelves>,
+}
+
+#[derive(Debug, Default)]
+struct Shelves {
+    by_key: HashMap<PoolKey, Vec<Idle>>,
+    count: usize,
+}
+
+impl UpstreamPool {
+    /// The most recently used live connection for `key`, if any.
+    pub(crate) fn take(&self, key: &PoolKey) -> Option<Upstream> {
+        let mut shelves = self.idle.lock().expect("pool lock");
+        let shelf = shelves.by_key.get_mut(key)?;
+        let mut found = None;
+        let mut removed = 0;
+        while let Some(idle) = shelf.pop() {
+            match idle.since.elapsed() < IDLE_FOR && !idle.upstream.sender.is_closed() {
+                true => {
+                    found = Some(idle.upstream);
+                    removed += 1;
+                    break;
+                }
+                false => removed += 1,
+            }
+        }
+        if shelf.is_empty() {
+            shelves.by_key.remove(key);
+        }
+        shelves.count -= removed;
+        found
+    }
+
+    /// Keeps `upstream` for the next request to `key`, unless it is closed or the pool is full.
+    pub(crate) fn put(&self, key: PoolKey, upstream: Upstream) {
+        if upstream.sender.is_closed() {
+            return;
+        }
+        let mut shelves = self.idle.lock().expect("pool lock");
+        if shelves.count >= IDLE_IN_ALL {
+            return;
+        }
+        let shelf = shelves.by_key.entry(key).or_default();
+        if shelf.len() >= IDLE_PER_TARGET {
+            return;
+        }
+        shelf.push(Idle {
+            upstream,
+            since: Instant::now(),
+        });
+        shelves.count += 1;
+    }
+}
+
+/// The upstream connection one client connection used last, kept for its next request.
+#[derive(Debug)]
+pub(crate) struct UpstreamCache {
+    slot: Mutex<Option<(PoolKey, Upstream)>>,
+    pool: Arc<UpstreamPool>,
+}
+
+impl UpstreamCache {
+    pub(crate) fn new(pool: Arc<UpstreamPool>) -> UpstreamCache {
+        UpstreamCache {
+            slot: Mutex::new(None),
+            pool,
+        }
+    }
+
+    /// This connection's own upstream if it goes to `key`; else one from the shared pool.
+    pub(crate) fn take(&self, key: &PoolKey) -> Option<Upstream> {
+        let kept = self.slot.lock().expect("cache lock").take();
+        match kept {
+            Some((kept_key, upstream)) if &kept_key == key => Some(upstream),
+            Some((kept_key, upstream)) => {
+                self.pool.put(kept_key, upstream);
+                self.pool.take(key)
+            }
+            None => self.pool.take(key),
+        }
+    }
+
+    fn put(&self, key: PoolKey, upstream: Upstream) {
+        let replaced = self
+            .slot
+            .lock()
+            .expect("cache lock")
+            .replace((key, upstream));
+        if let Some((key, upstream)) = replaced {
+            self.pool.put(key, upstream);
+        }
+    }
+}
+
+impl Drop for UpstreamCache {
+    /// The client connection is gone (and every body it was sending): its upstream is free for
+    /// anyone.
+    fn drop(&mut self) {
+        let kept = self.slot.get_mut().map(Option::take).unwrap_or_default();
+        if let Some((key, upstream)) = kept {
+            self.pool.put(key, upstream);
+        }
+    }
+}
+
+/// A response body that gives its upstream connection back once the body has been read to its
+/// end; a body abandoned or failed half-way takes its connection with it.
+#[derive(Debug)]
+pub(crate) struct Returning {
+    body: Incoming,
+    back: Option<(Arc<UpstreamCache>, PoolKey, Upstream)>,
+}
+
+impl Returning {
+    pub(crate) fn new(
+        body: Incoming,
+        cache: Arc<UpstreamCache>,
+        key: PoolKey,
+        upstream: Upstream,
+    ) -> Returning {
+        Returning {
+            body,
+            back: Some((cache, key, upstream)),
+        }
+    }
+
+    fn give_back(&mut self) {
+        if let Some((cache, key, upstream)) = self.back.take() {
+            cache.put(key, upstream);
+        }
+    }
+}
+
+impl Body for Returning {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        match &frame {
+            None => self.give_back(),
+            Some(Err(_)) => self.back = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Returning {
+    /// A body the server never polled because it knew it was empty (`HEAD`, `204`, `304`, a zero
+    /// length) still ended cleanly.
+    fn drop(&mut self) {
+        if self.body.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
