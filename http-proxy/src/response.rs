@@ -8,7 +8,7 @@ use hyper::{
     Response, StatusCode,
 };
 use listeners::DialError;
-use policy::{escape_untrusted, BlockReason, Decision, DecisionEvent, EventId, SCHEMA_VERSION};
+use policy::{escape_untrusted, BlockReason, DecisionEvent, EventId, SCHEMA_VERSION};
 use serde::Serialize;
 
 /// Every response body leash produces or forwards.
@@ -56,7 +56,7 @@ pub(crate) fn blocked_response(event: &DecisionEvent, id: EventId) -> Response<P
         mode: event.mode.as_str(),
         attempt: attempt.as_deref(),
         event: id.0,
-        message: message(&event.decision, reason, &host, &method),
+        message: event.decision.message(&host, &method).unwrap_or_default(),
         addrs,
     };
     let (status, code) = status_and_code(reason);
@@ -97,42 +97,6 @@ fn status_and_code(reason: &BlockReason) -> (StatusCode, &'static str) {
         BlockReason::HostMismatch => (StatusCode::MISDIRECTED_REQUEST, "host-mismatch"),
         BlockReason::Declined => (StatusCode::FORBIDDEN, "blocked-by-decider"),
         _ => (StatusCode::FORBIDDEN, "blocked"),
-    }
-}
-
-fn message(decision: &Decision, reason: &BlockReason, host: &str, method: &str) -> String {
-    match reason {
-        BlockReason::AllowlistMiss => format!("{host} is not on the allowlist"),
-        BlockReason::Denylist { rule } => format!("{host} is denied by the rule `{rule}`"),
-        BlockReason::LocalAddress { addrs }
-            if addrs.is_empty() || host.parse::<std::net::IpAddr>().is_ok() =>
-        {
-            format!("{host} is a local address; allow_local does not cover it")
-        }
-        BlockReason::LocalAddress { addrs } => {
-            let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-            format!(
-                "{host} resolves to local addresses ({}); allow_local does not cover them",
-                list.join(", ")
-            )
-        }
-        BlockReason::MethodNotAllowed { .. } => {
-            format!("{method} is not allowed in limited mode (read-only: GET, HEAD, OPTIONS without body, upgrade or method override)")
-        }
-        BlockReason::ProtocolNotAllowed => {
-            "this protocol cannot be inspected in limited mode".to_owned()
-        }
-        BlockReason::MitmRequired => {
-            "CONNECT needs TLS interception (mitm) in limited mode".to_owned()
-        }
-        BlockReason::InvalidTarget(error) => format!("invalid target: {error}"),
-        BlockReason::AuthFailed => "proxy authentication failed: wrong or missing token".to_owned(),
-        BlockReason::InvalidRequest { detail } => {
-            format!("invalid request: {}", escape_untrusted(detail))
-        }
-        BlockReason::HostMismatch => "the request names another host than its tunnel".to_owned(),
-        BlockReason::Declined => format!("{host} was declined when asked"),
-        _ => format!("blocked ({})", decision.verdict().as_str()),
     }
 }
 

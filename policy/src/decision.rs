@@ -147,6 +147,49 @@ impl Decision {
             _ => None,
         }
     }
+
+    /// The sentence a person reads about a block (the `message` of the 403 body, of the log line
+    /// and of `/blocked`); `None` for an allow. `host` and `method` as they will be printed,
+    /// already escaped. Callers branch on `reason`, never on this text.
+    pub fn message(&self, host: &str, method: &str) -> Option<String> {
+        let reason = self.reason()?;
+        Some(match reason {
+            BlockReason::AllowlistMiss => format!("{host} is not on the allowlist"),
+            BlockReason::Denylist { rule } => format!("{host} is denied by the rule `{rule}`"),
+            BlockReason::LocalAddress { addrs }
+                if addrs.is_empty() || host.parse::<IpAddr>().is_ok() =>
+            {
+                format!("{host} is a local address; allow_local does not cover it")
+            }
+            BlockReason::LocalAddress { addrs } => {
+                let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                format!(
+                    "{host} resolves to local addresses ({}); allow_local does not cover them",
+                    list.join(", ")
+                )
+            }
+            BlockReason::MethodNotAllowed { .. } => {
+                format!("{method} is not allowed in limited mode (read-only: GET, HEAD, OPTIONS without body, upgrade or method override)")
+            }
+            BlockReason::ProtocolNotAllowed => {
+                "this protocol cannot be inspected in limited mode".to_owned()
+            }
+            BlockReason::MitmRequired => {
+                "CONNECT needs TLS interception (mitm) in limited mode".to_owned()
+            }
+            BlockReason::InvalidTarget(error) => format!("invalid target: {error}"),
+            BlockReason::AuthFailed => {
+                "proxy authentication failed: wrong or missing token".to_owned()
+            }
+            BlockReason::InvalidRequest { detail } => {
+                format!("invalid request: {}", crate::escape_untrusted(detail))
+            }
+            BlockReason::HostMismatch => {
+                "the request names another host than its tunnel".to_owned()
+            }
+            BlockReason::Declined => format!("{host} was declined when asked"),
+        })
+    }
 }
 
 impl Verdict {

@@ -207,10 +207,12 @@ async fn an_approval_round_trip_opens_and_closes_a_host() {
         ])
     };
 
-    // A long poll that is waiting when the block happens returns it.
+    // A long poll that is waiting when the block happens returns it, with every field of the
+    // 403 body (SPEC §6), so a client without the body (SOCKS5) can read the same.
     let poll = tokio::spawn(call(admin, "GET", "/blocked?since=0&wait=5", None, None));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(fetch().await.text(), "403");
+    let refused = curl(&["-s", "-x", &proxy.proxy_url("a1:tok"), &url]).await;
+    let body: serde_json::Value = serde_json::from_str(&refused.text()).expect("a JSON 403 body");
     let (status, blocked) = poll.await.unwrap();
     assert_eq!(status, 200);
     let event = &blocked["events"][0];
@@ -218,6 +220,13 @@ async fn an_approval_round_trip_opens_and_closes_a_host() {
         (&event["decision"], &event["host"], &event["attempt"]),
         (&json!("ask"), &json!("new.test"), &json!("a1"))
     );
+    for (field, value) in body.as_object().expect("an object") {
+        assert_eq!(
+            &event[field], value,
+            "/blocked's `{field}` differs from the body's"
+        );
+    }
+    assert_eq!(event["event"], event["seq"]);
     assert_eq!(blocked["next"], event["seq"]);
 
     let (status, _) = call(

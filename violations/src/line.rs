@@ -1,4 +1,6 @@
-//! The log line of SPEC §7: the one place a `DecisionEvent` becomes JSONL.
+//! The log line of SPEC §7: the one place a `DecisionEvent` becomes JSONL. A block's line carries
+//! every field of its 403 body too (`blocked`, `event`, `message`; SPEC §6): `/blocked` serves these
+//! lines, and a SOCKS5 client, which gets no body, finds there what an HTTP client reads in it.
 
 use std::{borrow::Cow, net::IpAddr};
 
@@ -12,6 +14,7 @@ struct LogLine<'a> {
     v: u32,
     seq: u64,
     ts: &'a str,
+    blocked: bool,
     decision: Verdict,
     reason: Option<&'static str>,
     rule: Option<&'a str>,
@@ -21,6 +24,10 @@ struct LogLine<'a> {
     method: Cow<'a, str>,
     mode: Mode,
     attempt: Option<Cow<'a, str>>,
+    /// The same number as `seq`, under the name the 403 body gives it.
+    event: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
     client: Option<String>,
     path: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,19 +47,26 @@ pub(crate) fn render(seq: u64, ts: &str, event: &DecisionEvent) -> String {
         Some(BlockReason::InvalidTarget(error)) => (None, Some(Cow::Owned(error.to_string()))),
         _ => (None, None),
     };
+    let (host, method) = (
+        escape_untrusted(&event.host),
+        escape_untrusted(&event.method),
+    );
     let line = LogLine {
         v: SCHEMA_VERSION,
         seq,
         ts,
+        blocked: !decision.is_allowed(),
         decision: decision.verdict(),
         reason: decision.reason().map(BlockReason::code),
         rule: decision.rule().map(|r| &**r),
-        host: escape_untrusted(&event.host),
+        message: decision.message(&host, &method),
+        host,
         port: event.port,
         protocol: event.protocol,
-        method: escape_untrusted(&event.method),
+        method,
         mode: event.mode,
         attempt: event.attempt.as_deref().map(escape_untrusted),
+        event: seq,
         client: event.client.map(|c| c.to_string()),
         path: event.path.as_deref().map(escape_untrusted),
         addrs,
