@@ -60,6 +60,22 @@ pub(crate) fn render(log: Option<&ViolationLog>, tunnels: &Tunnels) -> String {
         "leash_tunnel_bytes_total{{direction=\"down\"}} {}",
         tunnels.bytes_down()
     );
+    metric(
+        &mut out,
+        "leash_forwarded_bytes_total",
+        "counter",
+        "HTTP body bytes forwarded (absolute-form and intercepted requests).",
+    );
+    let _ = writeln!(
+        out,
+        "leash_forwarded_bytes_total{{direction=\"up\"}} {}",
+        tunnels.forwarded_up()
+    );
+    let _ = writeln!(
+        out,
+        "leash_forwarded_bytes_total{{direction=\"down\"}} {}",
+        tunnels.forwarded_down()
+    );
     metric(&mut out, "leash_open_tunnels", "gauge", "Tunnels open now.");
     let _ = writeln!(out, "leash_open_tunnels {}", tunnels.open_count());
     metric(

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 
 use crate::{
+    count::{Counted, UpstreamBody},
     headers::strip_hop_by_hop,
     pool::{PoolKey, Returning, Upstream, UpstreamCache},
     proxy::{HttpProxy, Scope, Subject},
@@ -126,7 +127,7 @@ pub(crate) async fn deliver(
     };
     proxy.record_allowed(scope, decision, route.protocol, subject);
     let timeout = proxy.limits.upstream_timeout;
-    let sent = tokio::time::timeout(timeout, send(cache, upstream, key, req, route)).await;
+    let sent = tokio::time::timeout(timeout, send(proxy, cache, upstream, key, req, route)).await;
     let Ok(sent) = sent else {
         return upstream_error(&UpstreamError::Timeout, target);
     };
@@ -239,7 +240,7 @@ async fn upstream(
 }
 
 /// An HTTP/1.1 client connection over `io`, driven by its own task.
-async fn handshake<IO>(io: IO) -> Result<SendRequest<Incoming>, UpstreamError>
+async fn handshake<IO>(io: IO) -> Result<SendRequest<UpstreamBody>, UpstreamError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -265,6 +266,7 @@ fn server_name(target: &Target) -> ServerName<'static> {
 }
 
 async fn send(
+    proxy: &HttpProxy,
     cache: &Arc<UpstreamCache>,
     mut upstream: Upstream,
     key: PoolKey,
@@ -281,6 +283,8 @@ async fn send(
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     parts.version = Version::HTTP_11;
+    let tunnels = proxy.dialer.tunnels();
+    let body = Counted::new(body, tunnels, true);
     let response = upstream
         .sender
         .send_request(Request::from_parts(parts, body))
@@ -288,6 +292,7 @@ async fn send(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     // Only a connection that answered, and whose answer was read to the end, goes back.
+    let body = Counted::new(body, tunnels, false);
     let body = Returning::new(body, cache.clone(), key, upstream);
     Ok(Response::from_parts(parts, body.boxed()))
 }

@@ -8,6 +8,7 @@
 
 mod auth;
 mod connect;
+mod count;
 mod forward;
 mod framing;
 mod headers;

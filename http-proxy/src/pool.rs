@@ -22,6 +22,8 @@ use hyper::{
     body::{Body, Frame, Incoming, SizeHint},
     client::conn::http1::SendRequest,
 };
+
+use crate::count::{Counted, UpstreamBody};
 use policy::{Protocol, Target};
 
 /// Idle connections kept per target: enough for a few parallel commands.
@@ -44,7 +46,7 @@ pub(crate) struct PoolKey {
 #[derive(Debug)]
 pub(crate) struct Upstream {
     pub(crate) peer: SocketAddr,
-    pub(crate) sender: SendRequest<Incoming>,
+    pub(crate) sender: SendRequest<UpstreamBody>,
 }
 
 #[derive(Debug)]
@@ -165,13 +167,13 @@ impl Drop for UpstreamCache {
 /// end; a body abandoned or failed half-way takes its connection with it.
 #[derive(Debug)]
 pub(crate) struct Returning {
-    body: Incoming,
+    body: Counted<Incoming>,
     back: Option<(Arc<UpstreamCache>, PoolKey, Upstream)>,
 }
 
 impl Returning {
     pub(crate) fn new(
-        body: Incoming,
+        body: Counted<Incoming>,
         cache: Arc<UpstreamCache>,
         key: PoolKey,
         upstream: Upstream,

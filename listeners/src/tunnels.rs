@@ -1,5 +1,6 @@
 //! Open tunnels (`CONNECT`, SOCKS5) and their traffic: counted for metrics, and closable when a
-//! policy change would now refuse them (tightening reaches live tunnels, SPEC §4).
+//! policy change would now refuse them (tightening reaches live tunnels, SPEC §4). The bytes of
+//! forwarded HTTP bodies are counted here too, so `/metrics` has one place to read traffic from.
 
 use std::{
     collections::HashMap,
@@ -33,6 +34,8 @@ pub struct Tunnels {
     open: Mutex<HashMap<u64, (TunnelInfo, Arc<Notify>)>>,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
+    forwarded_up: AtomicU64,
+    forwarded_down: AtomicU64,
 }
 
 /// One open tunnel; dropping it removes it from the registry.
@@ -86,6 +89,26 @@ impl Tunnels {
     /// Bytes relayed from upstreams to clients.
     pub fn bytes_down(&self) -> u64 {
         self.bytes_down.load(Ordering::Relaxed)
+    }
+
+    /// HTTP body bytes forwarded from clients to upstreams (absolute-form and intercepted).
+    pub fn forwarded_up(&self) -> u64 {
+        self.forwarded_up.load(Ordering::Relaxed)
+    }
+
+    /// HTTP body bytes forwarded from upstreams to clients.
+    pub fn forwarded_down(&self) -> u64 {
+        self.forwarded_down.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` of a forwarded HTTP body, `up` from the client.
+    pub fn count_forwarded(&self, up: bool, bytes: usize) {
+        let counter = if up {
+            &self.forwarded_up
+        } else {
+            &self.forwarded_down
+        };
+        counter.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn count(&self, up: bool, bytes: usize) {

@@ -136,6 +136,7 @@ async fn every_endpoint_answers_its_shape_and_errors_are_json() {
         "leash_requests_total",
         "leash_decisions_total",
         "leash_tunnel_bytes_total",
+        "leash_forwarded_bytes_total",
         "leash_open_tunnels",
         "leash_log_errors_total",
     ] {
@@ -181,6 +182,48 @@ async fn every_endpoint_answers_its_shape_and_errors_are_json() {
         400,
         "host is required"
     );
+}
+
+/// The value of one metric line (`name{labels} value`).
+fn metric_value(metrics: &str, line_start: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in:\n{metrics}"))
+}
+
+/// A forwarded request's body and its response's body are counted, each way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_http_bodies_are_counted_in_metrics() {
+    let origin = Origin::http().await;
+    let resolver = Arc::new(StaticResolver::new().answer("echo.test", &[loopback()]));
+    let proxy = start_proxy(
+        policy_config(
+            &["echo.test"],
+            &[],
+            &[format!("127.0.0.1:{}", origin.port())],
+        ),
+        resolver,
+        None,
+    );
+    let admin = proxy.admin.unwrap();
+    let body = "e".repeat(3000);
+    let url = format!("http://echo.test:{}/echo", origin.port());
+    let out = curl(&[
+        "-x",
+        &proxy.proxy_url("a1:tok"),
+        "--data-binary",
+        &body,
+        &url,
+    ])
+    .await;
+    assert_eq!(out.text(), body, "{}", out.stderr);
+    let (_, metrics) = call(admin, "GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap();
+    let up = r#"leash_forwarded_bytes_total{direction="up"}"#;
+    let down = r#"leash_forwarded_bytes_total{direction="down"}"#;
+    assert_eq!(metric_value(metrics, up), 3000);
+    assert_eq!(metric_value(metrics, down), 3000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
