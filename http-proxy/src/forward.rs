@@ -173,14 +173,15 @@ async fn decide(
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() != "0");
-    let method_override = OVERRIDE_HEADERS
+    let method_overrides: Vec<&str> = OVERRIDE_HEADERS
         .iter()
-        .find_map(|name| headers.get(name))
-        .map(|v| v.to_str().unwrap_or("<non-text>"));
+        .flat_map(|name| headers.get_all(name))
+        .map(|v| v.to_str().unwrap_or("<non-text>"))
+        .collect();
     let shape = RequestShape {
         has_body,
         upgrade: headers.contains_key(UPGRADE),
-        method_override,
+        method_overrides: &method_overrides,
     };
     let request = PolicyRequest {
         target,

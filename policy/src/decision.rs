@@ -303,8 +303,10 @@ pub struct RequestShape<'a> {
     pub has_body: bool,
     /// The request asks for an `Upgrade` (WebSocket, h2c).
     pub upgrade: bool,
-    /// The method named by `X-HTTP-Method-Override`, `X-HTTP-Method` or `X-Method-Override`.
-    pub method_override: Option<&'a str>,
+    /// Every value of every `X-HTTP-Method-Override`, `X-HTTP-Method` and `X-Method-Override`
+    /// header: one naming anything but a read-only method makes the request a write, wherever it
+    /// stands among them (a server may honour any of them).
+    pub method_overrides: &'a [&'a str],
 }
 
 impl<'a> Request<'a> {

@@ -432,8 +432,9 @@ impl Policy {
 /// GET, HEAD or OPTIONS with no body, no `Upgrade` and no override naming another method.
 fn is_read_only(method: &str, shape: &RequestShape<'_>) -> bool {
     let safe_override = shape
-        .method_override
-        .is_none_or(|m| READ_ONLY_METHODS.contains(&m.trim().to_ascii_uppercase().as_str()));
+        .method_overrides
+        .iter()
+        .all(|m| READ_ONLY_METHODS.contains(&m.trim().to_ascii_uppercase().as_str()));
     READ_ONLY_METHODS.contains(&method) && !shape.has_body && !shape.upgrade && safe_override
 }
 

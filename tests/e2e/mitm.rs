@@ -79,13 +79,26 @@ async fn limited_mode_reads_through_tls_and_refuses_every_write_shape() {
         ("200", "hello from origin"),
         "a GET goes through"
     );
-    let writes: [&[&str]; 6] = [
+    let writes: [&[&str]; 8] = [
         &["-X", "POST", "-d", "x"],
         &["-X", "PUT", "-d", "x"],
         &["-X", "DELETE"],
         &["-X", "GET", "-d", "a body"],
         &["-H", "Upgrade: websocket", "-H", "Connection: Upgrade"],
         &["-H", "X-HTTP-Method-Override: DELETE"],
+        // A harmless override first must not hide a writing one after it.
+        &[
+            "-H",
+            "X-HTTP-Method-Override: GET",
+            "-H",
+            "X-HTTP-Method: DELETE",
+        ],
+        &[
+            "-H",
+            "X-Method-Override: HEAD",
+            "-H",
+            "X-Method-Override: PATCH",
+        ],
     ];
     for args in writes {
         let (code, body) = setup.curl(args, "/write?token=secret").await;
@@ -104,7 +117,7 @@ async fn limited_mode_reads_through_tls_and_refuses_every_write_shape() {
         "only the GET reached the origin"
     );
     let lines = setup.proxy.stop().await;
-    assert_eq!(lines.len(), 6);
+    assert_eq!(lines.len(), 8);
     for line in &lines {
         assert_eq!(
             (&line["protocol"], &line["path"], &line["attempt"]),

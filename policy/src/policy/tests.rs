@@ -293,7 +293,7 @@ fn step_5_limited_mode() {
         "deny method_not_allowed",
     );
     let delete = RequestShape {
-        method_override: Some("DELETE"),
+        method_overrides: &["DELETE"],
         ..plain
     };
     mode_check(
@@ -305,10 +305,23 @@ fn step_5_limited_mode() {
         "deny method_not_allowed",
     );
     let head = RequestShape {
-        method_override: Some(" head"),
+        method_overrides: &[" head"],
         ..plain
     };
     mode_check(&p, "GET", Protocol::Http, head, 80, "allow example.com");
+    // A safe override first does not hide an unsafe one after it.
+    let hidden = RequestShape {
+        method_overrides: &["GET", "DELETE"],
+        ..plain
+    };
+    mode_check(
+        &p,
+        "GET",
+        Protocol::Http,
+        hidden,
+        80,
+        "deny method_not_allowed",
+    );
     mode_check(
         &p,
         "CONNECT",
