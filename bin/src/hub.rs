@@ -117,11 +117,16 @@ fn refuses(policy: &Policy, tunnel: &TunnelInfo) -> bool {
         return true;
     }
     let request = Request::new(&tunnel.target, "CONNECT", tunnel.protocol);
+    // An approved tunnel is re-checked as it was approved: every step but the allowlist.
+    let decision = match tunnel.approved {
+        true => policy.decide_approved(&request, Arc::from(policy::APPROVED_BY)),
+        false => policy.decide(&request),
+    };
     // An intercepted tunnel has no upstream of its own: each request inside is decided anew.
     let peer_refused = tunnel
         .peer
         .is_some_and(|peer| !policy.vet(&tunnel.target, &[peer.ip()]).is_allowed());
-    !policy.decide(&request).is_allowed() || peer_refused
+    !decision.is_allowed() || peer_refused
 }
 
 impl Control for Hub {

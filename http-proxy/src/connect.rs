@@ -12,7 +12,7 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use listeners::{relay, relay_sockets, DialError, Dialed, TunnelHandle, TunnelInfo};
-use policy::{BlockReason, Decision, Protocol, Request as PolicyRequest, Target};
+use policy::{is_approved, BlockReason, Decision, Protocol, Request as PolicyRequest, Target};
 
 use crate::{
     intercept::intercept,
@@ -47,10 +47,11 @@ pub(crate) async fn handle(
     if !decision.is_allowed() {
         return proxy.block(&scope, decision, &subject);
     }
+    let approved = is_approved(scope.engine.as_ref(), &request, &decision);
     let on_upgrade = hyper::upgrade::on(&mut req);
     if scope.engine.inspects(&target) {
         return match proxy.mitm.is_some() {
-            true => intercepted(proxy, scope, decision, target, on_upgrade),
+            true => intercepted(proxy, scope, (decision, approved), target, on_upgrade),
             // The policy wants to see inside, and nothing here can: refuse rather than relay blind.
             false => proxy.block(&scope, Decision::Deny(BlockReason::MitmRequired), &subject),
         };
@@ -73,6 +74,7 @@ pub(crate) async fn handle(
         protocol: Protocol::Connect,
         peer: Some(dialed.peer),
         inspected: false,
+        approved,
     });
     // An open tunnel keeps its client connection busy: it is never evicted as idle.
     let busy = scope.connection.as_ref().map(|c| c.busy());
@@ -107,7 +109,7 @@ async fn relay_upgraded(
 fn intercepted(
     proxy: &Arc<HttpProxy>,
     scope: Scope,
-    decision: Decision,
+    (decision, approved): (Decision, bool),
     target: Target,
     on_upgrade: OnUpgrade,
 ) -> Response<ProxyBody> {
@@ -118,6 +120,7 @@ fn intercepted(
         protocol: Protocol::Connect,
         peer: None,
         inspected: true,
+        approved,
     });
     let proxy = proxy.clone();
     let busy = scope.connection.as_ref().map(|c| c.busy());

@@ -25,6 +25,9 @@ pub struct TunnelInfo {
     pub peer: Option<SocketAddr>,
     /// Whether leash sees inside it (MITM); a raw tunnel cannot be checked request by request.
     pub inspected: bool,
+    /// Whether it stands on a `Decider`'s approval rather than an allow rule: a policy change then
+    /// re-checks it with every step but the allowlist, as the approval was.
+    pub approved: bool,
 }
 
 /// The registry of open tunnels and their byte counts.

@@ -187,6 +187,15 @@ pub trait Decider: fmt::Debug + Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
 }
 
+/// The rule an allow approved by a `Decider` names.
+pub const APPROVED_BY: &str = "decider";
+
+/// Whether an allowed `decision` for `request` stands on a `Decider`'s approval, not on a rule
+/// (the engine alone would not allow it). Tunnels remember it for later policy changes.
+pub fn is_approved(engine: &dyn PolicyEngine, request: &Request<'_>, decision: &Decision) -> bool {
+    decision.is_allowed() && !engine.decide(request).is_allowed()
+}
+
 /// `engine.decide`, then the decider for an `ask`: the one place both are combined, for every
 /// protocol.
 pub async fn decide_with(
@@ -200,7 +209,7 @@ pub async fn decide_with(
         return decision;
     };
     match decider.decide(AskContext { request, attempt }).await {
-        Answer::Allow => engine.decide_approved(request, Arc::from("decider")),
+        Answer::Allow => engine.decide_approved(request, Arc::from(APPROVED_BY)),
         Answer::Deny => Decision::Deny(crate::BlockReason::Declined),
         Answer::Ask => decision,
     }

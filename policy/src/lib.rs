@@ -44,8 +44,8 @@ pub use crate::{
     credentials::{check_credentials, is_attempt_id, CredentialError},
     decision::{BlockReason, Decision, Mode, Protocol, Request, RequestShape, Verdict},
     engine::{
-        decide_with, Answer, AskContext, Decider, DecisionEvent, DecisionSink, EventId, MemorySink,
-        NoopSink, PolicyEngine, SCHEMA_VERSION,
+        decide_with, is_approved, Answer, AskContext, Decider, DecisionEvent, DecisionSink,
+        EventId, MemorySink, NoopSink, PolicyEngine, APPROVED_BY, SCHEMA_VERSION,
     },
     escape::escape_untrusted,
     explain::{ExplainReport, Explanation, Step},
@@ -53,6 +53,6 @@ pub use crate::{
     lint::{lint, LintWarning},
     local::{is_local_ip, is_local_name},
     net::IpNet,
-    policy::{AllowLocal, Policy, PolicyBuilder, PolicyError},
+    policy::{AllowLocal, Policy, PolicyBuilder, PolicyError, VETTED},
     rule::{PortRange, Rule, RuleError, RuleHost},
 };

@@ -28,6 +28,10 @@ pub enum AllowLocal {
     Only(Vec<Rule>),
 }
 
+/// The rule an `Allow` from [`Policy::vet`] names when no allow or `allow_local` rule matched the
+/// target (it was approved by a `Decider`): the addresses passed, nothing more is claimed.
+pub const VETTED: &str = "post-dns";
+
 /// An immutable, compiled policy: what every request is decided against. Cloning is cheap (one
 /// reference count), so a request can hold the policy it started with.
 #[derive(Clone, Debug)]
@@ -337,7 +341,11 @@ impl Policy {
     }
 
     /// Vets the addresses a name resolved to (SPEC §1.4): a deny rule on any address, or any local
-    /// address `allow_local` does not cover, refuses the whole target.
+    /// address `allow_local` does not cover, refuses the whole target. The target itself was
+    /// allowed before (by `decide`, or by a `Decider`'s approval), so the allowlist is not asked
+    /// again: an approved name has no allow rule, and must still reach its vetted addresses. The
+    /// `Allow` names the allow rule matching the target, else the `allow_local` rule that covered
+    /// an address, else [`VETTED`].
     pub fn vet(&self, target: &Target, addrs: &[IpAddr]) -> Decision {
         if addrs.is_empty() {
             // Nothing to dial is never "allowed"; the dialer reports `dns_failed` before this.
@@ -367,13 +375,11 @@ impl Policy {
             .allow
             .find_key(&key, port)
             .map(|id| self.inner.allow.name(id).clone());
-        match allowed_by
+        let rule = allowed_by
             .or(local_rule)
             .or_else(|| self.local_check(target.host(), &key, port).allowed_by)
-        {
-            Some(rule) => Decision::Allow { rule },
-            None => Decision::Ask(BlockReason::AllowlistMiss),
-        }
+            .unwrap_or_else(|| Arc::from(VETTED));
+        Decision::Allow { rule }
     }
 
     /// The deny rule matching the host, or for an IPv6 address the IPv4 address it carries.

@@ -5,8 +5,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use listeners::{relay_sockets, Connection, DialError, Dialer, Interceptor, TunnelInfo};
 use policy::{
-    decide_with, BlockReason, CredentialError, Decider, Decision, DecisionEvent, DecisionSink,
-    PolicyEngine, Protocol, Request, Target,
+    decide_with, is_approved, BlockReason, CredentialError, Decider, Decision, DecisionEvent,
+    DecisionSink, PolicyEngine, Protocol, Request, Target,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
@@ -183,8 +183,11 @@ impl SocksProxy {
             let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
             return;
         }
+        let approved = is_approved(scope.engine.as_ref(), &request, &decision);
         if scope.engine.inspects(&target) {
-            return self.intercept(scope, stream, decision, target).await;
+            return self
+                .intercept(scope, stream, (decision, approved), target)
+                .await;
         }
         let upstream = match self.dialer.dial(scope.engine.as_ref(), &target).await {
             Ok(dialed) => dialed.stream,
@@ -203,6 +206,7 @@ impl SocksProxy {
             target,
             protocol: Protocol::Socks5,
             inspected: false,
+            approved,
         });
         if stream
             .write_all(&reply(&Outcome::Granted, bound))
@@ -219,7 +223,7 @@ impl SocksProxy {
         &self,
         scope: &Scope,
         mut stream: TcpStream,
-        decision: Decision,
+        (decision, approved): (Decision, bool),
         target: Target,
     ) {
         let Some(interceptor) = &self.interceptor else {
@@ -238,6 +242,7 @@ impl SocksProxy {
             protocol: Protocol::Socks5,
             peer: None,
             inspected: true,
+            approved,
         });
         if stream
             .write_all(&reply(&Outcome::Granted, None))

@@ -4,9 +4,10 @@
 use std::{net::IpAddr, sync::Arc};
 
 use listeners::StaticResolver;
+use policy::{Answer, AskContext, Decider};
 use tests::{
     big_body, curl, loopback, policy_config, raw_request, start_proxy, start_proxy_from_file,
-    LoopbackNat, Origin, OriginPair,
+    start_proxy_with_decider, LoopbackNat, Origin, OriginPair,
 };
 
 const TEN_MB: usize = 10 * 1024 * 1024;
@@ -409,4 +410,89 @@ async fn client_connections_share_pooled_upstreams_until_the_policy_refuses_them
         "nothing more reached the origin"
     );
     assert_eq!(origin.seen.connections(), 1);
+}
+
+/// Approves `approved.test` and declines `declined.test` when asked; records every question.
+#[derive(Debug, Default)]
+struct ApproveByName {
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+impl Decider for ApproveByName {
+    fn decide<'a>(
+        &'a self,
+        ask: AskContext<'a>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + 'a>> {
+        let host = ask.request.target.host().to_string();
+        let answer = match host.as_str() {
+            "approved.test" => Answer::Allow,
+            "declined.test" => Answer::Deny,
+            _ => Answer::Ask,
+        };
+        self.asked.lock().unwrap().push(host);
+        Box::pin(async move { answer })
+    }
+}
+
+/// A `Decider`'s approval carries a request no rule allows all the way to its vetted address,
+/// over HTTP and SOCKS5 alike; a declined one is `declined`; a deny rule is never even asked about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decider_approval_reaches_the_origin_and_deny_still_wins() {
+    // The names resolve to a public address (no `allow_local` can vouch for them), which the
+    // test connector maps to the loopback origin.
+    let origin = Origin::http().await;
+    let public: IpAddr = "93.184.216.34".parse().unwrap();
+    let resolver = Arc::new(
+        StaticResolver::new()
+            .answer("approved.test", &[public])
+            .answer("declined.test", &[public])
+            .answer("denied.test", &[public]),
+    );
+    let nat = Arc::new(LoopbackNat::default().map(public, origin.addr));
+    let decider = Arc::new(ApproveByName::default());
+    let proxy = start_proxy_with_decider(
+        policy_config(&[], &["denied.test"], &[]),
+        resolver,
+        Some(nat),
+        decider.clone(),
+    );
+    let socks = format!(
+        "socks5h://a1:tok@{}",
+        proxy.socks.expect("a SOCKS5 listener")
+    );
+    let url = |host: &str| format!("http://{host}:{}/", origin.port());
+    for via in [proxy.proxy_url("a1:tok"), socks] {
+        let approved = curl(&["-s", "-x", &via, &url("approved.test")]).await;
+        assert_eq!(
+            approved.text(),
+            "hello from origin",
+            "{via}: {}",
+            approved.stderr
+        );
+    }
+    let declined = curl(&[
+        "-s",
+        "-i",
+        "-x",
+        &proxy.proxy_url("a1:tok"),
+        &url("declined.test"),
+    ])
+    .await;
+    let (status, _, body) = split_response(&declined.text());
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains(r#""reason":"declined""#), "{body}");
+    let denied = curl(&[
+        "-s",
+        "-i",
+        "-x",
+        &proxy.proxy_url("a1:tok"),
+        &url("denied.test"),
+    ])
+    .await;
+    let (status, _, body) = split_response(&denied.text());
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains(r#""reason":"denylist""#), "{body}");
+    assert_eq!(origin.seen.requests().len(), 2, "the two approved requests");
+    let asked = decider.asked.lock().unwrap().clone();
+    assert_eq!(asked, ["approved.test", "approved.test", "declined.test"]);
 }

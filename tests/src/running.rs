@@ -11,7 +11,7 @@ use std::{
 
 use leash::{Config, ConfigOverlay, Leash, Running};
 use listeners::{BoxFuture, Connector, StaticResolver};
-use policy::AllowLocalConfig;
+use policy::{AllowLocalConfig, Decider};
 use tokio::net::TcpStream;
 
 /// A running in-process leash with its own temp dir and log.
@@ -36,13 +36,23 @@ pub fn start_proxy(
     resolver: Arc<StaticResolver>,
     connector: Option<Arc<dyn Connector>>,
 ) -> TestProxy {
-    start(config, None, resolver, connector)
+    start(config, None, resolver, connector, None)
+}
+
+/// Like `start_proxy`, with `decider` consulted for every `ask`.
+pub fn start_proxy_with_decider(
+    config: Config,
+    resolver: Arc<StaticResolver>,
+    connector: Option<Arc<dyn Connector>>,
+    decider: Arc<dyn Decider>,
+) -> TestProxy {
+    start(config, None, resolver, connector, Some(decider))
 }
 
 /// Like `start_proxy`, from a config file that the admin API's `/reload` re-reads.
 pub fn start_proxy_from_file(file: &Path, resolver: Arc<StaticResolver>) -> TestProxy {
     let config = Config::load(file).expect("the test config loads");
-    start(config, Some(file.to_owned()), resolver, None)
+    start(config, Some(file.to_owned()), resolver, None, None)
 }
 
 /// Managed listeners and a temp-dir log, on every reload too.
@@ -59,6 +69,7 @@ fn start(
     file: Option<PathBuf>,
     resolver: Arc<StaticResolver>,
     connector: Option<Arc<dyn Connector>>,
+    decider: Option<Arc<dyn Decider>>,
 ) -> TestProxy {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("violations.jsonl");
@@ -73,6 +84,9 @@ fn start(
     }
     if let Some(connector) = connector {
         builder = builder.connector(connector);
+    }
+    if let Some(decider) = decider {
+        builder = builder.decider(decider);
     }
     let built = builder.build().expect("leash builds");
     let http = built.addrs().http.expect("an HTTP listener");

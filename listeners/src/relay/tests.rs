@@ -44,6 +44,7 @@ fn tunnel(tunnels: &Arc<Tunnels>) -> TunnelHandle {
         protocol: Protocol::Connect,
         peer: Some(SocketAddr::from(([127, 0, 0, 1], 443))),
         inspected: false,
+        approved: false,
     })
 }
 

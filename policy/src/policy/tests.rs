@@ -441,6 +441,10 @@ fn vet_checks_every_resolved_address() {
         "deny denylist 66.0.0.0/8",
     );
     vet_check(&p, "a.example.com", &[], "deny local_address");
+    // A name no rule allows (a `Decider` approved it) passes on its addresses alone.
+    vet_check(&p, "approved.test", &["93.184.216.34"], "allow post-dns");
+    vet_check(&p, "approved.test", &["127.0.0.1"], "deny local_address");
+    vet_check(&p, "approved.test", &["9.9.9.9"], "deny denylist 9.9.9.9");
     let target = Target::parse("a.example.com", Some(443)).unwrap();
     let addrs: Vec<IpAddr> = vec![
         "8.8.8.8".parse().unwrap(),
