@@ -128,12 +128,16 @@ impl Tracker {
             .unwrap_or_default()
             .to_owned();
         let (mut length, mut chunked, mut has_length, mut has_te) = (None, false, false, false);
+        // hyper merges equal duplicates (`5` twice, or `5, 5`) without a word; SPEC §3 refuses
+        // every duplicate length, equal or not.
+        let mut duplicate_length = false;
         for line in lines {
             let Some((name, value)) = line.split_once(':') else {
                 continue;
             };
             let name = name.trim().to_ascii_lowercase();
             if name == "content-length" {
+                duplicate_length |= has_length || value.contains(',');
                 has_length = true;
                 length = value.trim().parse::<u64>().ok();
             } else if name == "transfer-encoding" {
@@ -145,10 +149,11 @@ impl Tracker {
             .iter()
             .enumerate()
             .any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
-        let problem = match (has_length && has_te, bare_lf) {
-            (true, _) => Some("both Content-Length and Transfer-Encoding (a smuggling shape)"),
-            (false, true) => Some("a bare LF line ending in the request head"),
-            (false, false) => None,
+        let problem = match (has_length && has_te, duplicate_length, bare_lf) {
+            (true, _, _) => Some("both Content-Length and Transfer-Encoding (a smuggling shape)"),
+            (false, true, _) => Some("more than one Content-Length (a smuggling shape)"),
+            (false, false, true) => Some("a bare LF line ending in the request head"),
+            (false, false, false) => None,
         };
         self.notes.push_back(problem);
         self.phase = match (method.as_str(), has_te, length) {

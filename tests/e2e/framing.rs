@@ -20,6 +20,8 @@ fn attacks(host: &str) -> Vec<(&'static str, String, &'static [&'static str])> {
         ("CL then TE", format!("POST http://{host}/ HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), bad),
         ("TE then CL", format!("POST http://{host}/ HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"), bad),
         ("duplicate CL", format!("POST http://{host}/ HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"), bad),
+        ("equal duplicate CL", format!("POST http://{host}/ HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"), bad),
+        ("CL list", format!("POST http://{host}/ HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5, 5\r\n\r\nhello"), bad),
         ("obs-fold", format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nX-Folded: a\r\n b\r\n\r\n"), bad),
         ("bare LF", format!("GET http://{host}/ HTTP/1.1\nHost: {host}\n\n"), bad),
         ("invalid chunk size", format!("POST http://{host}/ HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"), bad),
