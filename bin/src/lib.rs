@@ -22,6 +22,8 @@ pub use crate::{
     hot::HotPolicy,
     hub::ConfigOverlay,
 };
+/// What `Running::change_rules` adds or removes.
+pub use admin::RuleChange;
 
 /// The README's Rust examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

@@ -43,8 +43,8 @@ pub struct SocksProxy {
     decider: Option<Arc<dyn Decider>>,
 }
 
-/// One connection's view: its policy snapshot, client and attempt.
-#[derive(Debug)]
+/// One request's view: its policy snapshot, client and attempt.
+#[derive(Clone, Debug)]
 pub(crate) struct Scope {
     pub(crate) engine: Arc<dyn PolicyEngine>,
     pub(crate) client: SocketAddr,
@@ -122,6 +122,9 @@ impl SocksProxy {
             Ok(Err(error)) => return self.handshake_failed(&scope, &mut stream, error).await,
             Err(_) => return,
         };
+        // The policy in force when the request arrived, not when the connection did: a handshake
+        // may take a while, and a policy change in between must reach this request.
+        scope.engine = self.engine.snapshot();
         let _busy = connection.busy();
         match requested.command {
             Command::Connect => self.connect(&scope, stream, requested.address).await,

@@ -117,25 +117,31 @@ impl Association<'_> {
                 return;
             }
         };
-        let engine = self.scope.engine.as_ref();
+        // Every datagram is decided on its own, under the policy in force as it arrives: an
+        // association can outlive any number of policy changes.
+        let scope = &Scope {
+            engine: self.proxy.engine.snapshot(),
+            ..self.scope.clone()
+        };
         let request = Request::new(&target, "UDP", Protocol::Socks5Udp);
-        let decision = self.proxy.decide(self.scope, &request).await;
+        let decision = self.proxy.decide(scope, &request).await;
         if !decision.is_allowed() {
             return self
                 .proxy
-                .block(self.scope, decision, &target, Protocol::Socks5Udp);
+                .block(scope, decision, &target, Protocol::Socks5Udp);
         }
+        let engine = scope.engine.as_ref();
         let addrs = match self.proxy.dialer.resolve_vetted(engine, &target).await {
             Ok(addrs) => addrs,
             Err(listeners::DialError::Blocked(decision)) => {
                 return self
                     .proxy
-                    .block(self.scope, decision, &target, Protocol::Socks5Udp)
+                    .block(scope, decision, &target, Protocol::Socks5Udp)
             }
             Err(_) => return,
         };
         self.proxy
-            .allowed(self.scope, decision, &target, Protocol::Socks5Udp);
+            .allowed(scope, decision, &target, Protocol::Socks5Udp);
         let destination = SocketAddr::new(addrs[0], target.port());
         self.contacted.insert(destination);
         let _ = self.socket.send_to(payload, destination).await;

@@ -495,13 +495,34 @@ async fn udp_associate_relays_allowed_datagrams_only_from_the_client() {
         "the stranger's datagram never reached the echo server"
     );
 
+    // A policy change reaches the association at once: its next datagram is decided anew.
+    let deny = leash::RuleChange {
+        allow: Vec::new(),
+        deny: vec!["127.0.0.1".into()],
+    };
+    proxy.running().change_rules(&deny, true).unwrap();
+    client
+        .send_to(&udp_datagram(echo, b"again"), relay)
+        .await
+        .unwrap();
+    assert_eq!(
+        recv_within(&client, Duration::from_millis(300)).await,
+        None,
+        "denied since the change"
+    );
+    assert_eq!(received.load(Ordering::SeqCst), 1);
+
     drop(control);
     let lines = proxy.stop().await;
-    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["protocol"], "socks5_udp");
     assert_eq!(lines[0]["reason"], "local_address");
     assert_eq!(lines[0]["port"], 9);
     assert_eq!(lines[0]["attempt"], "a1");
+    assert_eq!(
+        (&lines[1]["reason"], &lines[1]["rule"]),
+        (&"denylist".into(), &"127.0.0.1".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
