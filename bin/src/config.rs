@@ -283,14 +283,12 @@ impl Config {
             path: path.to_owned(),
             error,
         })?;
-        if config.auth.token.contains(':') {
+        if let Err(message) = check_token(&config.auth.token) {
             return Err(ConfigError::Parse {
                 path: path.to_owned(),
                 line: None,
                 key: "auth.token".to_owned(),
-                message:
-                    "a proxy token cannot contain `:` (it separates the attempt id from the token)"
-                        .to_owned(),
+                message: message.to_owned(),
             });
         }
         Ok(config)
@@ -320,6 +318,17 @@ impl Config {
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Whether `token` can be a proxy token: credentials split at the last `:` (attempt ids may hold
+/// colons), so a token with one could never be matched and every client would be refused.
+pub(crate) fn check_token(token: &str) -> Result<(), &'static str> {
+    match token.contains(':') {
+        true => {
+            Err("a proxy token cannot contain `:` (it separates the attempt id from the token)")
+        }
+        false => Ok(()),
+    }
 }
 
 #[cfg(test)]

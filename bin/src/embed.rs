@@ -80,6 +80,9 @@ pub enum BuildError {
     /// TLS interception could not be set up (the CA, its key, the upstream roots).
     #[error("mitm: {0}")]
     Mitm(MitmError),
+    /// `auth.token` cannot be matched by any client.
+    #[error("auth.token: {0}")]
+    Token(&'static str),
 }
 
 impl LeashBuilder {
@@ -135,6 +138,7 @@ impl LeashBuilder {
     /// Reserves the listeners (their addresses are final from here on) and assembles the proxies.
     pub fn build(self) -> Result<Built, BuildError> {
         let config = self.config;
+        crate::config::check_token(&config.auth.token).map_err(BuildError::Token)?;
         let reserved = listen_plan(&config).reserve().map_err(BuildError::Listen)?;
         let addrs = Addrs {
             http: Reserved::addr(&reserved.http),

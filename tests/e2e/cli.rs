@@ -87,6 +87,28 @@ fn a_malformed_rule_exits_2_naming_it() {
 }
 
 #[test]
+fn a_token_with_a_colon_is_refused_at_start() {
+    let dir = dir();
+    let out = leash(
+        dir.path(),
+        &[
+            "proxy",
+            "--ephemeral",
+            "--token",
+            "to:ken",
+            "--log",
+            "v.jsonl",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("auth.token") && err.contains("cannot contain `:`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_reads_the_config_file_and_flags_add_to_it() {
     let dir = dir();
     fs::write(
