@@ -27,8 +27,8 @@ pub trait Control: fmt::Debug + Send + Sync {
     /// How long the instance has run.
     fn uptime(&self) -> Duration;
 
-    /// Switches the mode; returns the mode in force.
-    fn set_mode(&self, mode: Mode) -> Mode;
+    /// Switches the mode; returns the mode in force, or why it cannot be switched.
+    fn set_mode(&self, mode: Mode) -> Result<Mode, String>;
 
     /// Re-reads the config file; on error the old policy stays, and the error names file and key.
     fn reload(&self) -> Result<(), String>;

@@ -186,7 +186,10 @@ struct ModeBody {
 
 async fn set_mode(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
     match read_json::<ModeBody>(req).await {
-        Ok(body) => ok(json!({ "mode": admin.control.set_mode(body.mode) })),
+        Ok(body) => match admin.control.set_mode(body.mode) {
+            Ok(mode) => ok(json!({ "mode": mode })),
+            Err(message) => error(StatusCode::BAD_REQUEST, &message),
+        },
         Err(response) => response,
     }
 }

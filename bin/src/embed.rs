@@ -415,8 +415,9 @@ impl Running {
             .collect()
     }
 
-    /// Switches the mode for new requests, closing open tunnels the new mode refuses.
-    pub fn set_mode(&self, mode: Mode) -> Mode {
+    /// Switches the mode for new requests, closing open tunnels the new mode refuses. With an
+    /// embedder's own `PolicyEngine` there is nothing here to switch: an error says so.
+    pub fn set_mode(&self, mode: Mode) -> Result<Mode, String> {
         self.hub.set_mode(mode)
     }
 

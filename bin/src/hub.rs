@@ -152,13 +152,14 @@ impl Control for Hub {
         self.started.elapsed()
     }
 
-    fn set_mode(&self, mode: Mode) -> Mode {
+    fn set_mode(&self, mode: Mode) -> Result<Mode, String> {
         let mut state = self.state.lock().expect("hub lock");
         let previous = state.mode.replace(mode);
-        if self.install(&state).is_err() {
+        if let Err(error) = self.install(&state) {
             state.mode = previous;
+            return Err(error);
         }
-        self.hot.current().mode()
+        Ok(self.hot.current().mode())
     }
 
     fn reload(&self) -> Result<(), String> {

@@ -455,3 +455,33 @@ async fn the_admin_api_cannot_be_reached_through_the_proxy() {
     .await;
     assert_eq!(out.code, Some(97), "SOCKS5 refuses it too: {}", out.stderr);
 }
+
+/// With the embedding application's own engine there is no policy here to switch: the mode change
+/// is refused, through the handle and through the admin API alike, rather than answered as done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedders_engine_refuses_a_mode_switch_instead_of_pretending() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = policy_config(&["x.test"], &[], &[]);
+    config.listen.ephemeral = true;
+    config.log.violations = dir.path().join("violations.jsonl");
+    let engine: Arc<dyn policy::PolicyEngine> = Arc::new(config.policy().unwrap());
+    let running = leash::Leash::builder()
+        .config(config)
+        .policy_engine(engine)
+        .build()
+        .unwrap()
+        .run();
+    let refused = running.set_mode(policy::Mode::Limited);
+    assert!(refused.is_err(), "{refused:?}");
+    let admin = running.addrs().admin.expect("an admin listener");
+    let (status, body) = call(admin, "POST", "/mode", Some(r#"{"mode":"limited"}"#), None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("embedding application"),
+        "{body}"
+    );
+    running.shutdown().await;
+}
