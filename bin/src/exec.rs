@@ -28,6 +28,9 @@ pub(crate) struct ExecArgs {
     /// Print no summary of what was blocked.
     #[arg(long)]
     quiet: bool,
+    /// Do not run the SOCKS5 listener (`ALL_PROXY` then names the HTTP proxy).
+    #[arg(long)]
+    no_socks: bool,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -47,6 +50,7 @@ fn exec(args: ExecArgs) -> anyhow::Result<u8> {
     let mut config = args.policy.load()?;
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
     config.listen.ephemeral = true;
+    config.socks.enabled &= !args.no_socks;
     config.auth.token = random_hex(16)?;
     config.log.violations = args
         .log

@@ -320,4 +320,15 @@ fn exit_statuses_pass_through_and_no_listener_is_left_behind() {
             "port {port} is free after exec"
         );
     }
+    // `--no-socks`: no SOCKS5 listener, and ALL_PROXY names the HTTP proxy (SPEC §12).
+    let out = exec(
+        dir.path(),
+        &["--no-socks"],
+        &["sh", "-c", "echo $HTTP_PROXY; echo $ALL_PROXY"],
+    );
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let (http, all) = (lines.next().unwrap(), lines.next().unwrap());
+    assert!(http.starts_with("http://exec-"), "{text}");
+    assert_eq!(all, http, "{text}");
 }
