@@ -17,14 +17,16 @@ pub fn check_credentials(
     password: Option<&str>,
     token: Option<&str>,
 ) -> Result<Option<String>, CredentialError> {
-    let attempt = username.filter(|u| !u.is_empty());
-    if attempt.is_some_and(|a| !is_attempt_id(a)) {
-        return Err(CredentialError::BadAttemptId);
-    }
+    // The token first: a client that cannot authenticate learns nothing more (such as whether its
+    // attempt id would have been acceptable), and gets the auth failure SPEC §2 names.
     if let Some(token) = token.filter(|t| !t.is_empty()) {
         if !password.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
             return Err(CredentialError::BadToken);
         }
+    }
+    let attempt = username.filter(|u| !u.is_empty());
+    if attempt.is_some_and(|a| !is_attempt_id(a)) {
+        return Err(CredentialError::BadAttemptId);
     }
     Ok(attempt.map(str::to_owned))
 }
@@ -107,6 +109,19 @@ mod tests {
             Some(&"a".repeat(129)),
             None,
             None,
+            Err(CredentialError::BadAttemptId),
+        );
+        // A wrong token is the failure, whatever the attempt id looks like.
+        check(
+            Some("bad id"),
+            Some("nope"),
+            Some("tok"),
+            Err(CredentialError::BadToken),
+        );
+        check(
+            Some("bad id"),
+            Some("tok"),
+            Some("tok"),
             Err(CredentialError::BadAttemptId),
         );
         check(
