@@ -144,7 +144,13 @@ impl Control for Hub {
                 }
             }
         }
-        value["mode"] = serde_json::to_value(self.hot.current().mode()).expect("mode");
+        // The rules in force: the file's, the flags', and those added or removed at runtime.
+        let policy = self.hot.current();
+        let names =
+            |rules: &[policy::Rule]| rules.iter().map(ToString::to_string).collect::<Vec<_>>();
+        value["policy"]["allow"] = serde_json::Value::from(names(policy.allow_rules()));
+        value["policy"]["deny"] = serde_json::Value::from(names(policy.deny_rules()));
+        value["mode"] = serde_json::to_value(policy.mode()).expect("mode");
         value
     }
 

@@ -1,11 +1,11 @@
 //! `leash proxy`: run the proxies until SIGINT or SIGTERM, then stop accepting, drain, flush the
 //! log and exit 0 (SPEC §11).
 
-use std::{io::Write, path::PathBuf};
+use std::{io::Write, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use clap::Args;
-use leash::Leash;
+use leash::{Config, ConfigOverlay, Leash};
 
 use crate::{flags::PolicyFlags, Exit};
 
@@ -40,21 +40,47 @@ pub(crate) fn run(args: ProxyArgs) -> Exit {
     }
 }
 
+/// The flags that override the file beside the policy flags; re-applied on every reload, so
+/// `/config` keeps showing what is in force.
+#[derive(Clone, Debug)]
+struct Overrides {
+    ephemeral: bool,
+    no_socks: bool,
+    log: Option<PathBuf>,
+    token: Option<String>,
+}
+
+impl Overrides {
+    fn apply(&self, config: &mut Config) {
+        config.listen.ephemeral |= self.ephemeral;
+        config.socks.enabled &= !self.no_socks;
+        if let Some(log) = &self.log {
+            config.log.violations = log.clone();
+        }
+        if let Some(token) = &self.token {
+            config.auth.token = token.clone();
+        }
+    }
+}
+
 fn serve(args: ProxyArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        ephemeral: args.ephemeral,
+        no_socks: args.no_socks,
+        log: args.log.clone(),
+        token: args.token.clone(),
+    };
     let mut config = args.policy.load()?;
-    config.listen.ephemeral |= args.ephemeral;
-    config.socks.enabled &= !args.no_socks;
-    if let Some(log) = args.log {
-        config.log.violations = log;
-    }
-    if let Some(token) = args.token {
-        config.auth.token = token;
-    }
+    overrides.apply(&mut config);
+    let flags = args.policy.overlay();
+    let overlay: ConfigOverlay = Arc::new(move |config: &mut Config| {
+        flags(config)?;
+        overrides.apply(config);
+        Ok(())
+    });
     let runtime = runtime().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let mut builder = Leash::builder()
-            .config(config)
-            .reload_overlay(args.policy.overlay());
+        let mut builder = Leash::builder().config(config).reload_overlay(overlay);
         if let Some(file) = args.policy.file() {
             builder = builder.config_file(file);
         }

@@ -282,6 +282,12 @@ async fn an_approval_round_trip_opens_and_closes_a_host() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(fetch().await.text(), "200", "approved");
+    let (_, config) = call(admin, "GET", "/config", None, None).await;
+    assert_eq!(
+        config["policy"]["allow"],
+        json!(["new.test"]),
+        "/config shows the rules in force"
+    );
     let (status, patterns) = call(
         admin,
         "DELETE",
