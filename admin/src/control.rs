@@ -3,7 +3,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use policy::{Mode, Policy};
+use policy::{Mode, Policy, PolicyEngine};
 use serde::Deserialize;
 
 /// Rules to add or remove at runtime (`POST`/`DELETE /rules`).
@@ -18,8 +18,13 @@ pub struct RuleChange {
 
 /// The running instance, as the admin API sees it. Every change is an atomic policy swap.
 pub trait Control: fmt::Debug + Send + Sync {
-    /// The policy in force.
-    fn policy(&self) -> Arc<Policy>;
+    /// The engine deciding requests now (a snapshot): what `/explain`, `/health` and `/mode`
+    /// report on.
+    fn engine(&self) -> Arc<dyn PolicyEngine>;
+
+    /// leash's own policy in force, with its rules; `None` when the embedding application decides
+    /// with an engine of its own, whose rules are not leash's to show or change.
+    fn policy(&self) -> Option<Arc<Policy>>;
 
     /// The effective configuration, tokens redacted.
     fn config(&self) -> serde_json::Value;

@@ -58,7 +58,7 @@ pub(crate) async fn route(admin: &Admin, req: Request<Incoming>) -> AdminRespons
         (Method::GET, "/patterns") => patterns(admin),
         (Method::GET, "/blocked") => blocked(admin, &query).await,
         (Method::GET, "/explain") => explain(admin, &query),
-        (Method::GET, "/mode") => ok(json!({ "mode": admin.control.policy().mode() })),
+        (Method::GET, "/mode") => ok(json!({ "mode": admin.control.engine().mode() })),
         (Method::POST, "/mode") => set_mode(admin, req).await,
         (Method::POST, "/reload") => reload(admin),
         (method, "/rules") => rules(admin, req, method == Method::POST).await,
@@ -82,12 +82,17 @@ fn authorized(admin: &Admin, req: &Request<Incoming>) -> bool {
 }
 
 fn health(admin: &Admin) -> AdminResponse {
-    let mode = admin.control.policy().mode();
+    let mode = admin.control.engine().mode();
     ok(json!({ "status": "ok", "mode": mode, "uptime_s": admin.control.uptime().as_secs() }))
 }
 
+/// Why leash cannot show or change the rules of an embedder's engine.
+const NOT_OURS: &str = "the policy engine belongs to the embedding application";
+
 fn patterns(admin: &Admin) -> AdminResponse {
-    let policy = admin.control.policy();
+    let Some(policy) = admin.control.policy() else {
+        return error(StatusCode::BAD_REQUEST, NOT_OURS);
+    };
     let names = |rules: &[policy::Rule]| rules.iter().map(ToString::to_string).collect::<Vec<_>>();
     let allow_local = match policy.allow_local() {
         AllowLocal::None => json!(false),
@@ -162,9 +167,9 @@ fn explain(admin: &Admin, query: &HashMap<String, String>) -> AdminResponse {
             Protocol::Http | Protocol::Https => "GET".to_owned(),
             _ => "CONNECT".to_owned(),
         });
-    let policy = admin.control.policy();
+    let engine = admin.control.engine();
     let explanation = match Host::parse(host).and_then(|h| Target::new(h, port)) {
-        Ok(target) => policy.explain(&PolicyRequest::new(&target, &method, protocol)),
+        Ok(target) => engine.explain(&PolicyRequest::new(&target, &method, protocol)),
         Err(error) => Explanation::invalid_target(error),
     };
     let report = ExplainReport {
@@ -172,7 +177,7 @@ fn explain(admin: &Admin, query: &HashMap<String, String>) -> AdminResponse {
         target: host,
         method: &method,
         protocol,
-        mode: policy.mode(),
+        mode: engine.mode(),
         steps: &explanation.steps,
     };
     ok(serde_json::to_value(report).expect("plain data"))
@@ -195,14 +200,12 @@ async fn set_mode(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
 }
 
 fn reload(admin: &Admin) -> AdminResponse {
-    match admin.control.reload() {
-        Ok(()) => {
-            let policy = admin.control.policy();
-            ok(
-                json!({ "status": "reloaded", "mode": policy.mode(), "allow": policy.allow_rules().len(), "deny": policy.deny_rules().len() }),
-            )
-        }
-        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+    match (admin.control.reload(), admin.control.policy()) {
+        (Ok(()), Some(policy)) => ok(
+            json!({ "status": "reloaded", "mode": policy.mode(), "allow": policy.allow_rules().len(), "deny": policy.deny_rules().len() }),
+        ),
+        (Ok(()), None) => error(StatusCode::BAD_REQUEST, NOT_OURS),
+        (Err(message), _) => error(StatusCode::BAD_REQUEST, &message),
     }
 }
 

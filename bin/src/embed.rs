@@ -146,7 +146,7 @@ impl LeashBuilder {
             admin: Reserved::addr(&reserved.admin),
         };
         let hot = Arc::new(HotPolicy::new(config.policy().map_err(BuildError::Policy)?));
-        let owns_engine = self.engine.is_none();
+        let embedders_engine = self.engine.clone();
         let engine = self.engine.unwrap_or_else(|| hot.clone());
         let (sink, log) = match self.sink {
             Some(sink) => (sink, None),
@@ -176,7 +176,7 @@ impl LeashBuilder {
             config.clone(),
             self.config_file,
             self.overlay,
-            owns_engine,
+            embedders_engine,
         ));
         let admin = Arc::new(Admin::new(
             hub.clone(),
@@ -396,7 +396,11 @@ impl Running {
             socks: self.addrs.socks,
             attempt,
             token: self.env.token.as_deref(),
-            allow_local_all: *self.hub.policy().allow_local() == AllowLocal::All,
+            // An embedder's engine says nothing about `allow_local`: no local exception then.
+            allow_local_all: self
+                .hub
+                .policy()
+                .is_some_and(|p| *p.allow_local() == AllowLocal::All),
             ca: self.env.ca.as_ref(),
         };
         child_env(&spec)

@@ -10,7 +10,7 @@ use std::{
 
 use admin::{Control, RuleChange};
 use listeners::{TunnelInfo, Tunnels};
-use policy::{Mode, Policy, PolicyBuilder, Request, Rule};
+use policy::{Mode, Policy, PolicyBuilder, PolicyEngine, Request, Rule};
 
 use crate::{hot::HotPolicy, Config};
 
@@ -23,6 +23,8 @@ pub(crate) struct Hub {
     tunnels: Arc<Tunnels>,
     path: Option<PathBuf>,
     overlay: Option<ConfigOverlay>,
+    /// The engine deciding requests: `hot` itself, or the embedder's own.
+    engine: Arc<dyn PolicyEngine>,
     /// `false` when the embedder decides with its own engine: then nothing here may change it.
     owns_engine: bool,
     started: Instant,
@@ -52,8 +54,10 @@ impl Hub {
         config: Config,
         path: Option<PathBuf>,
         overlay: Option<ConfigOverlay>,
-        owns_engine: bool,
+        engine: Option<Arc<dyn PolicyEngine>>,
     ) -> Hub {
+        let owns_engine = engine.is_none();
+        let engine = engine.unwrap_or_else(|| hot.clone());
         let state = State {
             config,
             mode: None,
@@ -65,6 +69,7 @@ impl Hub {
             tunnels,
             path,
             overlay,
+            engine,
             owns_engine,
             started: Instant::now(),
             state: Mutex::new(state),
@@ -130,8 +135,12 @@ fn refuses(policy: &Policy, tunnel: &TunnelInfo) -> bool {
 }
 
 impl Control for Hub {
-    fn policy(&self) -> Arc<Policy> {
-        self.hot.current()
+    fn engine(&self) -> Arc<dyn PolicyEngine> {
+        self.engine.snapshot()
+    }
+
+    fn policy(&self) -> Option<Arc<Policy>> {
+        self.owns_engine.then(|| self.hot.current())
     }
 
     fn config(&self) -> serde_json::Value {
@@ -144,13 +153,18 @@ impl Control for Hub {
                 }
             }
         }
-        // The rules in force: the file's, the flags', and those added or removed at runtime.
-        let policy = self.hot.current();
-        let names =
-            |rules: &[policy::Rule]| rules.iter().map(ToString::to_string).collect::<Vec<_>>();
-        value["policy"]["allow"] = serde_json::Value::from(names(policy.allow_rules()));
-        value["policy"]["deny"] = serde_json::Value::from(names(policy.deny_rules()));
-        value["mode"] = serde_json::to_value(policy.mode()).expect("mode");
+        // The rules in force: the file's, the flags', and those added or removed at runtime. An
+        // embedder's engine has rules of its own, which the file's `[policy]` does not describe.
+        let names = |rules: &[Rule]| rules.iter().map(ToString::to_string).collect::<Vec<_>>();
+        match self.owns_engine {
+            true => {
+                let policy = self.hot.current();
+                value["policy"]["allow"] = serde_json::Value::from(names(policy.allow_rules()));
+                value["policy"]["deny"] = serde_json::Value::from(names(policy.deny_rules()));
+            }
+            false => value["policy_engine"] = serde_json::Value::from("embedding application"),
+        }
+        value["mode"] = serde_json::to_value(self.engine.mode()).expect("mode");
         value
     }
 

@@ -467,10 +467,12 @@ async fn the_admin_api_cannot_be_reached_through_the_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedders_engine_refuses_a_mode_switch_instead_of_pretending() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = policy_config(&["x.test"], &[], &[]);
+    // The engine allows `x.test`; the configuration's own rules would not.
+    let engine: Arc<dyn policy::PolicyEngine> =
+        Arc::new(policy_config(&["x.test"], &[], &[]).policy().unwrap());
+    let mut config = policy_config(&["config.test"], &[], &[]);
     config.listen.ephemeral = true;
     config.log.violations = dir.path().join("violations.jsonl");
-    let engine: Arc<dyn policy::PolicyEngine> = Arc::new(config.policy().unwrap());
     let running = leash::Leash::builder()
         .config(config)
         .policy_engine(engine)
@@ -489,5 +491,12 @@ async fn an_embedders_engine_refuses_a_mode_switch_instead_of_pretending() {
             .contains("embedding application"),
         "{body}"
     );
+    // Reads describe the engine that decides, or say they cannot.
+    let (status, body) = call(admin, "GET", "/patterns", None, None).await;
+    assert_eq!(status, 400, "{body}");
+    let (_, explain) = call(admin, "GET", "/explain?host=x.test", None, None).await;
+    assert_eq!(explain["decision"], "allow", "{explain}");
+    let (_, config) = call(admin, "GET", "/config", None, None).await;
+    assert_eq!(config["policy_engine"], "embedding application", "{config}");
     running.shutdown().await;
 }
