@@ -9,8 +9,8 @@ use std::{
 };
 
 use admin::{Control, RuleChange};
-use listeners::{TunnelInfo, Tunnels};
-use policy::{Mode, Policy, PolicyBuilder, PolicyEngine, Request, Rule};
+use listeners::Tunnels;
+use policy::{Mode, Policy, PolicyBuilder, PolicyEngine, Rule};
 
 use crate::{hot::HotPolicy, Config};
 
@@ -83,7 +83,8 @@ impl Hub {
         }
         let policy = build(state)?;
         self.hot.swap(policy.clone());
-        self.tunnels.close_where(|tunnel| refuses(&policy, tunnel));
+        self.tunnels
+            .close_where(|tunnel| tunnel.refusal(&policy).is_some());
         Ok(())
     }
 }
@@ -113,25 +114,6 @@ fn build(state: &State) -> Result<Policy, String> {
 
 fn parse(text: &str) -> Result<Rule, String> {
     text.parse().map_err(|e: policy::RuleError| e.to_string())
-}
-
-/// Whether `policy` would refuse a tunnel that is open now. A raw tunnel cannot be checked request
-/// by request, so limited mode refuses every raw tunnel.
-fn refuses(policy: &Policy, tunnel: &TunnelInfo) -> bool {
-    if policy.mode() == Mode::Limited && !tunnel.inspected {
-        return true;
-    }
-    let request = Request::new(&tunnel.target, "CONNECT", tunnel.protocol);
-    // An approved tunnel is re-checked as it was approved: every step but the allowlist.
-    let decision = match tunnel.approved {
-        true => policy.decide_approved(&request, Arc::from(policy::APPROVED_BY)),
-        false => policy.decide(&request),
-    };
-    // An intercepted tunnel has no upstream of its own: each request inside is decided anew.
-    let peer_refused = tunnel
-        .peer
-        .is_some_and(|peer| !policy.vet(&tunnel.target, &[peer.ip()]).is_allowed());
-    !decision.is_allowed() || peer_refused
 }
 
 impl Control for Hub {

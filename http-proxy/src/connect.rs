@@ -67,15 +67,24 @@ pub(crate) async fn handle(
             )
         }
     };
-    proxy.record_allowed(&scope, decision, Protocol::Connect, || subject);
-    let idle = proxy.limits.idle_timeout;
-    let tunnel = proxy.dialer.tunnels().open(TunnelInfo {
+    let info = TunnelInfo {
         target,
         protocol: Protocol::Connect,
         peer: Some(dialed.peer),
         inspected: false,
         approved,
-    });
+    };
+    // A policy change while this request was decided or dialled still reaches it.
+    let tunnel = match proxy
+        .dialer
+        .tunnels()
+        .open_checked(info, proxy.engine.as_ref())
+    {
+        Ok(tunnel) => tunnel,
+        Err(refusal) => return proxy.block(&scope, refusal, &subject),
+    };
+    proxy.record_allowed(&scope, decision, Protocol::Connect, || subject);
+    let idle = proxy.limits.idle_timeout;
     // An open tunnel keeps its client connection busy: it is never evicted as idle.
     let busy = scope.connection.as_ref().map(|c| c.busy());
     tokio::spawn(async move {
@@ -114,14 +123,22 @@ fn intercepted(
     on_upgrade: OnUpgrade,
 ) -> Response<ProxyBody> {
     let named = || subject(target.host().to_string(), target.port());
-    proxy.record_allowed(&scope, decision, Protocol::Connect, named);
-    let tunnel = proxy.dialer.tunnels().open(TunnelInfo {
+    let info = TunnelInfo {
         target: target.clone(),
         protocol: Protocol::Connect,
         peer: None,
         inspected: true,
         approved,
-    });
+    };
+    let tunnel = match proxy
+        .dialer
+        .tunnels()
+        .open_checked(info, proxy.engine.as_ref())
+    {
+        Ok(tunnel) => tunnel,
+        Err(refusal) => return proxy.block(&scope, refusal, &named()),
+    };
+    proxy.record_allowed(&scope, decision, Protocol::Connect, named);
     let proxy = proxy.clone();
     let busy = scope.connection.as_ref().map(|c| c.busy());
     tokio::spawn(async move {

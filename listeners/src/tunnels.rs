@@ -11,7 +11,7 @@ use std::{
     },
 };
 
-use policy::{Protocol, Target};
+use policy::{BlockReason, Decision, Mode, PolicyEngine, Protocol, Request, Target, APPROVED_BY};
 use tokio::sync::Notify;
 
 /// What a tunnel was opened for.
@@ -28,6 +28,28 @@ pub struct TunnelInfo {
     /// Whether it stands on a `Decider`'s approval rather than an allow rule: a policy change then
     /// re-checks it with every step but the allowlist, as the approval was.
     pub approved: bool,
+}
+
+impl TunnelInfo {
+    /// Why `engine` (a policy now in force) refuses this tunnel, if it does. An approved tunnel is
+    /// re-checked as it was approved (every step but the allowlist); its connected address is
+    /// re-vetted; in limited mode a raw tunnel is refused, since its requests cannot be checked.
+    pub fn refusal(&self, engine: &dyn PolicyEngine) -> Option<Decision> {
+        if engine.mode() == Mode::Limited && !self.inspected {
+            return Some(Decision::Deny(BlockReason::MitmRequired));
+        }
+        let request = Request::new(&self.target, "CONNECT", self.protocol);
+        let decision = match self.approved {
+            true => engine.decide_approved(&request, Arc::from(APPROVED_BY)),
+            false => engine.decide(&request),
+        };
+        if !decision.is_allowed() {
+            return Some(decision);
+        }
+        // An intercepted tunnel has no upstream of its own: each request inside is decided anew.
+        let vetted = self.peer.map(|peer| engine.vet(&self.target, &[peer.ip()]));
+        vetted.filter(|decision| !decision.is_allowed())
+    }
 }
 
 /// The registry of open tunnels and their byte counts.
@@ -62,6 +84,23 @@ impl Tunnels {
             id,
             tunnels: self.clone(),
             close,
+        }
+    }
+
+    /// Registers a tunnel, then checks it against the policy in force *after* registering: a policy
+    /// swap either happened before (this check sees it) or will close it (it is registered), so
+    /// no tunnel slips between a swap and the pass that closes what the swap refuses. `live` is
+    /// the engine that follows swaps, not a snapshot taken earlier.
+    pub fn open_checked(
+        self: &Arc<Self>,
+        info: TunnelInfo,
+        live: &dyn PolicyEngine,
+    ) -> Result<TunnelHandle, Decision> {
+        let checked = info.clone();
+        let handle = self.open(info);
+        match checked.refusal(live.snapshot().as_ref()) {
+            None => Ok(handle),
+            Some(refusal) => Err(refusal),
         }
     }
 

@@ -3,7 +3,9 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use listeners::{relay_sockets, Connection, DialError, Dialer, Interceptor, TunnelInfo};
+use listeners::{
+    relay_sockets, Connection, DialError, Dialer, Interceptor, TunnelHandle, TunnelInfo,
+};
 use policy::{
     decide_with, is_approved, BlockReason, CredentialError, Decider, Decision, DecisionEvent,
     DecisionSink, PolicyEngine, Protocol, Request, Target,
@@ -192,8 +194,8 @@ impl SocksProxy {
                 .intercept(scope, stream, (decision, approved), target)
                 .await;
         }
-        let upstream = match self.dialer.dial(scope.engine.as_ref(), &target).await {
-            Ok(dialed) => dialed.stream,
+        let (upstream, peer) = match self.dialer.dial(scope.engine.as_ref(), &target).await {
+            Ok(dialed) => (dialed.stream, dialed.peer),
             Err(error) => {
                 if let DialError::Blocked(decision) = &error {
                     self.block(scope, decision.clone(), &target, Protocol::Socks5);
@@ -202,15 +204,19 @@ impl SocksProxy {
                 return;
             }
         };
-        self.allowed(scope, decision, &target, Protocol::Socks5);
-        let bound = upstream.local_addr().ok();
-        let tunnel = self.dialer.tunnels().open(TunnelInfo {
-            peer: upstream.peer_addr().ok(),
-            target,
+        let info = TunnelInfo {
+            // The vetted address, which is what a policy change re-vets.
+            peer: Some(peer),
+            target: target.clone(),
             protocol: Protocol::Socks5,
             inspected: false,
             approved,
-        });
+        };
+        let Some(tunnel) = self.open_tunnel(scope, &mut stream, info).await else {
+            return;
+        };
+        self.allowed(scope, decision, &target, Protocol::Socks5);
+        let bound = upstream.local_addr().ok();
         if stream
             .write_all(&reply(&Outcome::Granted, bound))
             .await
@@ -239,14 +245,17 @@ impl SocksProxy {
             let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
             return;
         };
-        self.allowed(scope, decision, &target, Protocol::Socks5);
-        let tunnel = self.dialer.tunnels().open(TunnelInfo {
+        let info = TunnelInfo {
             target: target.clone(),
             protocol: Protocol::Socks5,
             peer: None,
             inspected: true,
             approved,
-        });
+        };
+        let Some(tunnel) = self.open_tunnel(scope, &mut stream, info).await else {
+            return;
+        };
+        self.allowed(scope, decision, &target, Protocol::Socks5);
         if stream
             .write_all(&reply(&Outcome::Granted, None))
             .await
@@ -256,6 +265,28 @@ impl SocksProxy {
             interceptor
                 .intercept(stream, target, scope.client, attempt, tunnel)
                 .await;
+        }
+    }
+
+    /// Registers the tunnel, re-checked against the policy in force (a change while this request
+    /// was decided or dialled still reaches it); a refusal is a block like any other.
+    async fn open_tunnel(
+        &self,
+        scope: &Scope,
+        stream: &mut TcpStream,
+        info: TunnelInfo,
+    ) -> Option<TunnelHandle> {
+        match self
+            .dialer
+            .tunnels()
+            .open_checked(info.clone(), self.engine.as_ref())
+        {
+            Ok(tunnel) => Some(tunnel),
+            Err(refusal) => {
+                self.block(scope, refusal, &info.target, Protocol::Socks5);
+                let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
+                None
+            }
         }
     }
 

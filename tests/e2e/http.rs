@@ -496,3 +496,50 @@ async fn a_decider_approval_reaches_the_origin_and_deny_still_wins() {
     let asked = decider.asked.lock().unwrap().clone();
     assert_eq!(asked, ["approved.test", "approved.test", "declined.test"]);
 }
+
+/// Holds every question until the test lets it go, then approves.
+#[derive(Debug, Default)]
+struct SlowApproval {
+    asked: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl Decider for SlowApproval {
+    fn decide<'a>(
+        &'a self,
+        _ask: AskContext<'a>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send + 'a>> {
+        Box::pin(async move {
+            self.asked.notify_one();
+            self.release.notified().await;
+            Answer::Allow
+        })
+    }
+}
+
+/// A deny rule added while a person is still deciding reaches the tunnel that approval opens: it
+/// is refused when registered, not relayed because the policy pass ran before it existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_during_an_approval_reaches_the_tunnel() {
+    let origin = Origin::http().await;
+    let public: IpAddr = "93.184.216.34".parse().unwrap();
+    let resolver = Arc::new(StaticResolver::new().answer("slow.test", &[public]));
+    let nat = Arc::new(LoopbackNat::default().map(public, origin.addr));
+    let decider = Arc::new(SlowApproval::default());
+    let mut config = policy_config(&[], &[], &[]);
+    config.auth.token = String::new();
+    let proxy = start_proxy_with_decider(config, resolver, Some(nat), decider.clone());
+    let http = proxy.http;
+    let request = format!("CONNECT slow.test:{} HTTP/1.1\r\n\r\n", origin.port());
+    let connect = tokio::spawn(async move { raw_request(http, request.as_bytes()).await });
+    decider.asked.notified().await;
+    let deny = leash::RuleChange {
+        allow: Vec::new(),
+        deny: vec!["slow.test".into()],
+    };
+    proxy.running().change_rules(&deny, true).unwrap();
+    decider.release.notify_one();
+    let response = connect.await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert!(response.contains(r#""reason":"denylist""#), "{response}");
+}
