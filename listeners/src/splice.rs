@@ -8,9 +8,11 @@
 use std::{io, os::fd::OwnedFd};
 
 use rustix::{
+    io::Errno,
     net::{
+        recv,
         sockopt::{set_socket_recv_buffer_size, set_socket_send_buffer_size},
-        Shutdown,
+        RecvFlags, Shutdown,
     },
     pipe::{fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags},
 };
@@ -152,39 +154,74 @@ impl Pipe {
         })
     }
 
-    /// The pipe is empty whenever `from` is read, so a "would block" from that splice always
-    /// means the socket has nothing (never a full pipe), which is what tokio's readiness tracking
-    /// needs to be true.
+    /// `from` → pipe → `to` until `from` ends.
     async fn pump(
         &self,
         from: &TcpStream,
         to: &TcpStream,
         direction: &Direction,
     ) -> io::Result<()> {
-        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        let mut urgent = [0u8; 512];
         loop {
-            let read = from
-                .async_io(Interest::READABLE, || {
-                    Ok(splice(from, None, &self.write, None, self.capacity, flags)?)
-                })
-                .await?;
-            if read == 0 {
-                end(to);
-                return Ok(());
-            }
-            direction.moved(read);
-            let mut held = read;
-            while held > 0 {
-                let written = to
-                    .async_io(Interest::WRITABLE, || {
-                        Ok(splice(&self.read, None, to, None, held, flags)?)
-                    })
-                    .await?;
-                if written == 0 {
-                    return Err(io::ErrorKind::WriteZero.into());
+            let held = match self.fill(from, &mut urgent).await? {
+                Moved::Spliced(0) | Moved::Read(0) => {
+                    end(to);
+                    return Ok(());
                 }
-                held -= written;
-            }
+                Moved::Read(read) => {
+                    direction.moved(read);
+                    write_all(to, &urgent[..read]).await?;
+                    continue;
+                }
+                Moved::Spliced(read) => read,
+            };
+            direction.moved(held);
+            self.drain(to, held).await?;
         }
     }
+
+    /// Moves what `from` has into the (empty) pipe. The pipe is empty whenever `from` is read, so
+    /// a "would block" from that splice never means a full pipe: either the socket has nothing,
+    /// or it stopped at urgent (out-of-band) data, which splice never passes. A plain read tells
+    /// which, and passes the mark as `recv` does; on an empty socket it would block too, which
+    /// is what tokio's readiness tracking needs to be true.
+    async fn fill(&self, from: &TcpStream, urgent: &mut [u8]) -> io::Result<Moved> {
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        from.async_io(Interest::READABLE, || {
+            match splice(from, None, &self.write, None, self.capacity, flags) {
+                Ok(read) => Ok(Moved::Spliced(read)),
+                Err(Errno::AGAIN) => {
+                    let (_, read) = recv(from, &mut *urgent, RecvFlags::empty())?;
+                    Ok(Moved::Read(read))
+                }
+                Err(error) => Err(error.into()),
+            }
+        })
+        .await
+    }
+
+    /// Empties the pipe (`held` bytes) into `to`.
+    async fn drain(&self, to: &TcpStream, mut held: usize) -> io::Result<()> {
+        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        while held > 0 {
+            let written = to
+                .async_io(Interest::WRITABLE, || {
+                    Ok(splice(&self.read, None, to, None, held, flags)?)
+                })
+                .await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            held -= written;
+        }
+        Ok(())
+    }
+}
+
+/// How bytes left the source socket.
+enum Moved {
+    /// Into the pipe.
+    Spliced(usize),
+    /// Into a buffer, past urgent data.
+    Read(usize),
 }

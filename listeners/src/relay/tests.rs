@@ -124,3 +124,44 @@ async fn an_idle_tunnel_is_closed() {
         .expect("the idle timeout ended the relay");
     assert_eq!(tunnels.open_count(), 0);
 }
+
+/// Urgent (out-of-band) data in the middle of a bulk transfer: splice stops at its mark, and the
+/// relay must read past it rather than wait forever. The urgent byte itself leaves the stream,
+/// as it does for any reader without `SO_OOBINLINE`.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn urgent_data_in_a_spliced_direction_does_not_stall_it() {
+    use rustix::net::{send, SendFlags};
+
+    let (mut client, client_side) = pair().await;
+    let (upstream_side, mut origin) = pair().await;
+    let tunnels = Arc::new(Tunnels::default());
+    let relayed = tokio::spawn(relay_sockets(
+        client_side,
+        &[],
+        upstream_side,
+        Duration::from_secs(30),
+        tunnel(&tunnels),
+    ));
+    let (first, second) = (pattern(1 << 20, 3), pattern(1 << 20, 5));
+    let sender = {
+        let (first, second) = (first.clone(), second.clone());
+        async move {
+            client.write_all(&first).await.unwrap();
+            client.writable().await.unwrap();
+            send(&client, b"!", SendFlags::OOB).unwrap();
+            client.write_all(&second).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        }
+    };
+    let mut received = Vec::new();
+    let receive = tokio::time::timeout(Duration::from_secs(20), origin.read_to_end(&mut received));
+    let (_client, read) = tokio::join!(sender, receive);
+    read.expect("the transfer finished").unwrap();
+    let mut expected = first;
+    expected.extend_from_slice(&second);
+    assert!(received == expected, "{} bytes arrived", received.len());
+    drop(origin);
+    relayed.abort();
+}
