@@ -8,7 +8,10 @@ use http_body_util::BodyExt;
 use hyper::{
     body::Incoming,
     client::conn::http1::{self as client, SendRequest},
-    header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE},
+    header::{
+        GetAll, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
+        UPGRADE, WWW_AUTHENTICATE,
+    },
     Request, Response, Uri, Version,
 };
 use hyper_util::rt::TokioIo;
@@ -234,10 +237,7 @@ async fn upstream(
             handshake(stream).await?
         }
     };
-    Ok(Upstream {
-        peer: dialed.peer,
-        sender,
-    })
+    Ok(Upstream::new(dialed.peer, sender))
 }
 
 /// An HTTP/1.1 client connection over `io`, driven by its own task.
@@ -286,16 +286,34 @@ async fn send(
     parts.version = Version::HTTP_11;
     let tunnels = proxy.dialer.tunnels();
     let body = Counted::new(body, tunnels, true);
+    let bound_auth = connection_bound_auth(parts.headers.get_all(AUTHORIZATION));
     let response = upstream
         .sender
         .send_request(Request::from_parts(parts, body))
         .await?;
     let (mut parts, body) = response.into_parts();
+    upstream.private |=
+        bound_auth || connection_bound_auth(parts.headers.get_all(WWW_AUTHENTICATE));
     strip_hop_by_hop(&mut parts.headers);
     // Only a connection that answered, and whose answer was read to the end, goes back.
     let body = Counted::new(body, tunnels, false);
     let body = Returning::new(body, cache.clone(), key, upstream);
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// Whether these `Authorization` or `WWW-Authenticate` values name a scheme that authenticates
+/// the connection rather than the request (NTLM, Negotiate): such a connection must never serve
+/// another client.
+fn connection_bound_auth(values: GetAll<'_, HeaderValue>) -> bool {
+    // Any token, not just the first: one `WWW-Authenticate` may offer several schemes.
+    values.iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|b| *b == b' ' || *b == b',')
+            .any(|token| {
+                token.eq_ignore_ascii_case(b"ntlm") || token.eq_ignore_ascii_case(b"negotiate")
+            })
+    })
 }
 
 /// `Host` names the target (RFC 9112 §3.2.2), canonical, with the port unless it is the default.

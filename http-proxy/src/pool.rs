@@ -47,15 +47,30 @@ pub(crate) struct PoolKey {
 pub(crate) struct Upstream {
     pub(crate) peer: SocketAddr,
     pub(crate) sender: SendRequest<UpstreamBody>,
+    /// When its last response ended (or it was opened).
+    pub(crate) idle_since: Instant,
+    /// It carries connection-bound origin authentication (NTLM, Negotiate): it may serve the
+    /// client connection that authenticated it again, never another one.
+    pub(crate) private: bool,
 }
 
-#[derive(Debug)]
-struct Idle {
-    upstream: Upstream,
-    since: Instant,
+impl Upstream {
+    pub(crate) fn new(peer: SocketAddr, sender: SendRequest<UpstreamBody>) -> Upstream {
+        Upstream {
+            peer,
+            sender,
+            idle_since: Instant::now(),
+            private: false,
+        }
+    }
+
+    /// Still worth a request: open, and not idle long enough to race the origin's own close.
+    fn reusable(&self) -> bool {
+        self.idle_since.elapsed() < IDLE_FOR && !self.sender.is_closed()
+    }
 }
 
-/// The pool. Its lock is held only to push or pop, never across an await.
+/// The pool. Its lock is held only to push, pop or sweep, never across an await.
 #[derive(Debug, Default)]
 pub(crate) struct UpstreamPool {
     idle: Mutex<Shelves>,
@@ -63,8 +78,19 @@ pub(crate) struct UpstreamPool {
 
 #[derive(Debug, Default)]
 struct Shelves {
-    by_key: HashMap<PoolKey, Vec<Idle>>,
+    by_key: HashMap<PoolKey, Vec<Upstream>>,
     count: usize,
+}
+
+impl Shelves {
+    /// Drops every connection no longer worth a request, so dead ones never hold the places.
+    fn sweep(&mut self) {
+        self.by_key.retain(|_, shelf| {
+            shelf.retain(Upstream::reusable);
+            !shelf.is_empty()
+        });
+        self.count = self.by_key.values().map(Vec::len).sum();
+    }
 }
 
 impl UpstreamPool {
@@ -74,14 +100,11 @@ impl UpstreamPool {
         let shelf = shelves.by_key.get_mut(key)?;
         let mut found = None;
         let mut removed = 0;
-        while let Some(idle) = shelf.pop() {
-            match idle.since.elapsed() < IDLE_FOR && !idle.upstream.sender.is_closed() {
-                true => {
-                    found = Some(idle.upstream);
-                    removed += 1;
-                    break;
-                }
-                false => removed += 1,
+        while let Some(upstream) = shelf.pop() {
+            removed += 1;
+            if upstream.reusable() {
+                found = Some(upstream);
+                break;
             }
         }
         if shelf.is_empty() {
@@ -91,23 +114,28 @@ impl UpstreamPool {
         found
     }
 
-    /// Keeps `upstream` for the next request to `key`, unless it is closed or the pool is full.
+    /// Keeps `upstream` for the next request to `key`, unless it is private, closed or stale, or
+    /// the pool is full of live connections (then the oldest of the target's goes first).
     pub(crate) fn put(&self, key: PoolKey, upstream: Upstream) {
-        if upstream.sender.is_closed() {
+        if upstream.private || !upstream.reusable() {
             return;
         }
         let mut shelves = self.idle.lock().expect("pool lock");
+        let target_len = |s: &Shelves| s.by_key.get(&key).map_or(0, Vec::len);
+        if shelves.count >= IDLE_IN_ALL || target_len(&shelves) >= IDLE_PER_TARGET {
+            shelves.sweep();
+        }
+        if target_len(&shelves) >= IDLE_PER_TARGET {
+            // The target's oldest makes room: a newer connection is likelier still open.
+            let shelf = shelves.by_key.get_mut(&key).expect("a full shelf");
+            shelf.remove(0);
+            shelf.push(upstream);
+            return;
+        }
         if shelves.count >= IDLE_IN_ALL {
             return;
         }
-        let shelf = shelves.by_key.entry(key).or_default();
-        if shelf.len() >= IDLE_PER_TARGET {
-            return;
-        }
-        shelf.push(Idle {
-            upstream,
-            since: Instant::now(),
-        });
+        shelves.by_key.entry(key).or_default().push(upstream);
         shelves.count += 1;
     }
 }
@@ -131,7 +159,9 @@ impl UpstreamCache {
     pub(crate) fn take(&self, key: &PoolKey) -> Option<Upstream> {
         let kept = self.slot.lock().expect("cache lock").take();
         match kept {
-            Some((kept_key, upstream)) if &kept_key == key => Some(upstream),
+            Some((kept_key, upstream)) if &kept_key == key && upstream.reusable() => Some(upstream),
+            // Its own, stale: closed here rather than tried.
+            Some((kept_key, _)) if &kept_key == key => self.pool.take(key),
             Some((kept_key, upstream)) => {
                 self.pool.put(kept_key, upstream);
                 self.pool.take(key)
@@ -185,7 +215,8 @@ impl Returning {
     }
 
     fn give_back(&mut self) {
-        if let Some((cache, key, upstream)) = self.back.take() {
+        if let Some((cache, key, mut upstream)) = self.back.take() {
+            upstream.idle_since = Instant::now();
             cache.put(key, upstream);
         }
     }

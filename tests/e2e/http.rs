@@ -543,3 +543,24 @@ async fn a_policy_change_during_an_approval_reaches_the_tunnel() {
     assert!(response.starts_with("HTTP/1.1 403"), "{response}");
     assert!(response.contains(r#""reason":"denylist""#), "{response}");
 }
+
+/// A connection that began connection-bound authentication (NTLM, Negotiate) serves no other
+/// client connection: the next one gets a connection of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_bound_authentication_is_never_shared() {
+    let origin = Origin::http().await;
+    let resolver = Arc::new(StaticResolver::new().answer("origin.test", &[loopback()]));
+    let local = [format!("127.0.0.1:{}", origin.port())];
+    let proxy = start_proxy(policy_config(&["origin.test"], &[], &local), resolver, None);
+    let (plain, ntlm) = (
+        format!("http://origin.test:{}/", origin.port()),
+        format!("http://origin.test:{}/ntlm", origin.port()),
+    );
+    for url in [&plain, &ntlm, &ntlm, &plain] {
+        let out = curl(&["-x", &proxy.proxy_url("a1:tok"), url]).await;
+        assert_eq!(out.text(), "hello from origin", "{}", out.stderr);
+    }
+    // 1: `/`, then `/ntlm` on it (now private, closed with its client); 2: the next `/ntlm`
+    // (private too); 3: the last `/`.
+    assert_eq!(origin.seen.connections(), 3);
+}

@@ -168,6 +168,12 @@ async fn respond(
         _ => b"hello from origin".to_vec(),
     };
     let mut response = Response::new(Full::new(Bytes::from(reply)));
+    if parts.uri.path() == "/ntlm" {
+        // An origin starting connection-bound authentication.
+        response
+            .headers_mut()
+            .insert("www-authenticate", "Negotiate, NTLM".parse().unwrap());
+    }
     // `/close` answers and closes: the connection cannot be kept for another request.
     let connection = match parts.uri.path() {
         "/close" => "close, x-origin-hop",
