@@ -130,7 +130,13 @@ pub(crate) async fn deliver(
     };
     proxy.record_allowed(scope, decision, route.protocol, subject);
     let timeout = proxy.limits.upstream_timeout;
-    let sent = tokio::time::timeout(timeout, send(proxy, cache, upstream, key, req, route)).await;
+    let to = Sending {
+        proxy,
+        scope,
+        cache,
+        route,
+    };
+    let sent = tokio::time::timeout(timeout, to.send(upstream, key, req)).await;
     let Ok(sent) = sent else {
         return upstream_error(&UpstreamError::Timeout, target);
     };
@@ -138,13 +144,16 @@ pub(crate) async fn deliver(
         Ok(response) => response,
         // The client's own body was malformed (a bad chunk size): its fault, not the upstream's,
         // and the upstream saw an aborted request, never a complete one.
-        Err(error) if error.is_user() => {
+        Err(UpstreamError::Http(error)) if error.is_user() => {
             let reason = BlockReason::InvalidRequest {
                 detail: "malformed request body".to_owned(),
             };
             proxy.block(scope, Decision::Deny(reason), &subject())
         }
-        Err(error) => upstream_error(&UpstreamError::Http(error), target),
+        Err(UpstreamError::Dial(DialError::Blocked(decision))) => {
+            proxy.block(scope, decision, &subject())
+        }
+        Err(error) => upstream_error(&error, target),
     }
 }
 
@@ -220,6 +229,16 @@ async fn upstream(
             return Ok(pooled);
         }
     }
+    dial_fresh(proxy, scope, key, route).await
+}
+
+/// A new connection to a vetted address of the target, TLS-wrapped for an intercepted request.
+async fn dial_fresh(
+    proxy: &HttpProxy,
+    scope: &Scope,
+    key: &PoolKey,
+    route: &Route,
+) -> Result<Upstream, UpstreamError> {
     let target = &key.target;
     let dialed = proxy
         .dialer
@@ -266,39 +285,57 @@ fn server_name(target: &Target) -> ServerName<'static> {
     }
 }
 
-async fn send(
-    proxy: &HttpProxy,
-    cache: &Arc<UpstreamCache>,
-    mut upstream: Upstream,
-    key: PoolKey,
-    req: Request<Incoming>,
-    route: &Route,
-) -> Result<Response<ProxyBody>, hyper::Error> {
-    let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .insert(HOST, host_header(&key.target, route.default_port()));
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-    parts.version = Version::HTTP_11;
-    let tunnels = proxy.dialer.tunnels();
-    let body = Counted::new(body, tunnels, true);
-    let bound_auth = connection_bound_auth(parts.headers.get_all(AUTHORIZATION));
-    let response = upstream
-        .sender
-        .send_request(Request::from_parts(parts, body))
-        .await?;
-    let (mut parts, body) = response.into_parts();
-    upstream.private |=
-        bound_auth || connection_bound_auth(parts.headers.get_all(WWW_AUTHENTICATE));
-    strip_hop_by_hop(&mut parts.headers);
-    // Only a connection that answered, and whose answer was read to the end, goes back.
-    let body = Counted::new(body, tunnels, false);
-    let body = Returning::new(body, cache.clone(), key, upstream);
-    Ok(Response::from_parts(parts, body.boxed()))
+/// Where a decided request goes, and on whose behalf.
+struct Sending<'a> {
+    proxy: &'a HttpProxy,
+    scope: &'a Scope,
+    cache: &'a Arc<UpstreamCache>,
+    route: &'a Route,
+}
+
+impl Sending<'_> {
+    async fn send(
+        &self,
+        mut upstream: Upstream,
+        key: PoolKey,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .insert(HOST, host_header(&key.target, self.route.default_port()));
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        parts.version = Version::HTTP_11;
+        let tunnels = self.proxy.dialer.tunnels();
+        let body = Counted::new(body, tunnels, true);
+        let bound_auth = connection_bound_auth(parts.headers.get_all(AUTHORIZATION));
+        let request = Request::from_parts(parts, body);
+        let response = match upstream.sender.try_send_request(request).await {
+            Ok(response) => response,
+            Err(mut failed) => {
+                // The connection closed before the request went out (a kept one the origin had
+                // just closed): the request is whole, so it goes once more, on a new connection.
+                let Some(request) = failed.take_message() else {
+                    return Err(UpstreamError::Http(failed.into_error()));
+                };
+                upstream = dial_fresh(self.proxy, self.scope, &key, self.route).await?;
+                let sent = upstream.sender.send_request(request).await;
+                sent.map_err(UpstreamError::Http)?
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        upstream.private |=
+            bound_auth || connection_bound_auth(parts.headers.get_all(WWW_AUTHENTICATE));
+        strip_hop_by_hop(&mut parts.headers);
+        // Only a connection that answered, and whose answer was read to the end, goes back.
+        let body = Counted::new(body, tunnels, false);
+        let body = Returning::new(body, self.cache.clone(), key, upstream);
+        Ok(Response::from_parts(parts, body.boxed()))
+    }
 }
 
 /// Whether these `Authorization` or `WWW-Authenticate` values name a scheme that authenticates
