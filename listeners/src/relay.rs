@@ -54,25 +54,32 @@ pub async fn relay_sockets(
     idle: Duration,
     tunnel: TunnelHandle,
 ) {
-    if !early.is_empty() {
-        if upstream.write_all(early).await.is_err() {
-            return;
-        }
-        tunnel.tunnels().count(true, early.len());
-    }
     #[cfg(target_os = "linux")]
     {
         let activity = Arc::new(Activity::new());
         let up = Direction::new(&activity, &tunnel, true);
         let down = Direction::new(&activity, &tunnel, false);
+        // The early bytes go first, inside the same bounds: a policy change or the idle timeout
+        // ends the tunnel even while they wait for the upstream to take them.
+        let relayed = async {
+            upstream.write_all(early).await?;
+            up.moved(early.len());
+            crate::splice::relay(&client, &upstream, &up, &down).await
+        };
         tokio::select! {
-            _ = crate::splice::relay(&client, &upstream, &up, &down) => {}
+            _ = relayed => {}
             () = activity.idle_for(idle) => {}
             () = tunnel.closed() => {}
         }
     }
     #[cfg(not(target_os = "linux"))]
-    relay(client, upstream, idle, tunnel).await;
+    {
+        if upstream.write_all(early).await.is_err() {
+            return;
+        }
+        tunnel.tunnels().count(true, early.len());
+        relay(client, upstream, idle, tunnel).await;
+    }
 }
 
 /// One direction of a tunnel: every byte read is activity, and counted.

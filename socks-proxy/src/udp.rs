@@ -2,9 +2,10 @@
 //! datagram decided on its own, datagrams from anyone but the associating client (or a remote it
 //! wrote to) dropped, the association closed with its TCP control connection.
 
-use std::{collections::HashSet, net::SocketAddr};
+use std::{collections::HashMap, net::SocketAddr};
 
-use policy::{Decision, Protocol, Request};
+use listeners::TunnelInfo;
+use policy::{is_approved, Decision, Protocol, Request};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpStream, UdpSocket},
@@ -48,7 +49,7 @@ pub(crate) async fn associate(
             Address::Ip(addr) if addr.port() != 0 => Some(addr.port()),
             _ => None,
         },
-        contacted: HashSet::new(),
+        contacted: HashMap::new(),
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut control_byte = [0u8; 1];
@@ -72,8 +73,9 @@ struct Association<'a> {
     client: Option<SocketAddr>,
     /// The port the client announced in its request, if any.
     client_port: Option<u16>,
-    /// Remotes the client wrote to: the only ones whose answers are relayed back.
-    contacted: HashSet<SocketAddr>,
+    /// Remotes the client wrote to, with what they were decided as: the only ones whose answers
+    /// are relayed back, and only while the policy in force still allows them.
+    contacted: HashMap<SocketAddr, TunnelInfo>,
 }
 
 impl Association<'_> {
@@ -81,7 +83,15 @@ impl Association<'_> {
         if Some(from) == self.client {
             return self.outgoing(bytes).await;
         }
-        if self.contacted.contains(&from) {
+        if let Some(remote) = self.contacted.get(&from) {
+            if remote
+                .refusal(self.proxy.engine.snapshot().as_ref())
+                .is_some()
+            {
+                // Refused since the client wrote to it: its answers stop here.
+                self.contacted.remove(&from);
+                return;
+            }
             return self.incoming(bytes, from).await;
         }
         let from_client_host = from.ip() == self.scope.client.ip();
@@ -140,10 +150,18 @@ impl Association<'_> {
             }
             Err(_) => return,
         };
+        let approved = is_approved(scope.engine.as_ref(), &request, &decision);
         self.proxy
             .allowed(scope, decision, &target, Protocol::Socks5Udp);
         let destination = SocketAddr::new(addrs[0], target.port());
-        self.contacted.insert(destination);
+        let remote = TunnelInfo {
+            approved,
+            target,
+            protocol: Protocol::Socks5Udp,
+            peer: Some(destination),
+            inspected: false,
+        };
+        self.contacted.insert(destination, remote);
         let _ = self.socket.send_to(payload, destination).await;
     }
 

@@ -422,20 +422,9 @@ fn udp_datagram(target: SocketAddr, payload: &[u8]) -> Vec<u8> {
     datagram
 }
 
-async fn recv_within(socket: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
-    let mut buf = [0u8; 2048];
-    match tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
-        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
-        _ => None,
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn udp_associate_relays_allowed_datagrams_only_from_the_client() {
-    let (echo, received) = udp_echo().await;
-    let mut config = policy_config(&["127.0.0.1"], &[], &[echo.to_string()]);
-    config.socks.udp = true;
-    let proxy = start_proxy(config, Arc::new(StaticResolver::new()), None);
+/// A UDP ASSOCIATE as attempt `a1` with token `tok`: the control connection (the association
+/// lives while it is open) and the relay's UDP address.
+async fn udp_associate(proxy: &TestProxy) -> (TcpStream, SocketAddr) {
     let mut control = TcpStream::connect(proxy.socks.unwrap()).await.unwrap();
     control
         .write_all(&[
@@ -454,6 +443,24 @@ async fn udp_associate_relays_allowed_datagrams_only_from_the_client() {
         [reply[8], reply[9], reply[10], reply[11]],
         u16::from_be_bytes([reply[12], reply[13]]),
     ));
+    (control, relay)
+}
+
+async fn recv_within(socket: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 2048];
+    match tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_associate_relays_allowed_datagrams_only_from_the_client() {
+    let (echo, received) = udp_echo().await;
+    let mut config = policy_config(&["127.0.0.1"], &[], &[echo.to_string()]);
+    config.socks.udp = true;
+    let proxy = start_proxy(config, Arc::new(StaticResolver::new()), None);
+    let (control, relay) = udp_associate(&proxy).await;
 
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     client
@@ -607,4 +614,45 @@ async fn hostile_text_never_reaches_the_log_unescaped() {
         "escaped visibly: {}",
         lines[1]
     );
+}
+
+/// A remote the client wrote to may answer, until the policy refuses it: from then on its
+/// datagrams are dropped at the relay, not passed back to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_answers_stop_once_the_policy_refuses_their_sender() {
+    let remote = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let remote_addr = remote.local_addr().unwrap();
+    let mut config = policy_config(&["127.0.0.1"], &[], &[remote_addr.to_string()]);
+    config.socks.udp = true;
+    let proxy = start_proxy(config, Arc::new(StaticResolver::new()), None);
+    let (control, relay) = udp_associate(&proxy).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client
+        .send_to(&udp_datagram(remote_addr, b"hello"), relay)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let (_, relay_out) = tokio::time::timeout(Duration::from_secs(5), remote.recv_from(&mut buf))
+        .await
+        .expect("the datagram arrives")
+        .unwrap();
+    remote.send_to(b"answer", relay_out).await.unwrap();
+    assert_eq!(
+        recv_within(&client, Duration::from_secs(5)).await,
+        Some(udp_datagram(remote_addr, b"answer")),
+        "an allowed remote's answer comes back"
+    );
+
+    let deny = leash::RuleChange {
+        allow: Vec::new(),
+        deny: vec!["127.0.0.1".into()],
+    };
+    proxy.running().change_rules(&deny, true).unwrap();
+    remote.send_to(b"late answer", relay_out).await.unwrap();
+    assert_eq!(
+        recv_within(&client, Duration::from_millis(500)).await,
+        None,
+        "refused since: dropped"
+    );
+    drop(control);
 }
