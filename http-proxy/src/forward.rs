@@ -229,7 +229,9 @@ async fn upstream(
             return Ok(pooled);
         }
     }
-    dial_fresh(proxy, scope, key, route).await
+    // Boxed, as in `Sending::send`: a TLS handshake's state is large, and kept connections make
+    // this path the rare one.
+    Box::pin(dial_fresh(proxy, scope, key, route)).await
 }
 
 /// A new connection to a vetted address of the target, TLS-wrapped for an intercepted request.
@@ -322,7 +324,9 @@ impl Sending<'_> {
                 let Some(request) = failed.take_message() else {
                     return Err(UpstreamError::Http(failed.into_error()));
                 };
-                upstream = dial_fresh(self.proxy, self.scope, &key, self.route).await?;
+                // Boxed: this rare path would otherwise grow every request's future (hyper keeps
+                // one allocated per client connection) by a whole TLS handshake's state.
+                upstream = Box::pin(dial_fresh(self.proxy, self.scope, &key, self.route)).await?;
                 let sent = upstream.sender.send_request(request).await;
                 sent.map_err(UpstreamError::Http)?
             }
