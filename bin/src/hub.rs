@@ -23,10 +23,9 @@ pub(crate) struct Hub {
     tunnels: Arc<Tunnels>,
     path: Option<PathBuf>,
     overlay: Option<ConfigOverlay>,
-    /// The engine deciding requests: `hot` itself, or the embedder's own.
-    engine: Arc<dyn PolicyEngine>,
-    /// `false` when the embedder decides with its own engine: then nothing here may change it.
-    owns_engine: bool,
+    /// The embedder's own engine, when it decides instead of `hot`: then nothing here may change
+    /// or describe its rules.
+    embedders: Option<Arc<dyn PolicyEngine>>,
     started: Instant,
     state: Mutex<State>,
 }
@@ -56,8 +55,6 @@ impl Hub {
         overlay: Option<ConfigOverlay>,
         engine: Option<Arc<dyn PolicyEngine>>,
     ) -> Hub {
-        let owns_engine = engine.is_none();
-        let engine = engine.unwrap_or_else(|| hot.clone());
         let state = State {
             config,
             mode: None,
@@ -69,8 +66,7 @@ impl Hub {
             tunnels,
             path,
             overlay,
-            engine,
-            owns_engine,
+            embedders: engine,
             started: Instant::now(),
             state: Mutex::new(state),
         }
@@ -78,7 +74,7 @@ impl Hub {
 
     /// Builds the policy from `state`, swaps it in, and closes what it refuses.
     fn install(&self, state: &State) -> Result<(), String> {
-        if !self.owns_engine {
+        if self.embedders.is_some() {
             return Err("the policy engine belongs to the embedding application".to_owned());
         }
         let policy = build(state)?;
@@ -118,11 +114,14 @@ fn parse(text: &str) -> Result<Rule, String> {
 
 impl Control for Hub {
     fn engine(&self) -> Arc<dyn PolicyEngine> {
-        self.engine.snapshot()
+        match &self.embedders {
+            Some(engine) => engine.snapshot(),
+            None => self.hot.snapshot(),
+        }
     }
 
     fn policy(&self) -> Option<Arc<Policy>> {
-        self.owns_engine.then(|| self.hot.current())
+        self.embedders.is_none().then(|| self.hot.current())
     }
 
     fn config(&self) -> serde_json::Value {
@@ -138,15 +137,14 @@ impl Control for Hub {
         // The rules in force: the file's, the flags', and those added or removed at runtime. An
         // embedder's engine has rules of its own, which the file's `[policy]` does not describe.
         let names = |rules: &[Rule]| rules.iter().map(ToString::to_string).collect::<Vec<_>>();
-        match self.owns_engine {
-            true => {
-                let policy = self.hot.current();
+        match self.policy() {
+            Some(policy) => {
                 value["policy"]["allow"] = serde_json::Value::from(names(policy.allow_rules()));
                 value["policy"]["deny"] = serde_json::Value::from(names(policy.deny_rules()));
             }
-            false => value["policy_engine"] = serde_json::Value::from("embedding application"),
+            None => value["policy_engine"] = serde_json::Value::from("embedding application"),
         }
-        value["mode"] = serde_json::to_value(self.engine.mode()).expect("mode");
+        value["mode"] = serde_json::to_value(self.engine().mode()).expect("mode");
         value
     }
 

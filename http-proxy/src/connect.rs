@@ -47,7 +47,12 @@ pub(crate) async fn handle(
     if !decision.is_allowed() {
         return proxy.block(&scope, decision, &subject);
     }
-    let approved = is_approved(scope.engine.as_ref(), &request, &decision);
+    let approved = is_approved(
+        scope.engine.as_ref(),
+        proxy.decider.as_deref(),
+        &request,
+        &decision,
+    );
     let on_upgrade = hyper::upgrade::on(&mut req);
     if scope.engine.inspects(&target) {
         return match proxy.mitm.is_some() {

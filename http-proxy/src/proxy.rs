@@ -44,7 +44,7 @@ pub struct HttpProxy {
     pub(crate) mitm: Option<Arc<Interception>>,
     /// Kept-alive upstream connections, shared by every client connection.
     pub(crate) pool: Arc<UpstreamPool>,
-    decider: Option<Arc<dyn Decider>>,
+    pub(crate) decider: Option<Arc<dyn Decider>>,
 }
 
 /// What one request carries besides the request itself.

@@ -191,9 +191,15 @@ pub trait Decider: fmt::Debug + Send + Sync {
 pub const APPROVED_BY: &str = "decider";
 
 /// Whether an allowed `decision` for `request` stands on a `Decider`'s approval, not on a rule
-/// (the engine alone would not allow it). Tunnels remember it for later policy changes.
-pub fn is_approved(engine: &dyn PolicyEngine, request: &Request<'_>, decision: &Decision) -> bool {
-    decision.is_allowed() && !engine.decide(request).is_allowed()
+/// (the engine alone would not allow it). Tunnels remember it for later policy changes. Without a
+/// decider nothing is ever approved, and the engine is not asked twice.
+pub fn is_approved(
+    engine: &dyn PolicyEngine,
+    decider: Option<&dyn Decider>,
+    request: &Request<'_>,
+    decision: &Decision,
+) -> bool {
+    decider.is_some() && decision.is_allowed() && !engine.decide(request).is_allowed()
 }
 
 /// `engine.decide`, then the decider for an `ask`: the one place both are combined, for every

@@ -42,7 +42,7 @@ pub struct SocksProxy {
     pub(crate) dialer: Dialer,
     pub(crate) options: SocksOptions,
     interceptor: Option<Arc<dyn Interceptor>>,
-    decider: Option<Arc<dyn Decider>>,
+    pub(crate) decider: Option<Arc<dyn Decider>>,
 }
 
 /// One request's view: its policy snapshot, client and attempt.
@@ -188,7 +188,12 @@ impl SocksProxy {
             let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
             return;
         }
-        let approved = is_approved(scope.engine.as_ref(), &request, &decision);
+        let approved = is_approved(
+            scope.engine.as_ref(),
+            self.decider.as_deref(),
+            &request,
+            &decision,
+        );
         if scope.engine.inspects(&target) {
             return self
                 .intercept(scope, stream, (decision, approved), target)
@@ -212,7 +217,7 @@ impl SocksProxy {
             inspected: false,
             approved,
         };
-        let Some(tunnel) = self.open_tunnel(scope, &mut stream, info).await else {
+        let Some(tunnel) = self.open_tunnel(scope, &mut stream, info, &target).await else {
             return;
         };
         self.allowed(scope, decision, &target, Protocol::Socks5);
@@ -252,7 +257,7 @@ impl SocksProxy {
             inspected: true,
             approved,
         };
-        let Some(tunnel) = self.open_tunnel(scope, &mut stream, info).await else {
+        let Some(tunnel) = self.open_tunnel(scope, &mut stream, info, &target).await else {
             return;
         };
         self.allowed(scope, decision, &target, Protocol::Socks5);
@@ -275,15 +280,16 @@ impl SocksProxy {
         scope: &Scope,
         stream: &mut TcpStream,
         info: TunnelInfo,
+        target: &Target,
     ) -> Option<TunnelHandle> {
         match self
             .dialer
             .tunnels()
-            .open_checked(info.clone(), self.engine.as_ref())
+            .open_checked(info, self.engine.as_ref())
         {
             Ok(tunnel) => Some(tunnel),
             Err(refusal) => {
-                self.block(scope, refusal, &info.target, Protocol::Socks5);
+                self.block(scope, refusal, target, Protocol::Socks5);
                 let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
                 None
             }

@@ -150,7 +150,12 @@ impl Association<'_> {
             }
             Err(_) => return,
         };
-        let approved = is_approved(scope.engine.as_ref(), &request, &decision);
+        let approved = is_approved(
+            scope.engine.as_ref(),
+            self.proxy.decider.as_deref(),
+            &request,
+            &decision,
+        );
         self.proxy
             .allowed(scope, decision, &target, Protocol::Socks5Udp);
         let destination = SocketAddr::new(addrs[0], target.port());
