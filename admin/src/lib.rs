@@ -5,6 +5,7 @@
 //! `Control` trait that `bin` implements; it never proxies traffic and never reads files.
 
 mod control;
+mod guard;
 mod metrics;
 mod routes;
 mod server;

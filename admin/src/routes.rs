@@ -1,6 +1,6 @@
 //! The endpoints of SPEC §8: one table of paths and methods, one handler each, JSON in and out.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -16,7 +16,7 @@ use policy::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{control::RuleChange, metrics, server::Admin};
+use crate::{control::RuleChange, guard, metrics, server::Admin};
 
 /// Request bodies larger than this get `413`.
 const MAX_BODY: usize = 64 * 1024;
@@ -40,7 +40,16 @@ const ROUTES: &[(&str, &[Method])] = &[
     ("/metrics", &[Method::GET]),
 ];
 
-pub(crate) async fn route(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
+/// Answers one request that arrived on a connection whose local end is `local`. The browser
+/// defences come first, so a web page learns nothing, not even whether a token is needed.
+pub(crate) async fn route(
+    admin: &Admin,
+    req: Request<Incoming>,
+    local: SocketAddr,
+) -> AdminResponse {
+    if let Err(refusal) = guard::check(req.method(), req.headers(), local) {
+        return error(refusal.status(), refusal.message());
+    }
     if !authorized(admin, &req) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }

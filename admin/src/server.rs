@@ -55,12 +55,14 @@ pub async fn serve(
         shutdown,
         move |stream, _client, connection, mut stopping| {
             let admin = admin.clone();
+            let local = stream.local_addr();
             async move {
+                let Ok(local) = local else { return };
                 // Long polls look idle; the admin API is never evicted to make room.
                 let _busy = connection.busy();
                 let service = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(route(&admin, req).await) }
+                    async move { Ok::<_, Infallible>(route(&admin, req, local).await) }
                 });
                 let mut builder = http1::Builder::new();
                 builder

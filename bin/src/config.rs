@@ -113,8 +113,12 @@ pub struct AuthConfig {
 pub struct AdminConfig {
     /// Run the admin API.
     pub enabled: bool,
-    /// The bearer token required by the admin API; empty means none.
+    /// The bearer token required by the admin API: empty (the default) generates one at start
+    /// into `token_file`; `"none"` turns authentication off (SPEC §19).
     pub token: String,
+    /// Where a generated token is written (`0600`); default
+    /// `$XDG_RUNTIME_DIR/leash/admin-PID.token`, else under the state directory.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -122,6 +126,7 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             token: String::new(),
+            token_file: None,
         }
     }
 }
@@ -131,7 +136,10 @@ macro_rules! redacted_debug {
     ($ty:ident { $($field:ident),* }) => {
         impl fmt::Debug for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let redact = if self.token.is_empty() { "" } else { "<redacted>" };
+                let redact = match self.token.as_str() {
+                    "" | crate::admin_token::NO_ADMIN_TOKEN => self.token.as_str(),
+                    _ => "<redacted>",
+                };
                 f.debug_struct(stringify!($ty))$(.field(stringify!($field), &self.$field))*.field("token", &redact).finish()
             }
         }
@@ -139,7 +147,7 @@ macro_rules! redacted_debug {
 }
 
 redacted_debug!(AuthConfig {});
-redacted_debug!(AdminConfig { enabled });
+redacted_debug!(AdminConfig { enabled, token_file });
 
 /// `[log]`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -246,10 +254,12 @@ pub enum ConfigError {
         message: String,
     },
     /// A rule in `[policy]` is invalid.
-    #[error("{}: key `policy.{}`: {}", path.display(), error.key(), error.error())]
+    #[error("{}{}: key `policy.{}`: {}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default(), error.key(), error.error())]
     Policy {
         /// The file.
         path: PathBuf,
+        /// The line of the rule, when known.
+        line: Option<usize>,
         /// The rule error (part of the message).
         error: PolicyError,
     },
@@ -281,6 +291,7 @@ impl Config {
         })?;
         config.policy().map_err(|error| ConfigError::Policy {
             path: path.to_owned(),
+            line: rule_line::rule_line(text, error.key()),
             error,
         })?;
         if let Err(message) = check_token(&config.auth.token) {
@@ -330,6 +341,8 @@ pub(crate) fn check_token(token: &str) -> Result<(), &'static str> {
         false => Ok(()),
     }
 }
+
+mod rule_line;
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,11 @@
 //! The embedding API (SPEC §13): build (listeners reserved, addresses known), run, change the
 //! policy while running, shut down. `leash proxy` is a thin shell around it.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use admin::{Admin, Control, RuleChange};
 use http_proxy::{HttpProxy, Limits, TlsInterceptor};
@@ -13,6 +17,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use violations::{LogOptions, ViolationLog, ViolationLogError};
 
 use crate::{
+    admin_token::AdminAuth,
     child_env::{child_env, CaFiles, EnvSpec},
     config::Rotation,
     hot::HotPolicy,
@@ -83,6 +88,9 @@ pub enum BuildError {
     /// `auth.token` cannot be matched by any client.
     #[error("auth.token: {0}")]
     Token(&'static str),
+    /// The admin API's generated token could not be written to its file.
+    #[error("admin.token_file: {0}")]
+    AdminToken(std::io::Error),
 }
 
 impl LeashBuilder {
@@ -178,11 +186,16 @@ impl LeashBuilder {
             self.overlay,
             embedders_engine,
         ));
+        let admin_auth = match config.admin.enabled {
+            true => AdminAuth::resolve(&config.admin.token, config.admin.token_file.as_deref())
+                .map_err(BuildError::AdminToken)?,
+            false => AdminAuth::Off,
+        };
         let admin = Arc::new(Admin::new(
             hub.clone(),
             log.clone(),
             tunnels,
-            Some(config.admin.token.clone()),
+            admin_auth.token().map(str::to_owned),
         ));
         let token = Some(config.auth.token.clone()).filter(|t| !t.is_empty());
         let mut proxy = HttpProxy::new(
@@ -214,6 +227,7 @@ impl LeashBuilder {
         Ok(Built {
             reserved,
             addrs,
+            admin_auth,
             env,
             proxy,
             socks,
@@ -308,6 +322,7 @@ struct EnvBase {
 pub struct Built {
     reserved: Reserved,
     addrs: Addrs,
+    admin_auth: AdminAuth,
     env: EnvBase,
     proxy: Arc<HttpProxy>,
     socks: Arc<SocksProxy>,
@@ -322,60 +337,72 @@ impl Built {
         self.addrs
     }
 
-    /// The ready record for these addresses.
+    /// The file holding the admin API's generated token (`None` when the token is configured,
+    /// authentication is off, or there is no admin API).
+    pub fn admin_token_file(&self) -> Option<&Path> {
+        self.admin_auth.file()
+    }
+
+    /// The ready record for these addresses: it names the admin token's file, never the token.
     pub fn ready_record(&self) -> ReadyRecord {
-        ReadyRecord::new(self.addrs.http, self.addrs.socks, self.addrs.admin)
+        let mut record = ReadyRecord::new(self.addrs.http, self.addrs.socks, self.addrs.admin);
+        record.admin_token_file = self.admin_auth.file().map(Path::to_owned);
+        record.mitm = self.env.ca.is_some();
+        record.ca_bundle = self.env.ca.as_ref().map(|ca| ca.bundle.clone());
+        record
     }
 
     /// Starts serving on the reserved listeners. Call inside a tokio runtime.
     pub fn run(self) -> Running {
         let (stop, stopped) = watch::channel(false);
-        let shutdown = move || {
-            let mut stopped = stopped.clone();
-            async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            }
-        };
-        let mut tasks = Vec::new();
-        if let Some(listener) = self.reserved.http {
-            tasks.push(tokio::spawn(http_proxy::serve(
-                listener,
-                self.proxy.clone(),
-                shutdown(),
-            )));
-        }
-        if let Some(listener) = self.reserved.socks {
-            tasks.push(tokio::spawn(socks_proxy::serve(
-                listener,
-                self.socks.clone(),
-                shutdown(),
-            )));
-        }
-        if let Some(listener) = self.reserved.admin {
-            tasks.push(tokio::spawn(admin::serve(
-                listener,
-                self.admin.clone(),
-                shutdown(),
-            )));
-        }
-        Running {
+        let mut running = Running {
             addrs: self.addrs,
+            admin_auth: self.admin_auth,
             env: self.env,
             stop,
-            tasks,
+            stopped,
+            tasks: Vec::new(),
+            proxy: self.proxy,
+            socks: self.socks,
             hub: self.hub,
             log: self.log,
+        };
+        if let Some(listener) = self.reserved.http {
+            running.serve(Listener::Http, listener);
         }
+        if let Some(listener) = self.reserved.socks {
+            running.serve(Listener::Socks, listener);
+        }
+        if let Some(listener) = self.reserved.admin {
+            let shutdown = running.shutdown_signal();
+            let admin = admin::serve(listener, self.admin.clone(), shutdown);
+            running.tasks.push(tokio::spawn(admin));
+        }
+        running
     }
+}
+
+/// Which proxy a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// The HTTP proxy.
+    Http,
+    /// The SOCKS5 proxy.
+    Socks,
 }
 
 /// A serving instance.
 #[derive(Debug)]
 pub struct Running {
     addrs: Addrs,
+    /// Kept while serving: a generated token's file is removed when this is dropped.
+    admin_auth: AdminAuth,
     env: EnvBase,
     stop: watch::Sender<bool>,
+    stopped: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    proxy: Arc<HttpProxy>,
+    socks: Arc<SocksProxy>,
     hub: Arc<Hub>,
     log: Option<Arc<ViolationLog>>,
 }
@@ -386,8 +413,41 @@ impl Running {
         self.addrs
     }
 
+    /// The file holding the admin API's generated token, as in `Built::admin_token_file`.
+    pub fn admin_token_file(&self) -> Option<&Path> {
+        self.admin_auth.file()
+    }
+
+    /// Serves one more bound listener as `kind` until shutdown, with the same policy, log and
+    /// limits (`leash exec --isolate` hands in listeners bound inside the command's namespace).
+    pub fn serve(&mut self, kind: Listener, listener: std::net::TcpListener) {
+        let shutdown = self.shutdown_signal();
+        let task = match kind {
+            Listener::Http => {
+                tokio::spawn(http_proxy::serve(listener, self.proxy.clone(), shutdown))
+            }
+            Listener::Socks => {
+                tokio::spawn(socks_proxy::serve(listener, self.socks.clone(), shutdown))
+            }
+        };
+        self.tasks.push(task);
+    }
+
+    fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopped = self.stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    }
+
     /// The environment for a child whose requests carry `attempt` (SPEC §12).
     pub fn env(&self, attempt: &str) -> Vec<(String, String)> {
+        self.env_with(attempt, None)
+    }
+
+    /// `env`, plus what needs the `leash` binary at `leash_bin` (`GIT_SSH_COMMAND` through
+    /// `leash connect`); an embedder's own binary is not one, so `env` leaves it out.
+    pub fn env_with(&self, attempt: &str, leash_bin: Option<&Path>) -> Vec<(String, String)> {
         let Some(http) = self.addrs.http else {
             return Vec::new();
         };
@@ -402,6 +462,7 @@ impl Running {
                 .policy()
                 .is_some_and(|p| *p.allow_local() == AllowLocal::All),
             ca: self.env.ca.as_ref(),
+            leash_bin,
         };
         child_env(&spec)
     }
@@ -448,5 +509,6 @@ impl Running {
         if let Some(log) = self.log {
             log.close();
         }
+        drop(self.admin_auth);
     }
 }

@@ -1,22 +1,26 @@
-//! `leash exec [flags] -- CMD ARGS…` (SPEC §11): leash in-process on managed listeners with a random
-//! token and a fresh attempt id, CMD in the SPEC §12 environment, signals forwarded, CMD's exit
-//! status passed on (128+signal when it was killed), and a summary of what was blocked.
+//! `leash exec [flags] -- CMD ARGS…` (SPEC §11, §19): leash in-process on managed listeners with a
+//! random token and a fresh attempt id, CMD in the SPEC §12 environment, signals forwarded, CMD's
+//! exit status passed on (128+signal when it was killed), and a summary of what was blocked.
+//!
+//! The command is the adversary here: it gets no admin API unless `--admin` (and then never the
+//! token), and no say in the configuration (never `./leash.toml`, which it could have written).
 
 use std::{
-    collections::BTreeMap,
     os::unix::process::ExitStatusExt,
     path::PathBuf,
     process::{ExitCode, ExitStatus},
 };
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
-use leash::Leash;
+use leash::{Config, Leash, Listener};
 use rustix::process::{kill_process, Pid, Signal};
-use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::flags::PolicyFlags;
+
+/// The variable `--admin` takes the admin API's token from; never passed on to the command.
+const ADMIN_TOKEN_VAR: &str = "LEASH_ADMIN_TOKEN";
 
 #[derive(Debug, Args)]
 pub(crate) struct ExecArgs {
@@ -25,12 +29,20 @@ pub(crate) struct ExecArgs {
     /// Keep the violation log in this file (else it lives in a temporary directory).
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
-    /// Print no summary of what was blocked.
+    /// Print neither the config line nor the summary of what was blocked.
     #[arg(long)]
     quiet: bool,
     /// Do not run the SOCKS5 listener (`ALL_PROXY` then names the HTTP proxy).
     #[arg(long)]
     no_socks: bool,
+    /// Run the admin API, with the bearer token from $LEASH_ADMIN_TOKEN (which the command
+    /// does not get).
+    #[arg(long)]
+    admin: bool,
+    /// Run the command in its own user and network namespaces (Linux) whose only way out is
+    /// leash: programs that ignore the proxy variables reach nothing.
+    #[arg(long)]
+    isolate: bool,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -46,37 +58,154 @@ pub(crate) fn run(args: ExecArgs) -> ExitCode {
     }
 }
 
+/// Where `leash exec` reads its configuration: `--config`, `$LEASH_CONFIG`, or the user's own
+/// file — never the working directory, which the command may control.
+fn locate_config(flag: Option<&std::path::Path>) -> Option<(PathBuf, &'static str)> {
+    if let Some(path) = flag {
+        return Some((path.to_owned(), "--config"));
+    }
+    if let Some(path) = std::env::var_os("LEASH_CONFIG").filter(|p| !p.is_empty()) {
+        return Some((PathBuf::from(path), "$LEASH_CONFIG"));
+    }
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let user = var("XDG_CONFIG_HOME")
+        .or_else(|| var("HOME").map(|home| home.join(".config")))?
+        .join("leash/leash.toml");
+    user.is_file().then_some((user, "the user's config"))
+}
+
+fn load_config(args: &ExecArgs) -> anyhow::Result<Config> {
+    let located = locate_config(args.policy.config_flag());
+    if !args.quiet {
+        match &located {
+            Some((path, source)) => eprintln!("leash: config {} ({source})", path.display()),
+            None => eprintln!("leash: no config file; embedded defaults"),
+        }
+    }
+    let config = match &located {
+        Some((path, _)) => Config::load(path)?,
+        None => Config::default(),
+    };
+    args.policy.apply_to(config)
+}
+
 fn exec(args: ExecArgs) -> anyhow::Result<u8> {
-    let mut config = args.policy.load()?;
+    let mut config = load_config(&args)?;
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
     config.listen.ephemeral = true;
     config.socks.enabled &= !args.no_socks;
-    config.auth.token = random_hex(16)?;
+    config.auth.token = leash::random_hex(16)?;
+    config.admin.enabled = args.admin;
+    if args.admin {
+        config.admin.token = admin_token(&config)?;
+    }
     config.log.violations = args
         .log
         .clone()
         .unwrap_or_else(|| scratch.path().join("violations.jsonl"));
-    let attempt = format!("exec-{}", random_hex(4)?);
+    let attempt = format!("exec-{}", leash::random_hex(4)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let running = Leash::builder().config(config).build()?.run();
-        let env = running.env(&attempt);
-        let mut child = tokio::process::Command::new(&args.command[0])
-            .args(&args.command[1..])
-            .envs(env)
-            .spawn()
-            .with_context(|| format!("cannot run {}", args.command[0]))?;
-        let status = wait_forwarding_signals(&mut child).await?;
+        let mut running = Leash::builder().config(config).build()?.run();
+        if let (Some(admin), false) = (running.addrs().admin, args.quiet) {
+            eprintln!("leash: admin API on http://{admin} (bearer token: ${ADMIN_TOKEN_VAR})");
+        }
+        let leash_bin = std::env::current_exe().ok();
+        let env = running.env_with(&attempt, leash_bin.as_deref());
+        let child = match args.isolate {
+            true => spawn_isolated(&mut running, scratch.path(), &args.command, env).await?,
+            false => spawn(&args.command, env)?,
+        };
+        let status = match child {
+            Ok(mut child) => exit_code(wait_forwarding_signals(&mut child).await?),
+            Err(code) => code,
+        };
         let events = running.events(0, usize::MAX);
         running.shutdown().await;
         if !args.quiet {
-            eprint!("{}", summary(&attempt, &events));
+            eprint!("{}", crate::hints::summary(&attempt, &events));
         }
-        Ok(exit_code(status))
+        Ok(status)
     })
+}
+
+/// The admin API's token for `--admin`: from `$LEASH_ADMIN_TOKEN`, else the config's own. A
+/// generated one would have to be written where the command could read it.
+fn admin_token(config: &Config) -> anyhow::Result<String> {
+    let token = std::env::var(ADMIN_TOKEN_VAR)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| config.admin.token.clone());
+    match token.as_str() {
+        "" => bail!("--admin needs a token in ${ADMIN_TOKEN_VAR} (or admin.token in the config): the command must not be able to read it"),
+        leash::NO_ADMIN_TOKEN => bail!("--admin never runs without a token: the command could change the policy"),
+        _ => Ok(token),
+    }
+}
+
+/// The command, or the shell's exit code when it cannot run (127 not found, 126 not runnable).
+type Started = Result<tokio::process::Child, u8>;
+
+fn spawn(command: &[String], env: Vec<(String, String)>) -> anyhow::Result<Started> {
+    let spawned = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .env_remove(ADMIN_TOKEN_VAR)
+        .envs(env)
+        .spawn();
+    Ok(spawned.map_err(|error| cannot_run_code(&command[0], &error)))
+}
+
+#[cfg(target_os = "linux")]
+async fn spawn_isolated(
+    running: &mut leash::Running,
+    scratch: &std::path::Path,
+    command: &[String],
+    env: Vec<(String, String)>,
+) -> anyhow::Result<Started> {
+    let addrs = running.addrs();
+    let bridged: Vec<(Listener, u16)> =
+        [(Listener::Http, addrs.http), (Listener::Socks, addrs.socks)]
+            .into_iter()
+            .filter_map(|(kind, addr)| addr.map(|a| (kind, a.port())))
+            .collect();
+    let ports: Vec<u16> = bridged.iter().map(|(_, port)| *port).collect();
+    let mut handover =
+        crate::isolate::spawn(scratch, command, env, &ports, ADMIN_TOKEN_VAR).await?;
+    for ((kind, _), listener) in bridged.into_iter().zip(handover.listeners.drain(..)) {
+        running.serve(kind, listener);
+    }
+    Ok(Ok(handover.release()?))
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn spawn_isolated(
+    _: &mut leash::Running,
+    _: &std::path::Path,
+    _: &[String],
+    _: Vec<(String, String)>,
+) -> anyhow::Result<Started> {
+    bail!("--isolate needs Linux (user and network namespaces)")
+}
+
+/// Says why `program` cannot run; the exit code a shell would give.
+fn cannot_run_code(program: &str, error: &std::io::Error) -> u8 {
+    eprintln!("leash: cannot run {program}: {error}");
+    match error.kind() {
+        std::io::ErrorKind::NotFound => 127,
+        _ => 126,
+    }
+}
+
+/// `cannot_run_code` for a process that ends right after.
+pub(crate) fn cannot_run(program: &str, error: &std::io::Error) -> ExitCode {
+    ExitCode::from(cannot_run_code(program, error))
 }
 
 /// Waits for the child; SIGINT and SIGTERM sent to leash go on to the child, which decides.
@@ -105,84 +234,9 @@ fn exit_code(status: ExitStatus) -> u8 {
     }
 }
 
-/// One line per blocked host and reason, with the flag that would allow it where one would.
-fn summary(attempt: &str, events: &[Value]) -> String {
-    let blocked: Vec<&Value> = events.iter().filter(|e| e["decision"] != "allow").collect();
-    if blocked.is_empty() {
-        return String::new();
-    }
-    let mut counts: BTreeMap<(String, u64, String, String), usize> = BTreeMap::new();
-    for event in &blocked {
-        let text = |key: &str| event[key].as_str().unwrap_or_default().to_owned();
-        let key = (
-            text("host"),
-            event["port"].as_u64().unwrap_or(0),
-            text("reason"),
-            text("rule"),
-        );
-        *counts.entry(key).or_default() += 1;
-    }
-    let mut out = format!(
-        "leash: blocked {} request(s) of attempt {attempt}:\n",
-        blocked.len()
-    );
-    for ((host, port, reason, rule), count) in counts {
-        let hint = match reason.as_str() {
-            "allowlist_miss" => format!("  (allow with --allow {host})"),
-            "local_address" => format!("  (allow with --allow-local {host}:{port})"),
-            "denylist" => format!("  (denied by rule `{rule}`)"),
-            _ => String::new(),
-        };
-        out += &format!("  {host}:{port}  {reason}  x{count}{hint}\n");
-    }
-    out
-}
-
-/// `n` random bytes as hex, from the kernel.
-fn random_hex(n: usize) -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut bytes = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    #[test]
-    fn the_summary_counts_by_host_and_reason_and_says_how_to_allow() {
-        let events = [
-            json!({"decision":"ask","host":"x.test","port":443,"reason":"allowlist_miss","rule":null}),
-            json!({"decision":"ask","host":"x.test","port":443,"reason":"allowlist_miss","rule":null}),
-            json!({"decision":"deny","host":"evil.test","port":80,"reason":"denylist","rule":"evil.test"}),
-            json!({"decision":"deny","host":"127.0.0.1","port":8000,"reason":"local_address","rule":null}),
-        ];
-        let text = summary("exec-1", &events);
-        assert!(
-            text.starts_with("leash: blocked 4 request(s) of attempt exec-1:\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("x.test:443  allowlist_miss  x2  (allow with --allow x.test)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("evil.test:80  denylist  x1  (denied by rule `evil.test`)"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "127.0.0.1:8000  local_address  x1  (allow with --allow-local 127.0.0.1:8000)"
-            ),
-            "{text}"
-        );
-        assert_eq!(summary("exec-1", &[]), "");
-    }
 
     #[test]
     fn exit_codes_follow_the_shell() {

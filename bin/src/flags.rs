@@ -41,6 +41,17 @@ impl PolicyFlags {
         Ok(config)
     }
 
+    /// The `--config` flag, if given.
+    pub(crate) fn config_flag(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+
+    /// `config` (read by the caller from wherever it looks) with these flags applied.
+    pub(crate) fn apply_to(&self, mut config: Config) -> anyhow::Result<Config> {
+        self.apply(&mut config)?;
+        Ok(config)
+    }
+
     /// The config file in use, if any.
     pub(crate) fn file(&self) -> Option<PathBuf> {
         Config::locate(self.config.as_deref())

@@ -4,6 +4,7 @@
 //!
 //! **Invariant:** only this crate reads configuration files; the library crates receive plain data.
 
+mod admin_token;
 mod child_env;
 mod config;
 mod duration;
@@ -12,13 +13,14 @@ mod hot;
 mod hub;
 
 pub use crate::{
+    admin_token::{random_hex, read_token_file, NO_ADMIN_TOKEN},
     child_env::{child_env, CaFiles, EnvSpec},
     config::{
         AdminConfig, AuthConfig, Config, ConfigError, LimitsConfig, ListenConfig, LogConfig,
         MitmConfig, Rotation, SocksConfig,
     },
     duration::HumanDuration,
-    embed::{Addrs, BuildError, Built, Leash, LeashBuilder, Running},
+    embed::{Addrs, BuildError, Built, Leash, LeashBuilder, Listener, Running},
     hot::HotPolicy,
     hub::ConfigOverlay,
 };

@@ -8,9 +8,13 @@ use clap::{Parser, Subcommand};
 mod ca;
 mod check;
 mod config_check;
+mod connect;
 mod env_cmd;
 mod exec;
 mod flags;
+mod hints;
+#[cfg(target_os = "linux")]
+mod isolate;
 mod proxy;
 
 /// leash: a local network-policy proxy for sandboxed programs.
@@ -29,6 +33,12 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Print the proxy environment for a running leash.
     Env(env_cmd::EnvArgs),
+    /// Relay stdin/stdout to HOST:PORT through a running leash (for ssh's ProxyCommand).
+    Connect(connect::ConnectArgs),
+    /// Internal: the namespace helper of `leash exec --isolate`.
+    #[cfg(target_os = "linux")]
+    #[command(name = "__isolate", hide = true)]
+    Isolate(isolate::HelperArgs),
     /// Decide a target offline with its trace (policy only, no network).
     Check(check::CheckArgs),
     /// Work with configuration files.
@@ -61,8 +71,11 @@ fn main() -> ExitCode {
     raise_file_limit();
     let exit = match cli.command {
         Command::Exec(args) => return exec::run(args),
+        #[cfg(target_os = "linux")]
+        Command::Isolate(args) => return isolate::helper(args),
         Command::Env(args) => env_cmd::run(args),
         Command::Proxy(args) => proxy::run(args),
+        Command::Connect(args) => connect::run(args),
         Command::Check(args) => check::run(args),
         Command::Config(ConfigCommand::Check(args)) => config_check::run(args),
         Command::Ca(args) => ca::run(args),

@@ -153,6 +153,8 @@ where
     H: Fn(TcpStream, SocketAddr, Arc<Connection>, Stopping) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
+    // A listener handed in from elsewhere (`leash exec --isolate`) may still block.
+    listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let tracker = Arc::new(Tracker {
         started: Instant::now(),

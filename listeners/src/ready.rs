@@ -1,7 +1,11 @@
 //! The ready record (SPEC §9): one JSON line on stdout, and optionally a file written atomically,
 //! so whoever started leash learns the bound addresses without racing it.
 
-use std::{io, net::SocketAddr, path::Path};
+use std::{
+    io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use serde::Serialize;
 
@@ -17,6 +21,12 @@ pub struct ReadyRecord {
     pub socks: Option<SocketAddr>,
     /// The admin API address.
     pub admin: Option<SocketAddr>,
+    /// The file holding the admin API's generated bearer token (never the token itself).
+    pub admin_token_file: Option<PathBuf>,
+    /// Whether TLS interception is on.
+    pub mitm: bool,
+    /// The CA bundle (system roots plus leash's CA) that clients must trust, with MITM on.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl ReadyRecord {
@@ -32,6 +42,9 @@ impl ReadyRecord {
             http,
             socks,
             admin,
+            admin_token_file: None,
+            mitm: false,
+            ca_bundle: None,
         }
     }
 

@@ -2,7 +2,6 @@
 //! following every change it makes.
 
 use std::{
-    net::SocketAddr,
     path::Path,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -14,26 +13,32 @@ use std::{
 use listeners::StaticResolver;
 use serde_json::{json, Value};
 use tests::{
-    curl, loopback, policy_config, raw_request, start_proxy, start_proxy_from_file, Origin,
+    curl, loopback, policy_config, raw_request, start_proxy, start_proxy_from_file, AdminClient,
+    Origin,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
-/// One admin call: `(status, body)`; the body as JSON when it parses, else as a JSON string.
-async fn call(
-    admin: SocketAddr,
+/// One admin call with the client's token (or `token` instead, when given), a JSON content type
+/// for changes: `(status, body)`; the body as JSON when it parses, else as a JSON string.
+pub(crate) async fn call(
+    admin: &AdminClient,
     method: &str,
     path: &str,
     body: Option<&str>,
     token: Option<&str>,
 ) -> (u16, Value) {
-    let url = format!("http://{admin}{path}");
+    let url = format!("http://{}{path}", admin.addr);
+    let token = token.or(admin.token.as_deref());
     let auth = token.map(|t| format!("Authorization: Bearer {t}"));
     let mut args = vec!["-X", method, "-w", "\n%{http_code}", &url];
     if let Some(auth) = &auth {
         args.extend(["-H", auth]);
+    }
+    if method != "GET" {
+        args.extend(["-H", "Content-Type: application/json"]);
     }
     if let Some(body) = body {
         args.extend(["--data-binary", body]);
@@ -53,10 +58,10 @@ async fn every_endpoint_answers_its_shape_and_errors_are_json() {
     );
     config.admin.token = "adm".into();
     let proxy = start_proxy(config, Arc::new(StaticResolver::new()), None);
-    let admin = proxy.admin.expect("an admin listener");
+    let admin = proxy.admin_client();
     let t = Some("adm");
 
-    let (status, health) = call(admin, "GET", "/health", None, t).await;
+    let (status, health) = call(&admin, "GET", "/health", None, t).await;
     assert_eq!(status, 200);
     assert_eq!(
         (&health["status"], &health["mode"]),
@@ -64,23 +69,23 @@ async fn every_endpoint_answers_its_shape_and_errors_are_json() {
     );
     assert!(health["uptime_s"].is_u64());
 
-    let (status, config) = call(admin, "GET", "/config", None, t).await;
+    let (status, config) = call(&admin, "GET", "/config", None, t).await;
     assert_eq!(status, 200);
     assert_eq!(config["auth"]["token"], "<redacted>");
     assert_eq!(config["admin"]["token"], "<redacted>");
     assert_eq!(config["policy"]["allow"], json!(["**.github.com"]));
 
-    let (_, patterns) = call(admin, "GET", "/patterns", None, t).await;
+    let (_, patterns) = call(&admin, "GET", "/patterns", None, t).await;
     assert_eq!(
         patterns,
         json!({"allow":["**.github.com"],"deny":["gist.github.com"],"allow_local":["127.0.0.1:8000"]})
     );
 
-    let (status, blocked) = call(admin, "GET", "/blocked", None, t).await;
+    let (status, blocked) = call(&admin, "GET", "/blocked", None, t).await;
     assert_eq!((status, blocked), (200, json!({"events": [], "next": 0})));
 
     let (status, explain) = call(
-        admin,
+        &admin,
         "GET",
         "/explain?host=api.github.com&port=443",
         None,
@@ -94,7 +99,7 @@ async fn every_endpoint_answers_its_shape_and_errors_are_json() {
     );
     assert_eq!(explain["steps"].as_array().map(Vec::len), Some(5));
     let (_, explain) = call(
-        admin,
+        &admin,
         "GET",
         "/explain?host=gist.github.com&protocol=http&method=POST",
         None,
@@ -107,29 +112,29 @@ async fn every_endpoint_answers_its_shape_and_errors_are_json() {
     );
 
     assert_eq!(
-        call(admin, "GET", "/mode", None, t).await,
+        call(&admin, "GET", "/mode", None, t).await,
         (200, json!({"mode": "full"}))
     );
     assert_eq!(
-        call(admin, "POST", "/mode", Some(r#"{"mode":"limited"}"#), t).await,
+        call(&admin, "POST", "/mode", Some(r#"{"mode":"limited"}"#), t).await,
         (200, json!({"mode": "limited"}))
     );
     assert_eq!(
-        call(admin, "GET", "/mode", None, t).await,
+        call(&admin, "GET", "/mode", None, t).await,
         (200, json!({"mode": "limited"}))
     );
     assert_eq!(
-        call(admin, "POST", "/mode", Some(r#"{"mode":"full"}"#), t)
+        call(&admin, "POST", "/mode", Some(r#"{"mode":"full"}"#), t)
             .await
             .0,
         200
     );
 
-    let (status, reload) = call(admin, "POST", "/reload", None, t).await;
+    let (status, reload) = call(&admin, "POST", "/reload", None, t).await;
     assert_eq!(status, 400, "no config file to reload: {reload}");
     assert!(reload["error"].as_str().unwrap().contains("no config file"));
 
-    let (status, metrics) = call(admin, "GET", "/metrics", None, t).await;
+    let (status, metrics) = call(&admin, "GET", "/metrics", None, t).await;
     assert_eq!(status, 200);
     let metrics = metrics.as_str().unwrap().to_owned();
     for name in [
@@ -147,38 +152,42 @@ async fn every_endpoint_answers_its_shape_and_errors_are_json() {
     }
 
     // Errors.
-    let (status, body) = call(admin, "PUT", "/health", None, t).await;
+    let (status, body) = call(&admin, "PUT", "/health", None, t).await;
     assert_eq!((status, body["error"].is_string()), (405, true));
-    assert_eq!(call(admin, "GET", "/nope", None, t).await.0, 404);
-    assert_eq!(call(admin, "GET", "/health", None, None).await.0, 401);
+    assert_eq!(call(&admin, "GET", "/nope", None, t).await.0, 404);
+    let anonymous = AdminClient {
+        token: None,
+        ..admin.clone()
+    };
+    assert_eq!(call(&anonymous, "GET", "/health", None, None).await.0, 401);
     assert_eq!(
-        call(admin, "GET", "/health", None, Some("wrong")).await.0,
+        call(&admin, "GET", "/health", None, Some("wrong")).await.0,
         401
     );
-    let (status, body) = call(admin, "POST", "/rules", Some("{not json"), t).await;
+    let (status, body) = call(&admin, "POST", "/rules", Some("{not json"), t).await;
     assert_eq!((status, body["error"].is_string()), (400, true));
     assert_eq!(
-        call(admin, "POST", "/rules", Some(r#"{"alow":["x.test"]}"#), t)
+        call(&admin, "POST", "/rules", Some(r#"{"alow":["x.test"]}"#), t)
             .await
             .0,
         400
     );
-    let (status, body) = call(admin, "POST", "/rules", Some(r#"{"allow":["*.com"]}"#), t).await;
+    let (status, body) = call(&admin, "POST", "/rules", Some(r#"{"allow":["*.com"]}"#), t).await;
     assert_eq!(status, 400);
     assert!(
         body["error"].as_str().unwrap().contains("`*.com`"),
         "{body}"
     );
     assert_eq!(
-        call(admin, "POST", "/mode", Some(r#"{"mode":"fast"}"#), t)
+        call(&admin, "POST", "/mode", Some(r#"{"mode":"fast"}"#), t)
             .await
             .0,
         400
     );
     let big = format!(r#"{{"allow":["{}"]}}"#, "a".repeat(70 * 1024));
-    assert_eq!(call(admin, "POST", "/rules", Some(&big), t).await.0, 413);
+    assert_eq!(call(&admin, "POST", "/rules", Some(&big), t).await.0, 413);
     assert_eq!(
-        call(admin, "GET", "/explain", None, t).await.0,
+        call(&admin, "GET", "/explain", None, t).await.0,
         400,
         "host is required"
     );
@@ -206,7 +215,7 @@ async fn forwarded_http_bodies_are_counted_in_metrics() {
         resolver,
         None,
     );
-    let admin = proxy.admin.unwrap();
+    let admin = proxy.admin_client();
     let body = "e".repeat(3000);
     let url = format!("http://echo.test:{}/echo", origin.port());
     let out = curl(&[
@@ -218,7 +227,7 @@ async fn forwarded_http_bodies_are_counted_in_metrics() {
     ])
     .await;
     assert_eq!(out.text(), body, "{}", out.stderr);
-    let (_, metrics) = call(admin, "GET", "/metrics", None, None).await;
+    let (_, metrics) = call(&admin, "GET", "/metrics", None, None).await;
     let metrics = metrics.as_str().unwrap();
     let up = r#"leash_forwarded_bytes_total{direction="up"}"#;
     let down = r#"leash_forwarded_bytes_total{direction="down"}"#;
@@ -235,7 +244,7 @@ async fn an_approval_round_trip_opens_and_closes_a_host() {
         resolver,
         None,
     );
-    let admin = proxy.admin.unwrap();
+    let admin = proxy.admin_client();
     let url = format!("http://new.test:{}/", origin.port());
     let fetch = || {
         curl(&[
@@ -252,7 +261,11 @@ async fn an_approval_round_trip_opens_and_closes_a_host() {
 
     // A long poll that is waiting when the block happens returns it, with every field of the
     // 403 body (SPEC §6), so a client without the body (SOCKS5) can read the same.
-    let poll = tokio::spawn(call(admin, "GET", "/blocked?since=0&wait=5", None, None));
+    let poller = admin.clone();
+    let poll =
+        tokio::spawn(
+            async move { call(&poller, "GET", "/blocked?since=0&wait=5", None, None).await },
+        );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let refused = curl(&["-s", "-x", &proxy.proxy_url("a1:tok"), &url]).await;
     let body: serde_json::Value = serde_json::from_str(&refused.text()).expect("a JSON 403 body");
@@ -273,7 +286,7 @@ async fn an_approval_round_trip_opens_and_closes_a_host() {
     assert_eq!(blocked["next"], event["seq"]);
 
     let (status, _) = call(
-        admin,
+        &admin,
         "POST",
         "/rules",
         Some(r#"{"allow":["new.test"]}"#),
@@ -282,14 +295,14 @@ async fn an_approval_round_trip_opens_and_closes_a_host() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(fetch().await.text(), "200", "approved");
-    let (_, config) = call(admin, "GET", "/config", None, None).await;
+    let (_, config) = call(&admin, "GET", "/config", None, None).await;
     assert_eq!(
         config["policy"]["allow"],
         json!(["new.test"]),
         "/config shows the rules in force"
     );
     let (status, patterns) = call(
-        admin,
+        &admin,
         "DELETE",
         "/rules",
         Some(r#"{"allow":["NEW.test."]}"#),
@@ -299,7 +312,7 @@ async fn an_approval_round_trip_opens_and_closes_a_host() {
     assert_eq!((status, &patterns["allow"]), (200, &json!([])));
     assert_eq!(fetch().await.text(), "403", "closed again");
     let (_, later) = call(
-        admin,
+        &admin,
         "GET",
         &format!("/blocked?since={}&wait=1", blocked["next"]),
         None,
@@ -330,7 +343,7 @@ async fn reload_under_load_never_mixes_two_policies() {
     let policy_b = format!("[policy]\nallow = [\"beta.test\"]\ndeny = [\"alpha.test\"]\n{local}\n");
     write_atomically(&file, &policy_a);
     let proxy = start_proxy_from_file(&file, resolver);
-    let (admin, http, port) = (proxy.admin.unwrap(), proxy.http, origin.port());
+    let (admin, http, port) = (proxy.admin_client(), proxy.http, origin.port());
 
     let done = Arc::new(AtomicBool::new(false));
     let checked = Arc::new(AtomicUsize::new(0));
@@ -353,9 +366,9 @@ async fn reload_under_load_never_mixes_two_policies() {
         .collect();
     for round in 0..100 {
         write_atomically(&file, if round % 2 == 0 { &policy_b } else { &policy_a });
-        let (status, body) = call(admin, "POST", "/reload", None, None).await;
+        let (status, body) = call(&admin, "POST", "/reload", None, None).await;
         assert_eq!(status, 200, "{body}");
-        let (_, patterns) = call(admin, "GET", "/patterns", None, None).await;
+        let (_, patterns) = call(&admin, "GET", "/patterns", None, None).await;
         let a =
             patterns["allow"] == json!(["alpha.test"]) && patterns["deny"] == json!(["beta.test"]);
         let b =
@@ -370,7 +383,7 @@ async fn reload_under_load_never_mixes_two_policies() {
 
     // The last reload installed policy A (round 99 wrote A). A broken file keeps it.
     write_atomically(&file, "[policy]\nallow = [\"*.com\"]\n");
-    let (status, body) = call(admin, "POST", "/reload", None, None).await;
+    let (status, body) = call(&admin, "POST", "/reload", None, None).await;
     assert_eq!(status, 400);
     assert!(
         body["error"].as_str().unwrap().contains("policy.allow[0]"),
@@ -420,7 +433,7 @@ async fn switching_to_limited_mode_closes_an_open_tunnel() {
     );
 
     let (status, _) = call(
-        proxy.admin.unwrap(),
+        &proxy.admin_client(),
         "POST",
         "/mode",
         Some(r#"{"mode":"limited"}"#),
@@ -481,8 +494,13 @@ async fn an_embedders_engine_refuses_a_mode_switch_instead_of_pretending() {
         .run();
     let refused = running.set_mode(policy::Mode::Limited);
     assert!(refused.is_err(), "{refused:?}");
-    let admin = running.addrs().admin.expect("an admin listener");
-    let (status, body) = call(admin, "POST", "/mode", Some(r#"{"mode":"limited"}"#), None).await;
+    let admin = AdminClient {
+        addr: running.addrs().admin.expect("an admin listener"),
+        token: running
+            .admin_token_file()
+            .map(|f| leash::read_token_file(f).unwrap()),
+    };
+    let (status, body) = call(&admin, "POST", "/mode", Some(r#"{"mode":"limited"}"#), None).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["error"]
@@ -492,11 +510,11 @@ async fn an_embedders_engine_refuses_a_mode_switch_instead_of_pretending() {
         "{body}"
     );
     // Reads describe the engine that decides, or say they cannot.
-    let (status, body) = call(admin, "GET", "/patterns", None, None).await;
+    let (status, body) = call(&admin, "GET", "/patterns", None, None).await;
     assert_eq!(status, 400, "{body}");
-    let (_, explain) = call(admin, "GET", "/explain?host=x.test", None, None).await;
+    let (_, explain) = call(&admin, "GET", "/explain?host=x.test", None, None).await;
     assert_eq!(explain["decision"], "allow", "{explain}");
-    let (_, config) = call(admin, "GET", "/config", None, None).await;
+    let (_, config) = call(&admin, "GET", "/config", None, None).await;
     assert_eq!(config["policy_engine"], "embedding application", "{config}");
     running.shutdown().await;
 }

@@ -24,6 +24,8 @@ pub struct TestProxy {
     pub socks: Option<SocketAddr>,
     /// The admin API address (when enabled).
     pub admin: Option<SocketAddr>,
+    /// The admin API's bearer token: configured, or read from the file leash generated it into.
+    pub admin_token: Option<String>,
     /// The violation log file.
     pub log: PathBuf,
     _dir: tempfile::TempDir,
@@ -55,11 +57,15 @@ pub fn start_proxy_from_file(file: &Path, resolver: Arc<StaticResolver>) -> Test
     start(config, Some(file.to_owned()), resolver, None, None)
 }
 
-/// Managed listeners and a temp-dir log, on every reload too.
-fn test_overlay(log: PathBuf) -> ConfigOverlay {
+/// Managed listeners, a temp-dir log and admin token file, on every reload too.
+fn test_overlay(dir: PathBuf) -> ConfigOverlay {
     Arc::new(move |config: &mut Config| {
         config.listen.ephemeral = true;
-        config.log.violations = log.clone();
+        config.log.violations = dir.join("violations.jsonl");
+        config
+            .admin
+            .token_file
+            .get_or_insert_with(|| dir.join("admin.token"));
         Ok(())
     })
 }
@@ -73,8 +79,9 @@ fn start(
 ) -> TestProxy {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("violations.jsonl");
-    let overlay = test_overlay(log.clone());
+    let overlay = test_overlay(dir.path().to_owned());
     overlay(&mut config).expect("overlay");
+    let configured_token = config.admin.token.clone();
     let mut builder = Leash::builder()
         .config(config)
         .resolver(resolver)
@@ -92,17 +99,39 @@ fn start(
     let http = built.addrs().http.expect("an HTTP listener");
     let socks = built.addrs().socks;
     let admin = built.addrs().admin;
+    let admin_token = match built.admin_token_file() {
+        Some(file) => Some(leash::read_token_file(file).expect("the admin token file")),
+        None => Some(configured_token).filter(|t| !t.is_empty() && t != leash::NO_ADMIN_TOKEN),
+    };
     TestProxy {
         running: Some(built.run()),
         http,
         socks,
         admin,
+        admin_token,
         log,
         _dir: dir,
     }
 }
 
+/// Where the admin API listens and the bearer token it wants.
+#[derive(Clone, Debug)]
+pub struct AdminClient {
+    /// The admin listener.
+    pub addr: SocketAddr,
+    /// The bearer token, if the admin API requires one.
+    pub token: Option<String>,
+}
+
 impl TestProxy {
+    /// The admin API with its token.
+    pub fn admin_client(&self) -> AdminClient {
+        AdminClient {
+            addr: self.admin.expect("an admin listener"),
+            token: self.admin_token.clone(),
+        }
+    }
+
     /// `http://ATTEMPT:TOKEN@ADDR` for curl's `-x`.
     pub fn proxy_url(&self, credentials: &str) -> String {
         format!("http://{credentials}@{}", self.http)
