@@ -1,7 +1,11 @@
 //! The environment a child runs in (SPEC §12): every proxy variable common clients read, in both
-//! cases, carrying the attempt id and token, and never a local hole in `NO_PROXY`.
+//! cases, carrying the attempt id and token, and never a local hole in `NO_PROXY`; and, when SOCKS5
+//! runs, `GIT_SSH_COMMAND`, since ssh reads no proxy variable at all.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 /// The CA files children trust when MITM is on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +31,9 @@ pub struct EnvSpec<'a> {
     pub allow_local_all: bool,
     /// The CA files, when MITM is on.
     pub ca: Option<&'a CaFiles>,
+    /// The `leash` binary, for `GIT_SSH_COMMAND` (`leash connect` relays ssh over SOCKS5). `None`
+    /// when there is no such binary to name, e.g. in a program that embeds leash.
+    pub leash_bin: Option<&'a Path>,
 }
 
 /// The variables, in a stable order.
@@ -78,6 +85,9 @@ pub fn child_env(spec: &EnvSpec<'_>) -> Vec<(String, String)> {
     ] {
         vars.push((name.into(), value.into()));
     }
+    if let (Some(_), Some(command)) = (spec.socks, spec.leash_bin.and_then(git_ssh_command)) {
+        vars.push(("GIT_SSH_COMMAND".into(), command));
+    }
     if let Some(ca) = spec.ca {
         let bundle = ca.bundle.display().to_string();
         for name in [
@@ -94,6 +104,30 @@ pub fn child_env(spec: &EnvSpec<'_>) -> Vec<(String, String)> {
         vars.push(("NODE_EXTRA_CA_CERTS".into(), ca.ca.display().to_string()));
     }
     vars
+}
+
+/// `ssh -o ProxyCommand='LEASH connect %h %p'`, so `git clone git@host:…` goes through the policy.
+/// Quoted twice: git runs the command through `sh -c`, and ssh expands `%` tokens in the
+/// ProxyCommand and runs it through `$SHELL -c`. `None` for a path that is not UTF-8 (an
+/// environment value here is text).
+fn git_ssh_command(leash: &Path) -> Option<String> {
+    let path = leash.to_str()?.replace('%', "%%");
+    let proxy = format!("{} connect %h %p", shell_word(&path));
+    Some(format!("ssh -o ProxyCommand={}", shell_quote(&proxy)))
+}
+
+/// The word as it is when no shell would change it, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"/._+-,=:@%".contains(&b);
+    match !word.is_empty() && word.bytes().all(plain) {
+        true => word.to_owned(),
+        false => shell_quote(word),
+    }
+}
+
+/// Single quotes, with embedded quotes closed, escaped and reopened.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// RFC 3986 userinfo: everything but the unreserved characters percent-encoded.
@@ -120,6 +154,7 @@ mod tests {
             token: Some("tok"),
             allow_local_all,
             ca: None,
+            leash_bin: Some(Path::new("/usr/bin/leash")),
         })
     }
 
@@ -186,6 +221,7 @@ mod tests {
             token: None,
             allow_local_all: false,
             ca: Some(&ca),
+            leash_bin: None,
         });
         for name in [
             "SSL_CERT_FILE",
@@ -204,5 +240,72 @@ mod tests {
             Some("http://a1@127.0.0.1:4000"),
             "no token, no colon"
         );
+    }
+
+    /// The words `sh` makes of `command`.
+    fn shell_words(command: &str) -> Vec<String> {
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                r#"eval "set -- $1"; printf '%s\n' "$@""#,
+                "sh",
+                command,
+            ])
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "{command}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// ssh's `%` tokens in a ProxyCommand, for host `HOST` and port 22.
+    fn ssh_expand(command: &str) -> String {
+        let mut out = String::new();
+        let mut chars = command.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('h') => out.push_str("HOST"),
+                Some('p') => out.push_str("22"),
+                Some('%') => out.push('%'),
+                other => panic!("ssh refuses %{other:?}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn git_ssh_command_relays_through_leash_connect_when_socks_runs() {
+        assert_eq!(
+            get(&spec(false, true), "GIT_SSH_COMMAND"),
+            Some("ssh -o ProxyCommand='/usr/bin/leash connect %h %p'")
+        );
+        assert_eq!(
+            get(&spec(false, false), "GIT_SSH_COMMAND"),
+            None,
+            "leash connect needs SOCKS5"
+        );
+        for path in [
+            "/usr/bin/leash",
+            "/opt/my tools/leash",
+            "/home/o'brien/100%/$HOME/`x`/leash",
+        ] {
+            let command = git_ssh_command(Path::new(path)).unwrap();
+            // git's shell, then ssh's `%` expansion, then the ProxyCommand's shell.
+            let words = shell_words(&command);
+            assert_eq!(words[..2], ["ssh", "-o"], "{command}");
+            let proxy = words[2].strip_prefix("ProxyCommand=").expect("one word");
+            assert_eq!(
+                shell_words(&ssh_expand(proxy)),
+                [path, "connect", "HOST", "22"],
+                "{command}"
+            );
+        }
     }
 }

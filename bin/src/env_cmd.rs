@@ -74,6 +74,8 @@ fn render(args: &EnvArgs) -> anyhow::Result<String> {
         .token
         .clone()
         .or_else(|| Some(config.auth.token.clone()).filter(|t| !t.is_empty()));
+    // For `GIT_SSH_COMMAND`; without a path to this binary, ssh is simply not redirected.
+    let leash_bin = std::env::current_exe().ok();
     let vars = child_env(&EnvSpec {
         http,
         socks,
@@ -81,6 +83,7 @@ fn render(args: &EnvArgs) -> anyhow::Result<String> {
         token: token.as_deref(),
         allow_local_all: config.policy.allow_local == AllowLocalConfig::Flag(true),
         ca: ca.as_ref(),
+        leash_bin: leash_bin.as_deref(),
     });
     Ok(match args.shell {
         Shell::Json => format!(

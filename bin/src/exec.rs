@@ -94,6 +94,11 @@ fn load_config(args: &ExecArgs) -> anyhow::Result<Config> {
 }
 
 fn exec(args: ExecArgs) -> anyhow::Result<u8> {
+    // Same-user processes (the command among them) may not read this one's memory or
+    // `/proc/PID/environ`, where the admin and proxy tokens live.
+    #[cfg(target_os = "linux")]
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .context("making leash's memory private")?;
     let mut config = load_config(&args)?;
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
     config.listen.ephemeral = true;

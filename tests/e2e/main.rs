@@ -3,9 +3,12 @@
 mod admin;
 mod bench;
 mod cli;
+mod connect;
+mod control;
 mod corpus;
 mod exec;
 mod framing;
+mod hints;
 mod http;
 mod limits;
 mod mitm;
