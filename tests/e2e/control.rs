@@ -574,3 +574,88 @@ fn admin_without_a_token_is_refused_by_exec() {
         stderr(&output)
     );
 }
+
+/// What the command under `leash exec [--isolate]` reaches: a raw socket to the origin (as a
+/// program that ignores the proxy variables would open), Node's fetch when Node is here, and
+/// curl through the proxy; then a request leash blocks, and exit status 7.
+const REACH: &str = r#"
+port=$1
+python3 -c "
+import socket, sys
+try:
+    socket.create_connection(('127.0.0.1', $port), timeout=3).close(); print('raw:connected')
+except OSError as e:
+    print('raw:refused', e)
+"
+if command -v node >/dev/null; then
+  node -e "fetch('http://127.0.0.1:$port/').then(() => console.log('node:connected'), e => console.log('node:refused', e.cause && e.cause.code))"
+fi
+echo "curl:$(curl -s http://127.0.0.1:$port/)"
+curl -s -o /dev/null http://blocked.test/
+exit 7
+"#;
+
+fn reach(flags: &[&str], port: u16) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(leash_bin())
+        .current_dir(dir.path())
+        .env_remove("LEASH_CONFIG")
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .arg("exec")
+        .args(flags)
+        .args(["--allow-local", &format!("127.0.0.1:{port}")])
+        .args(["--", "sh", "-c", REACH, "reach", &port.to_string()])
+        .output()
+        .expect("leash exec runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolate_leaves_the_command_no_way_out_but_leash() {
+    let origin = Origin::http().await;
+    let port = origin.port();
+    // Without isolation a program that ignores the proxy variables goes around leash.
+    let output = tokio::task::spawn_blocking(move || reach(&[], port))
+        .await
+        .unwrap();
+    assert!(
+        stdout(&output).contains("raw:connected"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = tokio::task::spawn_blocking(move || reach(&["--isolate"], port))
+        .await
+        .unwrap();
+    let (out, err) = (stdout(&output), stderr(&output));
+    assert!(out.contains("raw:refused"), "{out}\n{err}");
+    assert!(!out.contains("node:connected"), "{out}");
+    assert!(out.contains("curl:hello from origin"), "{out}\n{err}");
+    assert_eq!(output.status.code(), Some(7), "{err}");
+    assert!(
+        err.contains("blocked.test:80  allowlist_miss  x1"),
+        "the summary still appears: {err}"
+    );
+}
+
+#[test]
+fn isolate_passes_on_signals_and_missing_commands_like_a_shell() {
+    let run = |command: &[&str]| {
+        Command::new(leash_bin())
+            .env_remove("LEASH_CONFIG")
+            .args(["exec", "--quiet", "--isolate", "--"])
+            .args(command)
+            .output()
+            .expect("leash exec runs")
+    };
+    assert_eq!(run(&["sh", "-c", "kill -TERM $$"]).status.code(), Some(143));
+    assert_eq!(run(&["no-such-command-here"]).status.code(), Some(127));
+    let dir = tempfile::tempdir().unwrap();
+    let not_runnable = dir.path().join("data.txt");
+    std::fs::write(&not_runnable, "not a program\n").unwrap();
+    std::fs::set_permissions(&not_runnable, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(
+        run(&[not_runnable.to_str().unwrap()]).status.code(),
+        Some(126)
+    );
+}

@@ -217,8 +217,46 @@ pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<R
     if wants("mitm_rate") {
         rows.push(mitm_rate(binary, &dir, scale).await?);
     }
+    if wants("exec_isolate") {
+        rows.push(exec_isolate(binary, &config).await?);
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
+}
+
+/// `leash exec -- true` with `--isolate` (user and network namespaces, loopback up, listeners
+/// handed over) beside the same without it: the start-up cost of isolation, median of 9 each,
+/// alternating. Not pinned: `exec` runs the command and leash together, as a person would.
+async fn exec_isolate(binary: &Path, config: &Path) -> anyhow::Result<Row> {
+    let (binary, config) = (binary.to_owned(), config.to_owned());
+    let run = move |isolate: bool| -> anyhow::Result<Duration> {
+        let mut command = std::process::Command::new(&binary);
+        command.args(["exec", "--quiet", "--config"]).arg(&config);
+        if isolate {
+            command.arg("--isolate");
+        }
+        let started = Instant::now();
+        let status = command.args(["--", "true"]).status()?;
+        anyhow::ensure!(status.success(), "leash exec failed: {status}");
+        Ok(started.elapsed())
+    };
+    let (plain, isolated) = tokio::task::spawn_blocking(move || {
+        let (mut plain, mut isolated) = (Vec::new(), Vec::new());
+        for _ in 0..9 {
+            plain.push(run(false)?);
+            isolated.push(run(true)?);
+        }
+        anyhow::Ok((median(plain), median(isolated)))
+    })
+    .await??;
+    let mut row = Row::new("exec_isolate", "ms", isolated.as_secs_f64() * 1000.0);
+    row.direct = Some(plain.as_secs_f64() * 1000.0);
+    Ok(row)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
 }
 
 /// Limited mode with MITM: a new connection, CONNECT, TLS with leash's leaf (warm cache), one GET
