@@ -3,6 +3,7 @@
 
 use clap::Args;
 use policy::{ExplainReport, Explanation, Mode, Protocol, Request, Step, Target};
+use serde::Serialize;
 
 use crate::{flags::PolicyFlags, Exit};
 
@@ -43,12 +44,16 @@ pub(crate) fn run(args: CheckArgs) -> Exit {
     } else {
         443
     };
-    let explanation = match Target::parse(&args.target, Some(default_port)) {
-        Ok(target) => policy.explain(&Request::new(&target, &method, args.protocol)),
-        Err(error) => Explanation::invalid_target(error),
+    let (explanation, name) = match Target::parse(&args.target, Some(default_port)) {
+        Ok(target) => (
+            policy.explain(&Request::new(&target, &method, args.protocol)),
+            target.host().name().map(str::to_owned),
+        ),
+        Err(error) => (Explanation::invalid_target(error), None),
     };
     let report = Report {
         target: &args.target,
+        name: name.as_deref(),
         method: &method,
         protocol: args.protocol,
         mode: policy.mode(),
@@ -73,13 +78,29 @@ fn default_method(protocol: Protocol) -> &'static str {
 
 struct Report<'a> {
     target: &'a str,
+    /// The canonical name, when the target is a name (not an IP literal).
+    name: Option<&'a str>,
     method: &'a str,
     protocol: Protocol,
     mode: Mode,
     explanation: &'a Explanation,
 }
 
+/// `--json`: the explanation, and whether the proxy would check the addresses after DNS.
+#[derive(Serialize)]
+struct CheckJson<'a> {
+    #[serde(flatten)]
+    report: ExplainReport<'a>,
+    post_dns_check: bool,
+}
+
 impl Report<'_> {
+    /// The name an allowed target resolves to: the proxy then vets every address (SPEC §1.4), which
+    /// an offline check cannot, so a name allowed here may still be refused as `local_address`.
+    fn post_dns_name(&self) -> Option<&str> {
+        self.name.filter(|_| self.explanation.decision.is_allowed())
+    }
+
     fn json(&self) -> String {
         let report = ExplainReport {
             decision: &self.explanation.decision,
@@ -89,7 +110,11 @@ impl Report<'_> {
             mode: self.mode,
             steps: &self.explanation.steps,
         };
-        serde_json::to_string(&report).expect("plain data serialises")
+        let json = CheckJson {
+            report,
+            post_dns_check: self.post_dns_name().is_some(),
+        };
+        serde_json::to_string(&json).expect("plain data serialises")
     }
 
     fn text(&self) -> String {
@@ -107,6 +132,11 @@ impl Report<'_> {
         );
         for (number, step) in self.explanation.steps.iter().enumerate() {
             out += &format!("  {}. {}\n", number + 1, step_text(step));
+        }
+        if let Some(name) = self.post_dns_name() {
+            out += &format!(
+                "note: {name} is a name: after DNS every address it resolves to is checked too (a local address is refused unless allow_local covers it, and so is an address a deny rule names)\n"
+            );
         }
         out
     }

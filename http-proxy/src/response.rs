@@ -96,7 +96,6 @@ fn status_and_code(reason: &BlockReason) -> (StatusCode, &'static str) {
         BlockReason::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid-request"),
         BlockReason::HostMismatch => (StatusCode::MISDIRECTED_REQUEST, "host-mismatch"),
         BlockReason::Declined => (StatusCode::FORBIDDEN, "blocked-by-decider"),
-        _ => (StatusCode::FORBIDDEN, "blocked"),
     }
 }
 

@@ -33,9 +33,9 @@ pub enum Verdict {
     Ask,
 }
 
-/// Why a request was not allowed.
+/// Why a request was not allowed. Not `#[non_exhaustive]`: every crate of the workspace matches it
+/// exhaustively, so a new reason makes the compiler list each place that must handle it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum BlockReason {
     /// No allow rule matches (`ask`).
     AllowlistMiss,
@@ -109,6 +109,39 @@ impl BlockReason {
     /// The stable snake_case code of the reason (`allowlist_miss`, `denylist`, …).
     pub fn code(&self) -> &'static str {
         Self::CODES[self.index()]
+    }
+}
+
+/// The reason a code names (`"denylist"` → `Denylist`), for readers of log lines and 403 bodies.
+/// The details are left empty (no rule, no addresses, `InvalidTarget::Empty`): a line carries them
+/// in fields of its own (`rule`, `addrs`, `method`, `detail`).
+impl FromStr for BlockReason {
+    type Err = String;
+
+    fn from_str(code: &str) -> Result<BlockReason, String> {
+        Ok(match code {
+            "allowlist_miss" => BlockReason::AllowlistMiss,
+            "denylist" => BlockReason::Denylist { rule: "".into() },
+            "local_address" => BlockReason::LocalAddress { addrs: Vec::new() },
+            "method_not_allowed" => BlockReason::MethodNotAllowed {
+                method: String::new(),
+            },
+            "protocol_not_allowed" => BlockReason::ProtocolNotAllowed,
+            "mitm_required" => BlockReason::MitmRequired,
+            "invalid_target" => BlockReason::InvalidTarget(InvalidTarget::Empty),
+            "auth_failed" => BlockReason::AuthFailed,
+            "invalid_request" => BlockReason::InvalidRequest {
+                detail: String::new(),
+            },
+            "host_mismatch" => BlockReason::HostMismatch,
+            "declined" => BlockReason::Declined,
+            _ => {
+                return Err(format!(
+                    "unknown reason `{code}` (expected one of: {})",
+                    BlockReason::CODES.join(", ")
+                ))
+            }
+        })
     }
 }
 
@@ -318,5 +351,20 @@ impl<'a> Request<'a> {
             protocol,
             shape: RequestShape::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_code_parses_back_to_its_reason() {
+        for code in BlockReason::CODES {
+            let reason: BlockReason = code.parse().unwrap();
+            assert_eq!(reason.code(), code);
+        }
+        let error = "allowlist-miss".parse::<BlockReason>().unwrap_err();
+        assert!(error.contains("unknown reason `allowlist-miss`"), "{error}");
     }
 }

@@ -4,6 +4,7 @@
 use std::{fmt, sync::Arc};
 
 use crate::{
+    decision::Mode,
     local::{is_local_ip, is_local_name, is_local_net},
     matcher::RuleSet,
     policy::{AllowLocal, Policy},
@@ -37,8 +38,17 @@ pub enum LintWarning {
         /// The dead allow rule.
         rule: Arc<str>,
     },
+    /// An allow rule for local targets that the `allow_local` list does not cover: local
+    /// protection refuses what it names (and `allow_local` opens what it covers by itself).
+    LocalAllowNotCovered {
+        /// The dead allow rule.
+        rule: Arc<str>,
+    },
     /// `*` in the allow list next to other allow rules, which then add nothing.
     WildcardWithOthers,
+    /// Limited mode without TLS interception: every `CONNECT` is refused (`mitm_required`) and
+    /// every SOCKS5 connection too (`protocol_not_allowed`).
+    LimitedWithoutMitm,
 }
 
 impl fmt::Display for LintWarning {
@@ -58,9 +68,16 @@ impl fmt::Display for LintWarning {
                 f,
                 "allow rule `{rule}` only names local targets, which allow_local = false refuses"
             ),
+            LintWarning::LocalAllowNotCovered { rule } => write!(
+                f,
+                "allow rule `{rule}` names local targets that allow_local does not cover: local protection refuses them whatever the allow list says (add them to allow_local)"
+            ),
             LintWarning::WildcardWithOthers => {
                 f.write_str("`*` in allow makes every other allow rule redundant")
             }
+            LintWarning::LimitedWithoutMitm => f.write_str(
+                "mode = \"limited\" without [mitm] enabled: every HTTPS CONNECT is refused with mitm_required and every SOCKS5 connection with protocol_not_allowed; only plain-HTTP GET, HEAD and OPTIONS get through",
+            ),
         }
     }
 }
@@ -85,13 +102,30 @@ pub fn lint(policy: &Policy) -> Vec<LintWarning> {
                 deny: by,
             });
         }
-        if *policy.allow_local() == AllowLocal::None && only_local(rule) {
-            warnings.push(LintWarning::DeadLocalAllow {
-                rule: allow.name(id as u32).clone(),
-            });
-        }
+        warnings.extend(dead_local(policy, rule, allow.name(id as u32)));
+    }
+    if policy.mode() == Mode::Limited && !policy.tls_inspection() {
+        warnings.push(LintWarning::LimitedWithoutMitm);
     }
     warnings
+}
+
+/// An allow rule that names only local targets is refused at step 3 wherever `allow_local` does
+/// not cover it, and where it does, `allow_local` opens the target by itself.
+fn dead_local(policy: &Policy, rule: &Rule, name: &Arc<str>) -> Option<LintWarning> {
+    if !only_local(rule) {
+        return None;
+    }
+    match policy.allow_local() {
+        AllowLocal::None => Some(LintWarning::DeadLocalAllow { rule: name.clone() }),
+        AllowLocal::All => None,
+        AllowLocal::Only(_) => {
+            let local = policy.local_rule_set()?;
+            covering_rule(local, rule, None)
+                .is_none()
+                .then(|| LintWarning::LocalAllowNotCovered { rule: name.clone() })
+        }
+    }
 }
 
 /// Rules covered by another rule of the same list; `*` itself is reported once, not per rule.
@@ -128,3 +162,6 @@ fn only_local(rule: &Rule) -> bool {
         RuleHost::Any => false,
     }
 }
+
+#[cfg(test)]
+mod tests;

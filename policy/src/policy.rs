@@ -271,6 +271,14 @@ impl Policy {
         &self.inner.deny
     }
 
+    /// The compiled `allow_local` rules (`localhost` expanded), when `allow_local` is a list.
+    pub(crate) fn local_rule_set(&self) -> Option<&RuleSet> {
+        match &self.inner.local_exceptions {
+            LocalExceptions::Only(rules) => Some(rules),
+            LocalExceptions::None | LocalExceptions::All(_) => None,
+        }
+    }
+
     /// Decides a request before any DNS lookup (SPEC §1.3).
     pub fn decide(&self, request: &Request<'_>) -> Decision {
         self.evaluate(request, &mut NoTrace, None)

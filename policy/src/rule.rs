@@ -181,9 +181,47 @@ fn parse_rule(input: &str) -> Result<Rule, RuleErrorKind> {
     if input.is_empty() {
         return Err(RuleErrorKind::Empty);
     }
+    if let Some(host) = url_host(input) {
+        return Err(RuleErrorKind::Url(host));
+    }
     let (host, ports) = split_rule(input)?;
     let ports = ports.map(parse_port_range).transpose()?;
     Ok(Rule::new(parse_rule_host(host)?, ports))
+}
+
+/// A rule written as a URL (`https://pypi.org/simple`, `pypi.org/simple`, `user@pypi.org`): `Some`,
+/// holding the rule it should have been (`pypi.org`, with the port if one was given) when that part
+/// is a valid rule. A `/` after an IP-shaped host is a CIDR prefix, not a path.
+fn url_host(input: &str) -> Option<Option<String>> {
+    let rest = match input.split_once("://") {
+        Some((_scheme, rest)) => rest,
+        None if input.contains('@') => input,
+        None => {
+            let (before, _path) = input.split_once('/')?;
+            if is_ip_shaped(before) {
+                return None;
+            }
+            input
+        }
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    // `host_port` holds no `/` and no `@`, so this parse is not a URL again.
+    Some(parse_rule(host_port).ok().map(|rule| rule.to_string()))
+}
+
+/// `10.0.0.0`, `0x7f.1`, `fd00::`, `[fd00::]`, `10.0.0`: what may stand before a CIDR's `/`,
+/// even when it is no valid address (the CIDR error then says so).
+fn is_ip_shaped(host: &str) -> bool {
+    let v4 = host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let v6 = host.contains(':')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+    let ip = matches!(Host::parse(host), Ok(Host::Ip(_) | Host::ScopedIp(_)));
+    host.starts_with('[') || v4 || v6 || ip
 }
 
 /// Splits `HOST[:PORTS]`, where a CIDR's `/len` belongs to the host (`[fd00::]/8:443`).
@@ -340,6 +378,16 @@ pub(crate) enum RuleErrorKind {
     PublicSuffix(String),
     #[error("allow_local takes only IP addresses, CIDR networks and `localhost`")]
     NotLocalRule,
+    /// The rule the URL should have been, when its host part is one.
+    #[error("rules are hosts, not URLs: {}", url_advice(.0))]
+    Url(Option<String>),
+}
+
+fn url_advice(host: &Option<String>) -> String {
+    match host {
+        Some(host) => format!("use `{host}`"),
+        None => "write the host alone (`example.com`, `example.com:443`)".to_owned(),
+    }
 }
 
 #[cfg(test)]

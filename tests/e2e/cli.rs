@@ -190,6 +190,100 @@ fn check_in_limited_mode_explains_the_method() {
 }
 
 #[test]
+fn check_says_an_allowed_name_is_checked_again_after_dns() {
+    let dir = dir();
+    let note = "note: api.github.com is a name: after DNS every address it resolves to is checked too (a local address is refused unless allow_local covers it";
+    let out = leash(
+        dir.path(),
+        &["check", "api.github.com", "--allow", "**.github.com"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains(note), "{}", stdout(&out));
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        serde_json::from_str(&stdout(&leash(dir.path(), &args))).expect("json")
+    };
+    let allowed = json(&["check", "api.github.com", "--allow", "**.github.com"]);
+    assert_eq!(allowed["post_dns_check"], true, "{allowed}");
+    assert_eq!(allowed["decision"], "allow", "{allowed}");
+    // An address is decided here for good; a refused name is never resolved.
+    for args in [
+        &["check", "1.2.3.4", "--allow", "1.2.3.4"][..],
+        &["check", "[2001:4860::1]", "--allow", "[2001:4860::1]"],
+        &["check", "api.github.com"],
+        &[
+            "check",
+            "api.github.com",
+            "--allow",
+            "*",
+            "--deny",
+            "api.github.com",
+        ],
+    ] {
+        assert_eq!(json(args)["post_dns_check"], false, "{args:?}");
+        let text = stdout(&leash(dir.path(), args));
+        assert!(!text.contains("note:"), "{args:?}: {text}");
+    }
+}
+
+#[test]
+fn a_url_given_as_a_rule_is_refused_with_its_host() {
+    let dir = dir();
+    for (rule, host) in [
+        ("https://pypi.org/simple", "pypi.org"),
+        ("pypi.org/simple", "pypi.org"),
+        ("http://user@pypi.org:8080/", "pypi.org:8080"),
+    ] {
+        let out = leash(dir.path(), &["check", "pypi.org", "--allow", rule]);
+        assert_eq!(out.status.code(), Some(2), "{rule}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("rules are hosts, not URLs: use `{host}`")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn config_check_warns_about_dead_local_rules_and_limited_mode_without_mitm() {
+    let dir = dir();
+    let file = dir.path().join("leash.toml");
+    fs::write(
+        &file,
+        "mode = \"limited\"\n[policy]\nallow = [\"github.com\", \"10.0.0.0/8\", \"192.168.1.5\", \"[fd00::]/8\", \"172.20.1.2:8000\"]\nallow_local = [\"10.1.0.0/16\", \"172.20.0.0/16\"]\n",
+    )
+    .unwrap();
+    let out = leash(dir.path(), &["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    for rule in ["10.0.0.0/8", "192.168.1.5", "[fd00::]/8"] {
+        assert!(
+            err.contains(&format!(
+                "warning: {}: allow rule `{rule}` names local targets that allow_local does not cover",
+                file.display()
+            )),
+            "{rule}: {err}"
+        );
+    }
+    assert!(!err.contains("`172.20.1.2:8000`"), "covered: {err}");
+    assert!(
+        err.contains("mode = \"limited\" without [mitm] enabled: every HTTPS CONNECT is refused with mitm_required"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("4 warnings"), "{}", stdout(&out));
+
+    fs::write(
+        &file,
+        "mode = \"limited\"\n[policy]\nallow = [\"github.com\"]\n[mitm]\nenabled = true\n",
+    )
+    .unwrap();
+    let out = leash(dir.path(), &["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+#[test]
 fn config_check_lints_and_reports_errors_with_file_and_key() {
     let dir = dir();
     let good = dir.path().join("good.toml");
@@ -219,7 +313,7 @@ fn config_check_lints_and_reports_errors_with_file_and_key() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains("bad.toml: key `policy.allow[1]`: invalid rule `a*.b.test`"),
+        err.contains("bad.toml:3: key `policy.allow[1]`: invalid rule `a*.b.test`"),
         "{err}"
     );
 

@@ -82,7 +82,7 @@ fn errors_name_file_key_and_expectation() {
     assert!(e.contains("expected `full` or `limited`"), "{e}");
 
     let e = error("[policy]\nallow = [\"github.com\", \"*.com\"]\n");
-    assert_eq!(e, "leash.toml: key `policy.allow[1]`: invalid rule `*.com`: a wildcard may not cover the public suffix `com`");
+    assert_eq!(e, "leash.toml:2: key `policy.allow[1]`: invalid rule `*.com`: a wildcard may not cover the public suffix `com`");
 
     let e = error("[policy]\nallow_local = \"yes\"\n");
     assert!(e.contains("key `policy.allow_local`"), "{e}");
@@ -109,6 +109,37 @@ fn errors_name_file_key_and_expectation() {
 
     let e = error("[policy\n");
     assert!(e.starts_with("leash.toml:1:"), "{e}");
+}
+
+#[test]
+fn a_bad_rule_names_its_line() {
+    let cases = [
+        // The same text earlier on (a comment, a good rule of another list) does not fool it.
+        (
+            "# allow = [\"*.com\"]\n[policy]\ndeny = [\"x.test\"]\nallow = [\"ok.test\", \"*.com\"]\n",
+            "leash.toml:4: key `policy.allow[1]`: invalid rule `*.com`",
+        ),
+        (
+            "[policy]\nallow = [\n  \"ok.test\",\n  \"ok2.test\",\n  \"https://pypi.org/simple\",\n]\n",
+            "leash.toml:5: key `policy.allow[2]`: invalid rule `https://pypi.org/simple`: rules are hosts, not URLs: use `pypi.org`",
+        ),
+        (
+            "mode = \"full\"\n\npolicy = { deny = [\"a..b\"] }\n",
+            "leash.toml:3: key `policy.deny[0]`: invalid rule `a..b`",
+        ),
+        (
+            "policy.allow = [\"ok.test\"]\npolicy.allow_local = [\n\"127.0.0.1\",\n\"example.com\"]\n",
+            "leash.toml:4: key `policy.allow_local[1]`: invalid rule `example.com`: allow_local takes only",
+        ),
+        (
+            "[policy]\nallow_local = [\"127.0.0.1:0\"]\n",
+            "leash.toml:2: key `policy.allow_local[0]`: invalid rule `127.0.0.1:0`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = error(text);
+        assert!(e.starts_with(expected), "{e}\nexpected: {expected}");
+    }
 }
 
 #[test]

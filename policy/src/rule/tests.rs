@@ -133,3 +133,44 @@ fn coverage_between_rules() {
     assert!(!covers("10.1.0.0/16", "10.0.0.0/8"));
     assert!(!covers("example.com", "*.example.com"));
 }
+
+#[test]
+fn a_url_is_refused_with_the_host_it_should_have_been() {
+    for (input, host) in [
+        ("https://pypi.org/x", "pypi.org"),
+        ("http://a.b", "a.b"),
+        ("https://PyPI.org/simple/", "pypi.org"),
+        ("pypi.org/simple", "pypi.org"),
+        ("*.example.com/x", "*.example.com"),
+        ("https://pypi.org:8443/simple", "pypi.org:8443"),
+        ("http://[::1]:8000/x", "[::1]:8000"),
+        ("https://user@pypi.org/", "pypi.org"),
+        ("https://user:secret@pypi.org:443/x?y=1", "pypi.org:443"),
+        ("git@github.com", "github.com"),
+        ("https://pypi.org?q=1", "pypi.org"),
+    ] {
+        rejected(input, &format!("rules are hosts, not URLs: use `{host}`"));
+        host.parse::<Rule>()
+            .unwrap_or_else(|e| panic!("the advice for {input} is no rule: {e}"));
+    }
+    // No valid host inside: the error says so without advising another invalid rule.
+    rejected(
+        "https://",
+        "rules are hosts, not URLs: write the host alone",
+    );
+    rejected(
+        "file:///etc/hosts",
+        "rules are hosts, not URLs: write the host alone",
+    );
+    rejected(
+        "https://*.com/",
+        "rules are hosts, not URLs: write the host alone",
+    );
+    // A `/` after an address is a CIDR prefix, never a path.
+    parses("10.0.0.0/8", "10.0.0.0/8");
+    parses("fd00::/8", "[fd00::]/8");
+    rejected("10.0.0.0/x", "not a CIDR network");
+    rejected("10.0.0/8", "not a CIDR network");
+    rejected("0x7f.0.0.1/8", "not a CIDR network");
+    rejected("[fd00::]/x", "not a CIDR network");
+}
