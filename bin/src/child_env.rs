@@ -1,19 +1,138 @@
 //! The environment a child runs in (SPEC §12): every proxy variable common clients read, in both
-//! cases, carrying the attempt id and token, and never a local hole in `NO_PROXY`; and, when SOCKS5
-//! runs, `GIT_SSH_COMMAND`, since ssh reads no proxy variable at all.
+//! cases, carrying the attempt id and token, and never a local hole in `NO_PROXY`; when SOCKS5
+//! runs, `GIT_SSH_COMMAND`, since ssh reads no proxy variable at all; and with MITM, every CA
+//! variable common clients read, pointing at files that keep what the user already trusted.
 
 use std::{
+    ffi::OsString,
     net::SocketAddr,
     path::{Path, PathBuf},
 };
 
-/// The CA files children trust when MITM is on.
+use mitm::{CertBundle, MitmError};
+
+/// The CA files children trust when MITM is on, written beside the leash CA.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaFiles {
-    /// System roots plus the leash CA.
+    /// The platform's roots, the leash CA, then the CAs the user already trusted
+    /// (`SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS`): for clients that replace their roots with it.
     pub bundle: PathBuf,
-    /// The leash CA alone (for `NODE_EXTRA_CA_CERTS`, which adds to Node's own roots).
+    /// The leash CA alone (`ca.pem`).
     pub ca: PathBuf,
+    /// The leash CA plus the user's own `NODE_EXTRA_CA_CERTS`, for `NODE_EXTRA_CA_CERTS` (Node
+    /// adds it to its own roots); `ca` itself when the user had none.
+    pub node_extra: PathBuf,
+    /// A wgetrc for `WGETRC`: the user's own wgetrc, then `ca_certificate = BUNDLE`.
+    pub wgetrc: PathBuf,
+}
+
+/// The line that starts what leash appends to a wgetrc; a wgetrc read back is copied up to it, so
+/// a shell that evaluates `leash env` twice does not stack the additions.
+const WGETRC_MARK: &str = "# leash: trust the MITM CA (the lines above are the user's wgetrc)";
+
+impl CaFiles {
+    /// Writes the files for the leash CA whose certificate `ca_pem` is stored at `ca` (its
+    /// `ca.pem`), beside it, keeping the CAs and wgetrc leash's own environment names.
+    pub fn write(ca: &Path, ca_pem: &str) -> Result<CaFiles, MitmError> {
+        CaFiles::write_with(ca, ca_pem, &UserTrust::from_env())
+    }
+
+    fn write_with(ca: &Path, ca_pem: &str, user: &UserTrust) -> Result<CaFiles, MitmError> {
+        let dir = ca.parent().unwrap_or(Path::new("."));
+        let mut leash = CertBundle::new();
+        if leash.add_pem(ca_pem.as_bytes()) == 0 {
+            return Err(MitmError::BadCaFile {
+                path: ca.to_owned(),
+                problem: "not a PEM certificate".into(),
+            });
+        }
+        let node = user_cas(user.node_extra_ca_certs.as_deref());
+        let mut bundle = CertBundle::platform_roots();
+        bundle.extend(&leash);
+        bundle.extend(&user_cas(user.ssl_cert_file.as_deref()));
+        bundle.extend(&node);
+        let bundle = bundle.write(dir, "bundle")?;
+        let node_extra = match node.is_empty() {
+            true => ca.to_owned(),
+            false => {
+                leash.extend(&node);
+                leash.write(dir, "node-extra")?
+            }
+        };
+        let wgetrc = write_wgetrc(dir, &bundle, user.wgetrc.as_deref())?;
+        Ok(CaFiles {
+            bundle,
+            ca: ca.to_owned(),
+            node_extra,
+            wgetrc,
+        })
+    }
+}
+
+/// What the user's environment already trusts, and the wgetrc wget would read.
+#[derive(Clone, Debug, Default)]
+struct UserTrust {
+    ssl_cert_file: Option<PathBuf>,
+    node_extra_ca_certs: Option<PathBuf>,
+    wgetrc: Option<PathBuf>,
+}
+
+impl UserTrust {
+    fn from_env() -> UserTrust {
+        let var = |name| std::env::var_os(name).filter(|v: &OsString| !v.is_empty());
+        // wget reads `$WGETRC` when it is set, else `~/.wgetrc`.
+        let home_wgetrc = || var("HOME").map(|home| Path::new(&home).join(".wgetrc"));
+        UserTrust {
+            ssl_cert_file: var("SSL_CERT_FILE").map(PathBuf::from),
+            node_extra_ca_certs: var("NODE_EXTRA_CA_CERTS").map(PathBuf::from),
+            wgetrc: var("WGETRC")
+                .map(PathBuf::from)
+                .or_else(|| home_wgetrc().filter(|p| p.is_file())),
+        }
+    }
+}
+
+/// The certificates of a CA file the user set; one that cannot be read or holds none is left out
+/// with a warning (the child would not have trusted it either).
+fn user_cas(path: Option<&Path>) -> CertBundle {
+    let mut certs = CertBundle::new();
+    let Some(path) = path else {
+        return certs;
+    };
+    let problem = match certs.add_file(path) {
+        Ok(0) => "it holds no PEM certificate".to_owned(),
+        Ok(_) => return certs,
+        Err(error) => error.to_string(),
+    };
+    tracing::warn!(path = %path.display(), %problem, "not added to the MITM CA bundle");
+    certs
+}
+
+/// `dir/wgetrc-HASH`: the user's wgetrc (up to a mark leash left there), then `ca_certificate`.
+/// Private (0600): a wgetrc may hold passwords.
+fn write_wgetrc(dir: &Path, bundle: &Path, user: Option<&Path>) -> Result<PathBuf, MitmError> {
+    let mut text = Vec::new();
+    if let Some(user) = user {
+        match std::fs::read(user) {
+            Ok(theirs) => {
+                for line in theirs.split_inclusive(|b| *b == b'\n') {
+                    if line.trim_ascii_end() == WGETRC_MARK.as_bytes() {
+                        break;
+                    }
+                    text.extend_from_slice(line);
+                }
+                if !text.is_empty() && !text.ends_with(b"\n") {
+                    text.push(b'\n');
+                }
+            }
+            Err(error) => {
+                tracing::warn!(path = %user.display(), %error, "the wgetrc is not copied")
+            }
+        }
+    }
+    let line = format!("{WGETRC_MARK}\nca_certificate = {}\n", bundle.display());
+    text.extend_from_slice(line.as_bytes());
+    mitm::write_content_addressed(dir, "wgetrc", "conf", &text, 0o600)
 }
 
 /// What the child's environment is made from.
@@ -90,21 +209,40 @@ pub fn child_env(spec: &EnvSpec<'_>) -> Vec<(String, String)> {
     }
     if let Some(ca) = spec.ca {
         let bundle = ca.bundle.display().to_string();
-        for name in [
-            "SSL_CERT_FILE",
-            "REQUESTS_CA_BUNDLE",
-            "CURL_CA_BUNDLE",
-            "GIT_SSL_CAINFO",
-            "PIP_CERT",
-            "CARGO_HTTP_CAINFO",
-            "npm_config_cafile",
-        ] {
+        for name in BUNDLE_VARIABLES {
             vars.push((name.into(), bundle.clone()));
         }
-        vars.push(("NODE_EXTRA_CA_CERTS".into(), ca.ca.display().to_string()));
+        vars.push((
+            "NODE_EXTRA_CA_CERTS".into(),
+            ca.node_extra.display().to_string(),
+        ));
+        // wget has no variable for a CA file, only for its configuration file.
+        vars.push(("WGETRC".into(), ca.wgetrc.display().to_string()));
     }
     vars
 }
+
+/// The variables that name a CA file a client uses instead of (or beside) its own roots, so each
+/// gets the whole bundle: OpenSSL and what builds on it (Python, Ruby, Go, uv), Python requests,
+/// curl, git, pip, cargo, npm and yarn 1, yarn 2+, the AWS CLI and SDKs, httplib2 (Google's API
+/// clients), gRPC core, Nix, gcloud, Deno, Bundler.
+const BUNDLE_VARIABLES: [&str; 15] = [
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "PIP_CERT",
+    "CARGO_HTTP_CAINFO",
+    "npm_config_cafile",
+    "YARN_CA_FILE_PATH",
+    "AWS_CA_BUNDLE",
+    "HTTPLIB2_CA_CERTS",
+    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    "NIX_SSL_CERT_FILE",
+    "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE",
+    "DENO_CERT",
+    "BUNDLE_SSL_CA_CERT",
+];
 
 /// `ssh -o ProxyCommand='LEASH connect %h %p'`, so `git clone git@host:…` goes through the policy.
 /// Quoted twice: git runs the command through `sh -c`, and ssh expands `%` tokens in the
@@ -213,6 +351,8 @@ mod tests {
         let ca = CaFiles {
             bundle: "/ca/bundle.pem".into(),
             ca: "/ca/ca.pem".into(),
+            node_extra: "/ca/node-extra.pem".into(),
+            wgetrc: "/ca/wgetrc.conf".into(),
         };
         let vars = child_env(&EnvSpec {
             http: "127.0.0.1:4000".parse().unwrap(),
@@ -231,15 +371,153 @@ mod tests {
             "PIP_CERT",
             "CARGO_HTTP_CAINFO",
             "npm_config_cafile",
+            "AWS_CA_BUNDLE",
+            "HTTPLIB2_CA_CERTS",
+            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+            "NIX_SSL_CERT_FILE",
+            "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE",
+            "YARN_CA_FILE_PATH",
+            "DENO_CERT",
+            "BUNDLE_SSL_CA_CERT",
         ] {
             assert_eq!(get(&vars, name), Some("/ca/bundle.pem"), "{name}");
         }
-        assert_eq!(get(&vars, "NODE_EXTRA_CA_CERTS"), Some("/ca/ca.pem"));
+        assert_eq!(
+            get(&vars, "NODE_EXTRA_CA_CERTS"),
+            Some("/ca/node-extra.pem")
+        );
+        assert_eq!(get(&vars, "WGETRC"), Some("/ca/wgetrc.conf"));
         assert_eq!(
             get(&vars, "HTTP_PROXY"),
             Some("http://a1@127.0.0.1:4000"),
             "no token, no colon"
         );
+    }
+
+    /// A CA made in `dir/name`: its `ca.pem` path and PEM text.
+    fn make_ca(dir: &Path, name: &str) -> (PathBuf, String) {
+        let ca = mitm::CertificateAuthority::load_or_create(&dir.join(name)).unwrap();
+        (ca.cert_path(), ca.cert_pem().to_owned())
+    }
+
+    /// The certificates of a PEM file, each as one PEM block.
+    fn certs_in(path: &Path) -> Vec<String> {
+        let mut bundle = CertBundle::new();
+        bundle.add_file(path).unwrap();
+        let pem = bundle.to_pem();
+        pem.split_inclusive("-----END CERTIFICATE-----\n")
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// One certificate, as `certs_in` writes it.
+    fn cert(pem: &str) -> String {
+        let mut bundle = CertBundle::new();
+        assert_eq!(bundle.add_pem(pem.as_bytes()), 1);
+        bundle.to_pem()
+    }
+
+    #[test]
+    fn without_user_cas_the_bundle_is_the_platform_roots_and_the_leash_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, pem) = make_ca(dir.path(), "leash");
+        let files = CaFiles::write_with(&ca, &pem, &UserTrust::default()).unwrap();
+        let mut expected = CertBundle::platform_roots();
+        expected.add_pem(pem.as_bytes());
+        assert_eq!(
+            std::fs::read_to_string(&files.bundle).unwrap(),
+            expected.to_pem()
+        );
+        assert_eq!(files.node_extra, ca, "Node gets the CA alone");
+        assert_eq!(files.ca, ca);
+        assert_eq!(files.bundle.parent(), ca.parent(), "beside the CA");
+        let wgetrc = std::fs::read_to_string(&files.wgetrc).unwrap();
+        assert_eq!(
+            wgetrc,
+            format!(
+                "{WGETRC_MARK}\nca_certificate = {}\n",
+                files.bundle.display()
+            )
+        );
+    }
+
+    #[test]
+    fn the_cas_the_user_already_trusted_stay_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, pem) = make_ca(dir.path(), "leash");
+        let (corporate, corporate_pem) = make_ca(dir.path(), "corporate");
+        let (node_only, node_pem) = make_ca(dir.path(), "node-only");
+        let user = UserTrust {
+            ssl_cert_file: Some(corporate),
+            node_extra_ca_certs: Some(node_only),
+            wgetrc: None,
+        };
+        let files = CaFiles::write_with(&ca, &pem, &user).unwrap();
+        let bundle = certs_in(&files.bundle);
+        let platform = CertBundle::platform_roots().len();
+        assert_eq!(
+            bundle[platform..],
+            [cert(&pem), cert(&corporate_pem), cert(&node_pem)],
+            "platform roots, the leash CA, then the user's CAs"
+        );
+        assert_eq!(
+            certs_in(&files.node_extra),
+            [cert(&pem), cert(&node_pem)],
+            "NODE_EXTRA_CA_CERTS: the leash CA plus the user's own"
+        );
+        assert!(files.node_extra.starts_with(dir.path().join("leash")));
+
+        // A shell that already evaluated `leash env` names these files; nothing is repeated.
+        let again = UserTrust {
+            ssl_cert_file: Some(files.bundle.clone()),
+            node_extra_ca_certs: Some(files.node_extra.clone()),
+            wgetrc: Some(files.wgetrc.clone()),
+        };
+        assert_eq!(CaFiles::write_with(&ca, &pem, &again).unwrap(), files);
+
+        // An unreadable or empty file is left out, not an error.
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "nothing here\n").unwrap();
+        let broken = UserTrust {
+            ssl_cert_file: Some(dir.path().join("missing.pem")),
+            node_extra_ca_certs: Some(empty),
+            wgetrc: Some(dir.path().join("missing.wgetrc")),
+        };
+        let files = CaFiles::write_with(&ca, &pem, &broken).unwrap();
+        assert_eq!(certs_in(&files.bundle).len(), platform + 1);
+        assert_eq!(files.node_extra, ca);
+    }
+
+    #[test]
+    fn the_wgetrc_keeps_the_users_settings_and_adds_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, pem) = make_ca(dir.path(), "leash");
+        let theirs = dir.path().join("wgetrc");
+        std::fs::write(&theirs, "tries = 3\nca_certificate = /old.pem\nquiet = on").unwrap();
+        let user = UserTrust {
+            wgetrc: Some(theirs),
+            ..UserTrust::default()
+        };
+        let files = CaFiles::write_with(&ca, &pem, &user).unwrap();
+        let text = std::fs::read_to_string(&files.wgetrc).unwrap();
+        let ours = format!("ca_certificate = {}", files.bundle.display());
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "tries = 3",
+                "ca_certificate = /old.pem",
+                "quiet = on",
+                WGETRC_MARK,
+                &ours
+            ],
+            "their lines first; the last ca_certificate wins"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&files.wgetrc)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "a wgetrc may hold passwords");
     }
 
     /// The words `sh` makes of `command`.

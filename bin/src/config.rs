@@ -147,7 +147,10 @@ macro_rules! redacted_debug {
 }
 
 redacted_debug!(AuthConfig {});
-redacted_debug!(AdminConfig { enabled, token_file });
+redacted_debug!(AdminConfig {
+    enabled,
+    token_file
+});
 
 /// `[log]`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

@@ -30,7 +30,11 @@ pub(crate) fn run(args: ConfigCheckArgs) -> Exit {
         }
     };
     let policy = config.policy().expect("Config::load checked the policy");
-    let warnings = policy::lint(&policy);
+    let mut warnings: Vec<String> = policy::lint(&policy)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    warnings.extend(config_warnings(&config));
     for warning in &warnings {
         eprintln!("warning: {}: {warning}", path.display());
     }
@@ -42,4 +46,17 @@ pub(crate) fn run(args: ConfigCheckArgs) -> Exit {
         warnings.len()
     );
     Exit::Ok
+}
+
+/// Warnings about the configuration beyond the policy's rules.
+fn config_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.admin.enabled && config.admin.token == leash::NO_ADMIN_TOKEN {
+        warnings.push(
+            "admin.token = \"none\": the admin API takes changes without a token, so any program \
+             that can reach its port can rewrite the policy"
+                .to_owned(),
+        );
+    }
+    warnings
 }

@@ -248,18 +248,25 @@ fn interception(config: &Config) -> Result<Option<Interception>, BuildError> {
         .ca_dir
         .clone()
         .unwrap_or_else(mitm::default_ca_dir);
-    Interception::new(&ca_dir, &config.mitm.upstream_ca)
-        .map(Some)
-        .map_err(BuildError::Mitm)
+    let interception =
+        Interception::new(&ca_dir, &config.mitm.upstream_ca).map_err(BuildError::Mitm)?;
+    let ca = interception.leaves.ca();
+    // Once, when the CA is new: the person must learn where it is and how clients come to trust it.
+    if ca.created() {
+        eprintln!(
+            "leash: created the MITM CA at {}; trust it with `leash env` or `leash exec` (they set \
+             SSL_CERT_FILE etc.) or add it to your system store",
+            ca.cert_path().display()
+        );
+    }
+    Ok(Some(interception))
 }
 
-/// The CA bundle children trust (system roots plus the leash CA) and the CA alone.
+/// The files children trust (SPEC §12): the bundle (system roots, the leash CA, the user's CAs),
+/// the CA alone, Node's extra CAs and a wgetrc.
 fn ca_files_for(interception: &Interception) -> Result<CaFiles, BuildError> {
     let ca = interception.leaves.ca();
-    Ok(CaFiles {
-        bundle: mitm::write_bundle(ca).map_err(BuildError::Mitm)?,
-        ca: ca.dir().join(mitm::CA_CERT_FILE),
-    })
+    CaFiles::write(&ca.cert_path(), ca.cert_pem()).map_err(BuildError::Mitm)
 }
 
 fn proxy_intercepts(config: &Config) -> bool {
@@ -349,6 +356,7 @@ impl Built {
         record.admin_token_file = self.admin_auth.file().map(Path::to_owned);
         record.mitm = self.env.ca.is_some();
         record.ca_bundle = self.env.ca.as_ref().map(|ca| ca.bundle.clone());
+        record.ca_cert = self.env.ca.as_ref().map(|ca| ca.ca.clone());
         record
     }
 

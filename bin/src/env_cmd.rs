@@ -1,6 +1,13 @@
 //! `leash env`: the SPEC §12 variables for a running proxy, as shell lines or JSON.
+//!
+//! With `--ready-file`, the ready record says whether the proxy intercepts TLS and with which CA;
+//! the trust files are written here, from this process's environment, since that is the one the
+//! printed variables replace (its `SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS` and wgetrc are kept).
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
@@ -29,7 +36,8 @@ pub(crate) struct EnvArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "sh")]
     shell: Shell,
-    /// Config file (for `allow_local` and MITM; else $LEASH_CONFIG, else ./leash.toml).
+    /// Config file (for `allow_local`, the token, and MITM when no ready record says; else
+    /// $LEASH_CONFIG, else ./leash.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -61,14 +69,16 @@ fn render(args: &EnvArgs) -> anyhow::Result<String> {
             args.attempt
         );
     }
-    let (http, socks) = addresses(args)?;
+    let proxy = proxy(args)?;
     let config = match Config::locate(args.config.as_deref()) {
         Some(path) => Config::load(&path)?,
         None => Config::default(),
     };
-    let ca = match config.mitm.enabled {
-        true => Some(ca_files(&config)?),
-        false => None,
+    let ca = match proxy.mitm {
+        Some(Mitm::On { ca_cert }) => Some(ca_files_from_record(&ca_cert)?),
+        Some(Mitm::Off) => None,
+        None if config.mitm.enabled => Some(ca_files(&config)?),
+        None => None,
     };
     let token = args
         .token
@@ -77,8 +87,8 @@ fn render(args: &EnvArgs) -> anyhow::Result<String> {
     // For `GIT_SSH_COMMAND`; without a path to this binary, ssh is simply not redirected.
     let leash_bin = std::env::current_exe().ok();
     let vars = child_env(&EnvSpec {
-        http,
-        socks,
+        http: proxy.http,
+        socks: proxy.socks,
         attempt: &args.attempt,
         token: token.as_deref(),
         allow_local_all: config.policy.allow_local == AllowLocalConfig::Flag(true),
@@ -101,27 +111,77 @@ fn render(args: &EnvArgs) -> anyhow::Result<String> {
     })
 }
 
-fn addresses(args: &EnvArgs) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
-    if let Some(path) = &args.ready_file {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let ready: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a ready record", path.display()))?;
-        let addr = |key: &str| {
-            ready[key]
-                .as_str()
-                .map(str::parse::<SocketAddr>)
-                .transpose()
-        };
-        let http = addr("http")?.context("the ready record has no HTTP address")?;
-        return Ok((http, addr("socks")?));
-    }
-    match args.http {
-        Some(http) => Ok((http, args.socks)),
-        None => bail!("give --ready-file FILE, or --http ADDR (and --socks ADDR)"),
+/// The running proxy, as the ready record or the flags describe it.
+#[derive(Debug)]
+struct Proxy {
+    http: SocketAddr,
+    socks: Option<SocketAddr>,
+    /// What the ready record says about TLS interception; `None` when nothing does.
+    mitm: Option<Mitm>,
+}
+
+#[derive(Debug)]
+enum Mitm {
+    Off,
+    On { ca_cert: PathBuf },
+}
+
+fn proxy(args: &EnvArgs) -> anyhow::Result<Proxy> {
+    match (&args.ready_file, args.http) {
+        (Some(path), _) => read_ready(path),
+        (None, Some(http)) => Ok(Proxy {
+            http,
+            socks: args.socks,
+            mitm: None,
+        }),
+        (None, None) => bail!("give --ready-file FILE, or --http ADDR (and --socks ADDR)"),
     }
 }
 
+fn read_ready(path: &Path) -> anyhow::Result<Proxy> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let ready: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a ready record", path.display()))?;
+    let addr = |key: &str| {
+        ready[key]
+            .as_str()
+            .map(str::parse::<SocketAddr>)
+            .transpose()
+    };
+    let http = addr("http")?.context("the ready record has no HTTP address")?;
+    let file = |key: &str| ready[key].as_str().map(PathBuf::from);
+    let mitm = match ready["mitm"].as_bool() {
+        Some(true) => {
+            // `ca_cert` names the CA; a record without it still has the bundle beside the CA.
+            let beside_bundle = file("ca_bundle").map(|b| b.with_file_name(mitm::CA_CERT_FILE));
+            let ca_cert = file("ca_cert")
+                .or(beside_bundle)
+                .context("the ready record says MITM is on but names no CA")?;
+            Some(Mitm::On { ca_cert })
+        }
+        Some(false) => Some(Mitm::Off),
+        None => None,
+    };
+    Ok(Proxy {
+        http,
+        socks: addr("socks")?,
+        mitm,
+    })
+}
+
+/// The trust files for the CA a ready record names (its certificate is all that is read).
+fn ca_files_from_record(ca_cert: &Path) -> anyhow::Result<CaFiles> {
+    let pem = std::fs::read_to_string(ca_cert).with_context(|| {
+        format!(
+            "reading the MITM CA the ready record names ({})",
+            ca_cert.display()
+        )
+    })?;
+    Ok(CaFiles::write(ca_cert, &pem)?)
+}
+
+/// The trust files for the CA of the config file (its key is checked as a proxy would).
 fn ca_files(config: &Config) -> anyhow::Result<CaFiles> {
     let dir = config
         .mitm
@@ -129,10 +189,7 @@ fn ca_files(config: &Config) -> anyhow::Result<CaFiles> {
         .clone()
         .unwrap_or_else(mitm::default_ca_dir);
     let ca = mitm::CertificateAuthority::load(&dir)?;
-    Ok(CaFiles {
-        bundle: mitm::write_bundle(&ca)?,
-        ca: ca.dir().join(mitm::CA_CERT_FILE),
-    })
+    Ok(CaFiles::write(&ca.cert_path(), ca.cert_pem())?)
 }
 
 /// Single quotes, with embedded quotes closed, escaped and reopened: safe for sh and fish.

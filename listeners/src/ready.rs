@@ -25,8 +25,11 @@ pub struct ReadyRecord {
     pub admin_token_file: Option<PathBuf>,
     /// Whether TLS interception is on.
     pub mitm: bool,
-    /// The CA bundle (system roots plus leash's CA) that clients must trust, with MITM on.
+    /// The CA bundle clients must trust, with MITM on: system roots, leash's CA, and the CAs
+    /// leash's own environment trusted (`SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS`).
     pub ca_bundle: Option<PathBuf>,
+    /// The leash CA certificate alone (`ca.pem`), with MITM on: what a system store would add.
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl ReadyRecord {
@@ -45,6 +48,7 @@ impl ReadyRecord {
             admin_token_file: None,
             mitm: false,
             ca_bundle: None,
+            ca_cert: None,
         }
     }
 

@@ -6,6 +6,7 @@ use std::{
     io::Write,
     os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use rcgen::{
@@ -29,12 +30,15 @@ pub struct CertificateAuthority {
     /// The issuer rcgen signs with: the CA's name and key (the stored certificate stays as it is).
     issuer: Certificate,
     key: KeyPair,
+    /// Whether this process created the CA (rather than finding it on disk).
+    created: bool,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertificateAuthority")
             .field("dir", &self.dir)
+            .field("created", &self.created)
             .finish_non_exhaustive()
     }
 }
@@ -62,14 +66,17 @@ fn expand_tilde(dir: &Path) -> PathBuf {
 }
 
 impl CertificateAuthority {
-    /// Loads the CA in `dir`, creating it first if neither file exists.
+    /// Loads the CA in `dir`, creating it first if neither file exists (`created` says which).
     pub fn load_or_create(dir: &Path) -> Result<CertificateAuthority, MitmError> {
         let dir = expand_tilde(dir);
         let (cert, key) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
-        if !cert.exists() && fs::symlink_metadata(&key).is_err() {
+        let created = !cert.exists() && fs::symlink_metadata(&key).is_err();
+        if created {
             create(&dir)?;
         }
-        CertificateAuthority::load(&dir)
+        let mut ca = CertificateAuthority::load(&dir)?;
+        ca.created = created;
+        Ok(ca)
     }
 
     /// Loads an existing CA; refuses an unsafe key.
@@ -99,6 +106,7 @@ impl CertificateAuthority {
             pem,
             issuer,
             key,
+            created: false,
         })
     }
 
@@ -110,6 +118,17 @@ impl CertificateAuthority {
     /// The CA certificate, PEM (what clients trust).
     pub fn cert_pem(&self) -> &str {
         &self.pem
+    }
+
+    /// The CA certificate's file, `ca.pem` in `dir`.
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.join(CA_CERT_FILE)
+    }
+
+    /// Whether `load_or_create` made this CA just now: the one time to tell a person where it
+    /// is and how to trust it (the library itself prints nothing).
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     pub(crate) fn issuer(&self) -> (&Certificate, &KeyPair) {
@@ -150,19 +169,29 @@ fn create(dir: &Path) -> Result<(), MitmError> {
     write_atomically(&dir.join(CA_CERT_FILE), cert.pem().as_bytes(), 0o644)
 }
 
-/// Writes a temporary file with `mode` from the start, then renames it into place.
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), MitmError> {
-    let temp = path.with_extension(format!("tmp.{}", std::process::id()));
+/// Writes a temporary file with `mode` from the start, then renames it into place. The temporary
+/// name is unique to this write, so threads writing the same file never share one.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), MitmError> {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let mut temp = path.as_os_str().to_owned();
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
+    temp.push(format!(".tmp.{}.{write}", std::process::id()));
+    let temp = PathBuf::from(temp);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(&temp)
         .map_err(MitmError::io(&temp))?;
-    file.write_all(bytes)
+    let written = file
+        .write_all(bytes)
         .and_then(|()| file.sync_all())
-        .map_err(MitmError::io(&temp))?;
-    fs::rename(&temp, path).map_err(MitmError::io(path))
+        .map_err(MitmError::io(&temp))
+        .and_then(|()| fs::rename(&temp, path).map_err(MitmError::io(path)));
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written
 }
 
 fn check_key_file(path: &Path) -> Result<(), MitmError> {
@@ -195,12 +224,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca_dir = dir.path().join("ca");
         let first = CertificateAuthority::load_or_create(&ca_dir).unwrap();
+        assert!(first.created(), "made here");
+        assert_eq!(first.cert_path(), ca_dir.join(CA_CERT_FILE));
         let mode = |name: &str| fs::metadata(ca_dir.join(name)).unwrap().mode() & 0o777;
         assert_eq!(mode(CA_KEY_FILE), 0o600);
         assert_eq!(mode(CA_CERT_FILE), 0o644);
         assert_eq!(fs::metadata(&ca_dir).unwrap().mode() & 0o777, 0o700);
         let again = CertificateAuthority::load_or_create(&ca_dir).unwrap();
         assert_eq!(first.cert_pem(), again.cert_pem(), "the CA is made once");
+        assert!(!again.created(), "found, not made");
+        assert!(!CertificateAuthority::load(&ca_dir).unwrap().created());
         assert!(
             fs::read_dir(&ca_dir).unwrap().count() == 2,
             "no temporary files left"

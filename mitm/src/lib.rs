@@ -1,7 +1,7 @@
 //! `mitm` owns TLS interception (SPEC §5): the local CA (created with rcgen, stored with strict
 //! file permissions, refused when its key is exposed), per-host leaf certificates behind an LRU
-//! cache with one reused key pair, and the upstream rustls client configuration (platform roots
-//! plus `mitm.upstream_ca`).
+//! cache with one reused key pair, the upstream rustls client configuration (platform roots plus
+//! `mitm.upstream_ca`), and the content-addressed PEM bundles children are told to trust.
 //!
 //! It knows TLS, not HTTP policy: the HTTP proxy decides every inner request.
 
@@ -12,7 +12,7 @@ mod leaf;
 mod upstream;
 
 pub use crate::{
-    bundle::write_bundle,
+    bundle::{write_content_addressed, CertBundle},
     ca::{default_ca_dir, CertificateAuthority, CA_CERT_FILE, CA_KEY_FILE},
     error::MitmError,
     leaf::LeafIssuer,

@@ -284,6 +284,24 @@ fn config_check_warns_about_dead_local_rules_and_limited_mode_without_mitm() {
 }
 
 #[test]
+fn config_check_warns_when_the_admin_token_is_turned_off() {
+    let dir = dir();
+    let file = dir.path().join("leash.toml");
+    fs::write(&file, "[admin]\ntoken = \"none\"\n").unwrap();
+    let out = leash(dir.path(), &["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("admin.token = \"none\": the admin API takes changes without a token"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(&file, "[admin]\nenabled = false\ntoken = \"none\"\n").unwrap();
+    let out = leash(dir.path(), &["config", "check", file.to_str().unwrap()]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+#[test]
 fn config_check_lints_and_reports_errors_with_file_and_key() {
     let dir = dir();
     let good = dir.path().join("good.toml");

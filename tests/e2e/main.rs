@@ -12,6 +12,7 @@ mod hints;
 mod http;
 mod limits;
 mod mitm;
+mod mitm_env;
 mod process;
 mod socks;
 mod tidy;
