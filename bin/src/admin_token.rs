@@ -74,6 +74,7 @@ impl TokenFile {
             .recursive(true)
             .mode(0o700)
             .create(dir)
+            .and_then(|()| private_dir(dir))
             .map_err(|e| with_path(e, dir))?;
         let temp = path.with_extension(format!("tmp{}", std::process::id()));
         let _ = fs::remove_file(&temp);
@@ -94,6 +95,21 @@ impl TokenFile {
             })?;
         Ok(TokenFile { path })
     }
+}
+
+/// `dir` is a real directory (not a link) of this user's, made `0700`: one that existed before
+/// (another user's, in a shared fallback such as `/tmp`) could let its owner swap the token.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(dir)?;
+    let ours = meta.uid() == rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || !ours {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "not a directory of this user's (a link, or another user's): refusing to put a token there",
+        ));
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
 impl Drop for TokenFile {
@@ -121,8 +137,11 @@ pub(crate) fn default_token_file() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| var("XDG_STATE_HOME").map(PathBuf::from))
         .or_else(|| var("HOME").map(|home| Path::new(&home).join(".local/state")))
-        .unwrap_or_else(std::env::temp_dir);
-    dir.join("leash").join(name)
+        .map(|dir| dir.join("leash"));
+    // The shared fallback gets a per-user name; `private_dir` refuses it if someone else made it.
+    let uid = rustix::process::geteuid().as_raw();
+    dir.unwrap_or_else(|| std::env::temp_dir().join(format!("leash-{uid}")))
+        .join(name)
 }
 
 /// Reads a token file written by `TokenFile::write` (for leash's own clients).
@@ -156,6 +175,25 @@ mod tests {
         assert_eq!(auth.file(), Some(path.as_path()));
         drop(auth);
         assert!(!path.exists(), "removed at exit");
+    }
+
+    #[test]
+    fn a_linked_or_foreign_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let refused = AdminAuth::resolve("", Some(&link.join("admin.token")));
+        assert!(refused.is_err(), "{refused:?}");
+        assert!(!elsewhere.join("admin.token").exists());
+        // An existing directory of ours with a wide mode is narrowed.
+        let wide = dir.path().join("wide");
+        fs::create_dir(&wide).unwrap();
+        fs::set_permissions(&wide, fs::Permissions::from_mode(0o777)).unwrap();
+        let _auth = AdminAuth::resolve("", Some(&wide.join("admin.token"))).unwrap();
+        let mode = fs::metadata(&wide).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
     }
 
     #[test]

@@ -254,8 +254,9 @@ fn interception(config: &Config) -> Result<Option<Interception>, BuildError> {
     // Once, when the CA is new: the person must learn where it is and how clients come to trust it.
     if ca.created() {
         eprintln!(
-            "leash: created the MITM CA at {}; trust it with `leash env` or `leash exec` (they set \
-             SSL_CERT_FILE etc.) or add it to your system store",
+            "leash: created the MITM CA at {}; programs trust it through `leash env` or `leash exec` \
+             (SSL_CERT_FILE and the like). Do not add it to the system's trust store: its key is \
+             readable by every program of this user",
             ca.cert_path().display()
         );
     }

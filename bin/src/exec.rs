@@ -36,7 +36,7 @@ pub(crate) struct ExecArgs {
     #[arg(long)]
     no_socks: bool,
     /// Run the admin API, with the bearer token from $LEASH_ADMIN_TOKEN (which the command
-    /// does not get).
+    /// does not get; a token from a file is refused, since the command could read the file).
     #[arg(long)]
     admin: bool,
     /// Run the command in its own user and network namespaces (Linux) whose only way out is
@@ -106,7 +106,7 @@ fn exec(args: ExecArgs) -> anyhow::Result<u8> {
     config.auth.token = leash::random_hex(16)?;
     config.admin.enabled = args.admin;
     if args.admin {
-        config.admin.token = admin_token(&config)?;
+        config.admin.token = admin_token()?;
     }
     config.log.violations = args
         .log
@@ -141,17 +141,22 @@ fn exec(args: ExecArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// The admin API's token for `--admin`: from `$LEASH_ADMIN_TOKEN`, else the config's own. A
-/// generated one would have to be written where the command could read it.
-fn admin_token(config: &Config) -> anyhow::Result<String> {
-    let token = std::env::var(ADMIN_TOKEN_VAR)
+/// The admin API's token for `--admin`: from `$LEASH_ADMIN_TOKEN` only. A generated one would have
+/// to be written somewhere, and the config file (like any file of the user's) is readable by the
+/// command; the variable is withheld from it, and leash's memory is not dumpable.
+fn admin_token() -> anyhow::Result<String> {
+    match std::env::var(ADMIN_TOKEN_VAR)
         .ok()
         .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| config.admin.token.clone());
-    match token.as_str() {
-        "" => bail!("--admin needs a token in ${ADMIN_TOKEN_VAR} (or admin.token in the config): the command must not be able to read it"),
-        leash::NO_ADMIN_TOKEN => bail!("--admin never runs without a token: the command could change the policy"),
-        _ => Ok(token),
+    {
+        Some(token) if token == leash::NO_ADMIN_TOKEN => {
+            bail!("--admin never runs without a token: the command could change the policy")
+        }
+        Some(token) => Ok(token),
+        None => bail!(
+            "--admin needs a token in ${ADMIN_TOKEN_VAR}: a token in a file (the config \
+             included) could be read by the command"
+        ),
     }
 }
 

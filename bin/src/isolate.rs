@@ -220,11 +220,13 @@ fn send(
     Ok(())
 }
 
-/// New user and network namespaces, our own ids mapped to themselves, loopback up.
+/// New user, network and mount namespaces, our own ids mapped to themselves, loopback up, and
+/// the well-known homes of unix sockets hidden.
 fn enter_namespaces() -> io::Result<()> {
     use nix::sched::{unshare, CloneFlags};
     let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
-    unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET).map_err(|errno| {
+    let flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS;
+    unshare(flags).map_err(|errno| {
         io::Error::other(format!(
             "--isolate needs user and network namespaces, which this system refuses ({errno}); \
              unprivileged user namespaces may be disabled (kernel.unprivileged_userns_clone, \
@@ -238,7 +240,35 @@ fn enter_namespaces() -> io::Result<()> {
     write("setgroups", "deny".to_owned())?;
     write("uid_map", format!("{0} {0} 1", uid.as_raw()))?;
     write("gid_map", format!("{0} {0} 1", gid.as_raw()))?;
+    hide_socket_homes()?;
     loopback_up().map_err(|e| io::Error::other(format!("--isolate: bringing loopback up: {e}")))
+}
+
+/// Unix sockets in the file system ignore network namespaces: the user's D-Bus (which can start
+/// programs outside, `systemd-run --user`), the system bus, a Docker socket, an SSH agent and
+/// X11 live under `/run` (`$XDG_RUNTIME_DIR` is `/run/user/UID`) and `/tmp/.X11-unix`. An empty
+/// tmpfs over each, in the command's own mount namespace, takes those doors away.
+fn hide_socket_homes() -> io::Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let failed =
+        |what: &str, errno: nix::Error| io::Error::other(format!("--isolate: {what}: {errno}"));
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| failed("making mounts private", e))?;
+    for home in ["/run", "/tmp/.X11-unix"] {
+        if !Path::new(home).is_dir() {
+            continue;
+        }
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mount(Some("tmpfs"), home, Some("tmpfs"), flags, Some("mode=0755"))
+            .map_err(|e| failed(&format!("hiding {home}"), e))?;
+    }
+    Ok(())
 }
 
 /// `ip link set lo up`, as one netlink request: the loopback interface is index 1 in every

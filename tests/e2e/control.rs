@@ -659,3 +659,52 @@ fn isolate_passes_on_signals_and_missing_commands_like_a_shell() {
         Some(126)
     );
 }
+
+/// Unix sockets in the file system ignore network namespaces (the user's D-Bus could start a
+/// program outside): `--isolate` hides `/run`, where they live, from the command.
+#[test]
+fn isolate_hides_the_unix_sockets_under_run() {
+    if !is_root() {
+        eprintln!("SKIPPED: a socket under /run needs root (CI runs as root)");
+        return;
+    }
+    let path = PathBuf::from(format!(
+        "/run/leash-test-{}.sock",
+        leash::random_hex(8).unwrap()
+    ));
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let connect = format!(
+        "import socket; s = socket.socket(socket.AF_UNIX); s.settimeout(3); s.connect({:?}); print('unix:connected')",
+        path.display().to_string()
+    );
+    let run = |isolate: bool| {
+        let mut command = Command::new(leash_bin());
+        command.env_remove("LEASH_CONFIG").args(["exec", "--quiet"]);
+        if isolate {
+            command.arg("--isolate");
+        }
+        command
+            .args(["--", "python3", "-c", &connect])
+            .output()
+            .expect("leash exec runs")
+    };
+    let reached = run(false);
+    let hidden = run(true);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        stdout(&reached).contains("unix:connected"),
+        "{}",
+        stderr(&reached)
+    );
+    assert!(
+        !stdout(&hidden).contains("unix:connected"),
+        "{}",
+        stdout(&hidden)
+    );
+    assert!(
+        stderr(&hidden).contains("FileNotFoundError"),
+        "{}",
+        stderr(&hidden)
+    );
+}
