@@ -27,10 +27,14 @@ pub(crate) struct ConnectArgs {
     /// The attempt id, with --ready-file [default: connect].
     #[arg(long, value_name = "ID", requires = "ready_file")]
     attempt: Option<String>,
-    /// The proxy password (`auth.token`), with --ready-file, if leash requires one.
+    /// The proxy password (`auth.token`), with --ready-file, if leash requires one. Visible to
+    /// other users in the process list: prefer $LEASH_PROXY_TOKEN, read when this is absent.
     #[arg(long, value_name = "TOKEN", requires = "ready_file")]
     token: Option<String>,
 }
+
+/// Where `--ready-file` users may put the proxy token instead of the command line.
+const PROXY_TOKEN_VAR: &str = "LEASH_PROXY_TOKEN";
 
 /// leash's SOCKS5 listener and what to tell it.
 #[derive(Debug, PartialEq, Eq)]
@@ -88,7 +92,10 @@ fn locate(args: &ConnectArgs) -> anyhow::Result<Endpoint> {
         return Ok(Endpoint {
             proxy: ready_socks(path)?,
             attempt: Some(attempt),
-            token: args.token.clone(),
+            token: args
+                .token
+                .clone()
+                .or_else(|| std::env::var(PROXY_TOKEN_VAR).ok().filter(|t| !t.is_empty())),
         });
     }
     let url = ["ALL_PROXY", "all_proxy"]
