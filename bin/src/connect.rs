@@ -92,10 +92,11 @@ fn locate(args: &ConnectArgs) -> anyhow::Result<Endpoint> {
         return Ok(Endpoint {
             proxy: ready_socks(path)?,
             attempt: Some(attempt),
-            token: args
-                .token
-                .clone()
-                .or_else(|| std::env::var(PROXY_TOKEN_VAR).ok().filter(|t| !t.is_empty())),
+            token: args.token.clone().or_else(|| {
+                std::env::var(PROXY_TOKEN_VAR)
+                    .ok()
+                    .filter(|t| !t.is_empty())
+            }),
         });
     }
     let url = ["ALL_PROXY", "all_proxy"]
