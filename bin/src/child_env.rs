@@ -263,8 +263,8 @@ fn shell_word(word: &str) -> String {
     }
 }
 
-/// Single quotes, with embedded quotes closed, escaped and reopened.
-fn shell_quote(text: &str) -> String {
+/// Single quotes, with embedded quotes closed, escaped and reopened: one word for sh and fish.
+pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 

@@ -102,11 +102,11 @@ fn render(args: &EnvArgs) -> anyhow::Result<String> {
         ),
         Shell::Sh => vars
             .iter()
-            .map(|(k, v)| format!("export {k}={}\n", quote(v)))
+            .map(|(k, v)| format!("export {k}={}\n", leash::shell_quote(v)))
             .collect(),
         Shell::Fish => vars
             .iter()
-            .map(|(k, v)| format!("set -gx {k} {}\n", quote(v)))
+            .map(|(k, v)| format!("set -gx {k} {}\n", leash::shell_quote(v)))
             .collect(),
     })
 }
@@ -190,9 +190,4 @@ fn ca_files(config: &Config) -> anyhow::Result<CaFiles> {
         .unwrap_or_else(mitm::default_ca_dir);
     let ca = mitm::CertificateAuthority::load(&dir)?;
     Ok(CaFiles::write(&ca.cert_path(), ca.cert_pem())?)
-}
-
-/// Single quotes, with embedded quotes closed, escaped and reopened: safe for sh and fish.
-fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "'\\''"))
 }

@@ -18,10 +18,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener},
     os::{
         fd::{AsFd, OwnedFd},
-        unix::{
-            net::{UnixListener, UnixStream},
-            process::CommandExt,
-        },
+        unix::{net::UnixStream, process::CommandExt},
     },
     path::{Path, PathBuf},
     process::ExitCode,
@@ -84,7 +81,8 @@ pub(crate) async fn spawn(
     withheld: &str,
 ) -> anyhow::Result<Handover> {
     let channel_path = scratch.join("isolate.sock");
-    let channel = UnixListener::bind(&channel_path).context("creating the isolation channel")?;
+    let channel =
+        tokio::net::UnixListener::bind(&channel_path).context("creating the isolation channel")?;
     let mut helper = tokio::process::Command::new(std::env::current_exe()?);
     helper.arg(HELPER).arg("--channel").arg(&channel_path);
     for port in ports {
@@ -98,9 +96,16 @@ pub(crate) async fn spawn(
     let child = helper.spawn().context("starting the isolation helper")?;
     let pid = child.id().context("the isolation helper exited at once")?;
     let expected = ports.len();
-    let taken = tokio::task::spawn_blocking(move || take_handover(&channel, pid, expected));
-    let (channel, listeners) = taken.await??;
+    let accepted = tokio::time::timeout(HANDOVER, channel.accept()).await;
+    drop(channel);
     let _ = std::fs::remove_file(&channel_path);
+    let stream = match accepted {
+        Ok(accepted) => accepted.context("accepting the isolation helper")?.0,
+        Err(_) => bail!("the isolation helper did not report within {HANDOVER:?}"),
+    };
+    let stream = stream.into_std()?;
+    let taken = tokio::task::spawn_blocking(move || take_handover(stream, pid, expected));
+    let (channel, listeners) = taken.await??;
     Ok(Handover {
         child,
         listeners,
@@ -108,27 +113,13 @@ pub(crate) async fn spawn(
     })
 }
 
-/// Accepts the helper's one connection (checked by pid) and receives its listeners, or the
-/// error it reports.
+/// Checks that the one connection taken is the helper's (by pid) and receives its listeners, or
+/// the error it reports.
 fn take_handover(
-    channel: &UnixListener,
+    stream: UnixStream,
     helper: u32,
     expected: usize,
 ) -> anyhow::Result<(UnixStream, Vec<TcpListener>)> {
-    channel.set_nonblocking(true)?;
-    let deadline = std::time::Instant::now() + HANDOVER;
-    let stream = loop {
-        match channel.accept() {
-            Ok((stream, _)) => break stream,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if std::time::Instant::now() > deadline {
-                    bail!("the isolation helper did not report within {HANDOVER:?}");
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => return Err(e).context("accepting the isolation helper"),
-        }
-    };
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(HANDOVER))?;
     let peer = rustix::net::sockopt::socket_peercred(&stream)?;

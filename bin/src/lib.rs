@@ -14,7 +14,7 @@ mod hub;
 
 pub use crate::{
     admin_token::{random_hex, read_token_file, NO_ADMIN_TOKEN},
-    child_env::{child_env, CaFiles, EnvSpec},
+    child_env::{child_env, shell_quote, CaFiles, EnvSpec},
     config::{
         AdminConfig, AuthConfig, Config, ConfigError, LimitsConfig, ListenConfig, LogConfig,
         MitmConfig, Rotation, SocksConfig,
