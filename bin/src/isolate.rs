@@ -306,3 +306,43 @@ fn bind_ports(ports: &[u16]) -> io::Result<Vec<TcpListener>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The helper's end of a channel, with this process's pid as its peer.
+    fn channel_with(message: &[u8]) -> UnixStream {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        send(&theirs, message, &[]).unwrap();
+        ours
+    }
+
+    #[test]
+    fn a_handover_from_another_process_is_refused() {
+        let someone_else = std::process::id() + 1;
+        let error = take_handover(channel_with(&[0]), someone_else, 0).unwrap_err();
+        assert!(error.to_string().contains("another process"), "{error}");
+    }
+
+    #[test]
+    fn a_malformed_or_short_handover_is_refused() {
+        let me = std::process::id();
+        for message in [&[7u8][..], &[0], &[]] {
+            // One listener expected: a message without descriptors, or of an unknown kind.
+            let refused = take_handover(channel_with(message), me, 1);
+            assert!(refused.is_err(), "{message:?}");
+        }
+    }
+
+    #[test]
+    fn the_helpers_own_error_is_passed_on() {
+        let mut message = vec![1u8];
+        message.extend(b"--isolate needs user and network namespaces");
+        let error = take_handover(channel_with(&message), std::process::id(), 1).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--isolate needs user and network namespaces"
+        );
+    }
+}
