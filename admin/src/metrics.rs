@@ -1,98 +1,124 @@
-//! `/metrics` in the Prometheus text format, from counters that are atomics on the hot path.
+//! `/metrics`: the counters live as atomics on the hot path (the violation log's `DecisionCounts`,
+//! the dialer's `Tunnels`); a scrape reads them into prometheus-client's encoder, which owns the
+//! exposition format (OpenMetrics text: `# HELP`/`# TYPE`, label escaping, `_total`, `# EOF`).
 
-use std::fmt::Write;
+use std::sync::Arc;
 
 use listeners::Tunnels;
 use policy::Protocol;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{
+        counter::ConstCounter,
+        gauge::ConstGauge,
+        MetricType::{Counter, Gauge},
+    },
+    registry::Registry,
+};
 use violations::ViolationLog;
 
+/// The content type of what [`render`] returns.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Renders every metric.
-pub(crate) fn render(log: Option<&ViolationLog>, tunnels: &Tunnels) -> String {
-    let rows = log.map(|log| log.counts().snapshot()).unwrap_or_default();
+pub(crate) fn render(log: Option<Arc<ViolationLog>>, tunnels: Arc<Tunnels>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape { log, tunnels }));
     let mut out = String::new();
-    metric(
-        &mut out,
-        "leash_requests_total",
-        "counter",
-        "Requests and connections decided, by protocol.",
-    );
-    for protocol in Protocol::ALL {
-        let total: u64 = rows
-            .iter()
-            .filter(|(p, _, _)| *p == protocol)
-            .map(|(_, _, n)| n)
-            .sum();
-        let _ = writeln!(
-            out,
-            "leash_requests_total{{protocol=\"{protocol}\"}} {total}"
-        );
-    }
-    metric(
-        &mut out,
-        "leash_decisions_total",
-        "counter",
-        "Decisions by protocol, verdict and reason.",
-    );
-    for (protocol, outcome, count) in &rows {
-        let (decision, reason) = match *outcome {
-            "allow" => ("allow", ""),
-            "allowlist_miss" => ("ask", "allowlist_miss"),
-            reason => ("deny", reason),
-        };
-        let _ = writeln!(
-            out,
-            "leash_decisions_total{{protocol=\"{protocol}\",decision=\"{decision}\",reason=\"{reason}\"}} {count}"
-        );
-    }
-    metric(
-        &mut out,
-        "leash_tunnel_bytes_total",
-        "counter",
-        "Bytes relayed through tunnels.",
-    );
-    let _ = writeln!(
-        out,
-        "leash_tunnel_bytes_total{{direction=\"up\"}} {}",
-        tunnels.bytes_up()
-    );
-    let _ = writeln!(
-        out,
-        "leash_tunnel_bytes_total{{direction=\"down\"}} {}",
-        tunnels.bytes_down()
-    );
-    metric(
-        &mut out,
-        "leash_forwarded_bytes_total",
-        "counter",
-        "HTTP body bytes forwarded (absolute-form and intercepted requests).",
-    );
-    let _ = writeln!(
-        out,
-        "leash_forwarded_bytes_total{{direction=\"up\"}} {}",
-        tunnels.forwarded_up()
-    );
-    let _ = writeln!(
-        out,
-        "leash_forwarded_bytes_total{{direction=\"down\"}} {}",
-        tunnels.forwarded_down()
-    );
-    metric(&mut out, "leash_open_tunnels", "gauge", "Tunnels open now.");
-    let _ = writeln!(out, "leash_open_tunnels {}", tunnels.open_count());
-    metric(
-        &mut out,
-        "leash_log_errors_total",
-        "counter",
-        "Violation-log lines that could not be written.",
-    );
-    let _ = writeln!(
-        out,
-        "leash_log_errors_total {}",
-        log.map_or(0, ViolationLog::log_errors)
-    );
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
     out
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// What one scrape reads.
+#[derive(Debug)]
+struct Scrape {
+    log: Option<Arc<ViolationLog>>,
+    tunnels: Arc<Tunnels>,
+}
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let rows = self
+            .log
+            .as_ref()
+            .map(|log| log.counts().snapshot())
+            .unwrap_or_default();
+        let requests = Protocol::ALL.map(|protocol| {
+            let total = rows
+                .iter()
+                .filter(|r| r.protocol == protocol)
+                .map(|r| r.count);
+            (vec![("protocol", protocol.as_str())], total.sum())
+        });
+        let help = "Requests and connections decided, by protocol.";
+        counters(&mut encoder, "leash_requests", help, &requests)?;
+
+        let decisions: Vec<(Labels<'_>, u64)> = rows
+            .iter()
+            .map(|row| {
+                let labels = vec![
+                    ("protocol", row.protocol.as_str()),
+                    ("decision", row.verdict.as_str()),
+                    ("reason", row.reason.unwrap_or("")),
+                ];
+                (labels, row.count)
+            })
+            .collect();
+        let help = "Decisions by protocol, verdict and reason.";
+        counters(&mut encoder, "leash_decisions", help, &decisions)?;
+
+        let tunnels = &self.tunnels;
+        let help = "Bytes relayed through tunnels.";
+        let bytes = [(up(), tunnels.bytes_up()), (down(), tunnels.bytes_down())];
+        counters(&mut encoder, "leash_tunnel_bytes", help, &bytes)?;
+        let help = "HTTP body bytes forwarded (absolute-form and intercepted requests).";
+        let bytes = [
+            (up(), tunnels.forwarded_up()),
+            (down(), tunnels.forwarded_down()),
+        ];
+        counters(&mut encoder, "leash_forwarded_bytes", help, &bytes)?;
+
+        let open = ConstGauge::new(i64::try_from(tunnels.open_count()).unwrap_or(i64::MAX));
+        open.encode(encoder.encode_descriptor(
+            "leash_open_tunnels",
+            "Tunnels open now.",
+            None,
+            Gauge,
+        )?)?;
+
+        let errors = self.log.as_ref().map_or(0, |log| log.log_errors());
+        let help = "Violation-log lines that could not be written.";
+        counters(&mut encoder, "leash_log_errors", help, &[(vec![], errors)])
+    }
+}
+
+fn up() -> Labels<'static> {
+    vec![("direction", "up")]
+}
+
+fn down() -> Labels<'static> {
+    vec![("direction", "down")]
+}
+
+/// One counter family: a `# HELP`/`# TYPE` pair, then a sample per label set.
+fn counters(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: &[(Labels<'_>, u64)],
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, Counter)?;
+    if let [(labels, value)] = samples {
+        if labels.is_empty() {
+            return ConstCounter::new(*value).encode(family);
+        }
+    }
+    for (labels, value) in samples {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
 }

@@ -71,7 +71,11 @@ pub(crate) async fn route(
         (Method::POST, "/mode") => set_mode(admin, req).await,
         (Method::POST, "/reload") => reload(admin),
         (method, "/rules") => rules(admin, req, method == Method::POST).await,
-        (Method::GET, "/metrics") => text(metrics::render(admin.log.as_deref(), &admin.tunnels)),
+        (Method::GET, "/metrics") => respond(
+            StatusCode::OK,
+            metrics::CONTENT_TYPE,
+            metrics::render(admin.log.clone(), admin.tunnels.clone()),
+        ),
         _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }
@@ -293,10 +297,6 @@ fn percent_decode(text: &str) -> String {
 
 fn ok(value: Value) -> AdminResponse {
     respond(StatusCode::OK, "application/json", value.to_string())
-}
-
-fn text(body: String) -> AdminResponse {
-    respond(StatusCode::OK, "text/plain; version=0.0.4", body)
 }
 
 fn error(status: StatusCode, message: &str) -> AdminResponse {

@@ -11,7 +11,7 @@ use policy::{Mode, Policy, PolicyBuilder, PolicyConfig, PolicyError};
 use serde::{Deserialize, Serialize};
 use serde_with::{serde_as, DisplayFromStr};
 
-use crate::duration::HumanDuration;
+use crate::duration::{ConnectionCount, HeadSize, Timeout};
 
 /// The whole configuration file; every table and key is optional.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -190,44 +190,45 @@ pub enum Rotation {
     Daily,
 }
 
-/// `[limits]`.
+/// `[limits]`: each value is checked when the file is read (see `duration.rs`), so a limit that
+/// would refuse everything never reaches a running proxy.
 #[serde_as]
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Upstream TCP connect timeout.
     #[serde_as(as = "DisplayFromStr")]
-    pub connect_timeout: HumanDuration,
+    pub connect_timeout: Timeout,
     /// DNS lookup timeout.
     #[serde_as(as = "DisplayFromStr")]
-    pub dns_timeout: HumanDuration,
+    pub dns_timeout: Timeout,
     /// Idle timeout of tunnels (no byte either way).
     #[serde_as(as = "DisplayFromStr")]
-    pub idle_timeout: HumanDuration,
+    pub idle_timeout: Timeout,
     /// Time a client has to send a request head, and to start the next one on a kept-alive
     /// connection (an addition to SPEC §10's keys).
     #[serde_as(as = "DisplayFromStr")]
-    pub header_timeout: HumanDuration,
+    pub header_timeout: Timeout,
     /// Time an upstream has to answer a forwarded request (an addition to SPEC §10's keys).
     #[serde_as(as = "DisplayFromStr")]
-    pub upstream_timeout: HumanDuration,
+    pub upstream_timeout: Timeout,
     /// The largest request head accepted (bytes).
-    pub max_request_head: usize,
+    pub max_request_head: HeadSize,
     /// The most client connections served at once.
-    pub max_connections: usize,
+    pub max_connections: ConnectionCount,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        let secs = |s| HumanDuration(std::time::Duration::from_secs(s));
+        let secs = |s| Timeout::new(std::time::Duration::from_secs(s)).expect("a valid default");
         LimitsConfig {
             connect_timeout: secs(10),
             dns_timeout: secs(5),
             idle_timeout: secs(300),
             header_timeout: secs(30),
             upstream_timeout: secs(60),
-            max_request_head: 65536,
-            max_connections: 4096,
+            max_request_head: HeadSize::new(65536).expect("a valid default"),
+            max_connections: ConnectionCount::new(4096).expect("a valid default"),
         }
     }
 }

@@ -169,8 +169,11 @@ impl LeashBuilder {
             .flatten()
             .map(|a| a.port())
             .collect();
-        let mut dialer = Dialer::new(config.limits.dns_timeout.0, config.limits.connect_timeout.0)
-            .with_own_ports(&own_ports);
+        let mut dialer = Dialer::new(
+            config.limits.dns_timeout.get(),
+            config.limits.connect_timeout.get(),
+        )
+        .with_own_ports(&own_ports);
         if let Some(resolver) = self.resolver {
             dialer = dialer.with_resolver(resolver);
         }
@@ -302,19 +305,19 @@ fn socks_options(config: &Config) -> SocksOptions {
     SocksOptions {
         token: Some(config.auth.token.clone()).filter(|t| !t.is_empty()),
         udp: config.socks.udp,
-        handshake_timeout: config.limits.header_timeout.0,
-        idle_timeout: config.limits.idle_timeout.0,
-        max_connections: config.limits.max_connections,
+        handshake_timeout: config.limits.header_timeout.get(),
+        idle_timeout: config.limits.idle_timeout.get(),
+        max_connections: config.limits.max_connections.get(),
     }
 }
 
 fn limits(config: &Config) -> Limits {
     Limits {
-        header_timeout: config.limits.header_timeout.0,
-        idle_timeout: config.limits.idle_timeout.0,
-        upstream_timeout: config.limits.upstream_timeout.0,
-        max_request_head: config.limits.max_request_head,
-        max_connections: config.limits.max_connections,
+        header_timeout: config.limits.header_timeout.get(),
+        idle_timeout: config.limits.idle_timeout.get(),
+        upstream_timeout: config.limits.upstream_timeout.get(),
+        max_request_head: config.limits.max_request_head.get(),
+        max_connections: config.limits.max_connections.get(),
     }
 }
 

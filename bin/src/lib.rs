@@ -19,7 +19,7 @@ pub use crate::{
         AdminConfig, AuthConfig, Config, ConfigError, LimitsConfig, ListenConfig, LogConfig,
         MitmConfig, Rotation, SocksConfig,
     },
-    duration::HumanDuration,
+    duration::{Bounded, ConnectionCount, HeadSize, Timeout},
     embed::{Addrs, BuildError, Built, Leash, LeashBuilder, Listener, Running},
     hot::HotPolicy,
     hub::ConfigOverlay,

@@ -29,7 +29,6 @@ mod decision;
 mod engine;
 mod escape;
 mod explain;
-mod fxhash;
 mod host;
 mod ipv4;
 mod lint;

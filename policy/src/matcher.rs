@@ -9,8 +9,11 @@ use std::{
     sync::Arc,
 };
 
+// FxHash: SipHash's flooding resistance buys nothing here (the keys come from the operator's own
+// rules), and lookups are on every request's hot path.
+use rustc_hash::FxHashMap;
+
 use crate::{
-    fxhash::FxHashMap,
     host::Host,
     net::{mask_v4, mask_v6},
     rule::{PortRange, Rule, RuleHost},

@@ -137,19 +137,23 @@ async fn every_endpoint_answers_its_shape_and_errors_are_json() {
     let (status, metrics) = call(&admin, "GET", "/metrics", None, t).await;
     assert_eq!(status, 200);
     let metrics = metrics.as_str().unwrap().to_owned();
-    for name in [
-        "leash_requests_total",
-        "leash_decisions_total",
-        "leash_tunnel_bytes_total",
-        "leash_forwarded_bytes_total",
-        "leash_open_tunnels",
-        "leash_log_errors_total",
+    // OpenMetrics text: a family's `# TYPE` names it without `_total`, its samples carry it.
+    for (family, kind) in [
+        ("leash_requests", "counter"),
+        ("leash_decisions", "counter"),
+        ("leash_tunnel_bytes", "counter"),
+        ("leash_forwarded_bytes", "counter"),
+        ("leash_open_tunnels", "gauge"),
+        ("leash_log_errors", "counter"),
     ] {
         assert!(
-            metrics.contains(&format!("# TYPE {name}")),
-            "{name} missing:\n{metrics}"
+            metrics.contains(&format!("# TYPE {family} {kind}\n")),
+            "{family} missing:\n{metrics}"
         );
+        assert!(metrics.contains(&format!("# HELP {family} ")), "{metrics}");
     }
+    assert!(metrics.contains("leash_log_errors_total 0\n"), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
 
     // Errors.
     let (status, body) = call(&admin, "PUT", "/health", None, t).await;

@@ -69,7 +69,7 @@ async fn overflow_with_every_connection_busy_is_a_clean_503() {
         &[],
         &[format!("127.0.0.1:{}", origin.port())],
     );
-    config.limits.max_connections = 2;
+    config.limits.max_connections = leash::ConnectionCount::new(2).unwrap();
     let proxy = start_proxy(config, resolver, None);
     let mut tunnels = Vec::new();
     for _ in 0..2 {

@@ -48,7 +48,7 @@ max_connections = 4096
 "#;
     let config = Config::parse(text, Path::new("leash.toml")).unwrap();
     assert_eq!(config.policy.allow.len(), 3);
-    assert_eq!(config.limits.idle_timeout.0.as_secs(), 300);
+    assert_eq!(config.limits.idle_timeout.get().as_secs(), 300);
     let mut expected = Config {
         policy: config.policy.clone(),
         ..Config::default()
@@ -91,9 +91,9 @@ fn errors_name_file_key_and_expectation() {
         "{e}"
     );
 
-    let e = error("[limits]\ndns_timeout = \"5 seconds\"\n");
+    let e = error("[limits]\ndns_timeout = \"5 parsecs\"\n");
     assert!(e.contains("key `limits.dns_timeout`"), "{e}");
-    assert!(e.contains("expected a number with ms, s, m or h"), "{e}");
+    assert!(e.contains("expected a number with a unit"), "{e}");
 
     let e = error("[listen]\nhttp = \"localhost\"\n");
     assert!(e.contains("key `listen.http`"), "{e}");
@@ -109,6 +109,80 @@ fn errors_name_file_key_and_expectation() {
 
     let e = error("[policy\n");
     assert!(e.starts_with("leash.toml:1:"), "{e}");
+}
+
+/// Limits that would make the proxy refuse everything (or overflow a deadline) are refused at
+/// load, each naming file, line, key and the accepted range.
+#[test]
+fn nonsense_limits_are_refused_at_load() {
+    let cases = [
+        (
+            "max_connections = 0",
+            "limits.max_connections",
+            "expected 1 to 1048576",
+        ),
+        (
+            "max_connections = 2000000",
+            "limits.max_connections",
+            "expected 1 to 1048576",
+        ),
+        (
+            "max_request_head = 0",
+            "limits.max_request_head",
+            "expected 1024 to 1048576",
+        ),
+        (
+            "max_request_head = 100",
+            "limits.max_request_head",
+            "expected 1024 to 1048576",
+        ),
+        (
+            "max_request_head = -1",
+            "limits.max_request_head",
+            "invalid value",
+        ),
+        (
+            "connect_timeout = \"0s\"",
+            "limits.connect_timeout",
+            "expected more than 0",
+        ),
+        (
+            "dns_timeout = \"0ms\"",
+            "limits.dns_timeout",
+            "expected more than 0",
+        ),
+        (
+            "idle_timeout = \"0m\"",
+            "limits.idle_timeout",
+            "expected more than 0",
+        ),
+        (
+            "header_timeout = \"0s\"",
+            "limits.header_timeout",
+            "expected more than 0",
+        ),
+        (
+            "upstream_timeout = \"0h\"",
+            "limits.upstream_timeout",
+            "expected more than 0",
+        ),
+        (
+            "idle_timeout = \"400days\"",
+            "limits.idle_timeout",
+            "at most 30 days",
+        ),
+    ];
+    for (line, key, expected) in cases {
+        let e = error(&format!("mode = \"full\"\n[limits]\n{line}\n"));
+        assert!(
+            e.starts_with(&format!("leash.toml:3: key `{key}`:")),
+            "{line}: {e}"
+        );
+        assert!(e.contains(expected), "{line}: {e}");
+    }
+    let edge = "[limits]\nmax_connections = 1\nmax_request_head = 1024\nidle_timeout = \"1ms\"\n";
+    let config = Config::parse(edge, Path::new("leash.toml")).unwrap();
+    assert_eq!(config.limits.max_connections.get(), 1);
 }
 
 #[test]
