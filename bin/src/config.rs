@@ -7,6 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use listeners::RelayMode;
 use policy::{Mode, Policy, PolicyBuilder, PolicyConfig, PolicyError};
 use serde::{Deserialize, Serialize};
 use serde_with::{serde_as, DisplayFromStr};
@@ -35,6 +36,18 @@ pub struct Config {
     pub log: LogConfig,
     /// Limits and timeouts.
     pub limits: LimitsConfig,
+    /// How tunnels move bytes.
+    pub tunnel: TunnelConfig,
+}
+
+/// `[tunnel]` (an addition to SPEC §10).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelConfig {
+    /// `"splice"` (kernel to kernel on Linux; elsewhere the same as `"copy"`) or `"copy"`
+    /// (through user space: the portable path, also a way around a kernel that refuses
+    /// `splice(2)`).
+    pub relay: RelayMode,
 }
 
 /// `[listen]`.

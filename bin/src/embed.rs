@@ -308,6 +308,7 @@ fn socks_options(config: &Config) -> SocksOptions {
         handshake_timeout: config.limits.header_timeout.get(),
         idle_timeout: config.limits.idle_timeout.get(),
         max_connections: config.limits.max_connections.get(),
+        relay: config.tunnel.relay,
     }
 }
 
@@ -318,6 +319,7 @@ fn limits(config: &Config) -> Limits {
         upstream_timeout: config.limits.upstream_timeout.get(),
         max_request_head: config.limits.max_request_head.get(),
         max_connections: config.limits.max_connections.get(),
+        relay: config.tunnel.relay,
     }
 }
 

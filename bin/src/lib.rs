@@ -17,7 +17,7 @@ pub use crate::{
     child_env::{child_env, shell_quote, CaFiles, EnvSpec},
     config::{
         AdminConfig, AuthConfig, Config, ConfigError, LimitsConfig, ListenConfig, LogConfig,
-        MitmConfig, Rotation, SocksConfig,
+        MitmConfig, Rotation, SocksConfig, TunnelConfig,
     },
     duration::{Bounded, ConnectionCount, HeadSize, Timeout},
     embed::{Addrs, BuildError, Built, Leash, LeashBuilder, Listener, Running},

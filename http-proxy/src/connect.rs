@@ -11,7 +11,7 @@ use hyper::{
     Request, Response, StatusCode,
 };
 use hyper_util::rt::TokioIo;
-use listeners::{relay, relay_sockets, DialError, Dialed, TunnelHandle, TunnelInfo};
+use listeners::{relay, relay_sockets, DialError, Dialed, RelayMode, TunnelHandle, TunnelInfo};
 use policy::{is_approved, BlockReason, Decision, Protocol, Request as PolicyRequest, Target};
 
 use crate::{
@@ -89,13 +89,13 @@ pub(crate) async fn handle(
         Err(refusal) => return proxy.block(&scope, refusal, &subject),
     };
     proxy.record_allowed(&scope, decision, Protocol::Connect, || subject);
-    let idle = proxy.limits.idle_timeout;
+    let (idle, mode) = (proxy.limits.idle_timeout, proxy.limits.relay);
     // An open tunnel keeps its client connection busy: it is never evicted as idle.
     let busy = scope.connection.as_ref().map(|c| c.busy());
     tokio::spawn(async move {
         let _busy = busy;
         match on_upgrade.await {
-            Ok(upgraded) => relay_upgraded(upgraded, dialed, idle, tunnel).await,
+            Ok(upgraded) => relay_upgraded(upgraded, dialed, idle, mode, tunnel).await,
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
     });
@@ -108,12 +108,13 @@ async fn relay_upgraded(
     upgraded: Upgraded,
     dialed: Dialed,
     idle: std::time::Duration,
+    mode: RelayMode,
     tunnel: TunnelHandle,
 ) {
     match upgraded.downcast::<TokioIo<crate::server::ClientStream>>() {
         Ok(parts) => {
             let client = parts.io.into_inner().into_inner();
-            relay_sockets(client, &parts.read_buf, dialed.stream, idle, tunnel).await;
+            relay_sockets(client, &parts.read_buf, dialed.stream, idle, mode, tunnel).await;
         }
         Err(upgraded) => relay(TokioIo::new(upgraded), dialed.stream, idle, tunnel).await,
     }

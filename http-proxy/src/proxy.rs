@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{body::Incoming, Method, Request, Response, StatusCode};
-use listeners::{Connection, Dialer};
+use listeners::{Connection, Dialer, RelayMode};
 use mitm::Interception;
 use policy::{
     decide_with, BlockReason, Decider, Decision, DecisionEvent, DecisionSink, PolicyEngine,
@@ -31,6 +31,8 @@ pub struct Limits {
     pub max_request_head: usize,
     /// Client connections served at once; more are closed on accept.
     pub max_connections: usize,
+    /// How tunnel bytes are moved.
+    pub relay: RelayMode,
 }
 
 /// The HTTP proxy: what every connection shares.

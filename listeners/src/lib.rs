@@ -25,7 +25,7 @@ pub use crate::{
     intercept::Interceptor,
     observe::{Observed, ReadObserver},
     ready::ReadyRecord,
-    relay::{relay, relay_sockets},
+    relay::{relay, relay_sockets, RelayMode},
     reserve::{ListenError, ListenPlan, Reserved},
     tunnels::{TunnelHandle, TunnelInfo, Tunnels},
 };

@@ -1,7 +1,8 @@
 //! Relaying bytes between a client and an upstream connection, for every tunnelling path
 //! (`CONNECT`, SOCKS5): both directions until one side closes, or until no byte has moved for the
 //! idle timeout. Two plain sockets go through [`relay_sockets`], which on Linux moves the bytes
-//! kernel to kernel (`splice(2)`, see `splice.rs`); anything else is copied through user space.
+//! kernel to kernel (`splice(2)`, see `splice.rs`) unless told to copy ([`RelayMode`]); anything
+//! else is copied through user space.
 
 use std::{
     sync::{
@@ -45,38 +46,78 @@ where
     }
 }
 
+/// How [`relay_sockets`] moves a tunnel's bytes (`tunnel.relay` in the config).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayMode {
+    /// Kernel to kernel with `splice(2)` once a direction carries bulk (`splice.rs`); where
+    /// there is no `splice(2)` (not Linux), the same as `Copy`.
+    #[default]
+    Splice,
+    /// Through user-space buffers: the portable path, selectable on Linux so that CI runs every
+    /// tunnel test through it too.
+    Copy,
+}
+
 /// [`relay`] for two plain sockets. `early` is what the client sent before the tunnel existed
 /// (bytes a parser had already buffered past the `CONNECT` head); it goes upstream first.
 pub async fn relay_sockets(
+    client: TcpStream,
+    early: &[u8],
+    upstream: TcpStream,
+    idle: Duration,
+    mode: RelayMode,
+    tunnel: TunnelHandle,
+) {
+    match mode {
+        #[cfg(target_os = "linux")]
+        RelayMode::Splice => splice_sockets(client, early, upstream, idle, tunnel).await,
+        #[cfg(not(target_os = "linux"))]
+        RelayMode::Splice => copy_sockets(client, early, upstream, idle, tunnel).await,
+        RelayMode::Copy => copy_sockets(client, early, upstream, idle, tunnel).await,
+    }
+}
+
+#[cfg(target_os = "linux")]
+async fn splice_sockets(
     client: TcpStream,
     early: &[u8],
     mut upstream: TcpStream,
     idle: Duration,
     tunnel: TunnelHandle,
 ) {
-    #[cfg(target_os = "linux")]
-    {
-        let activity = Arc::new(Activity::new());
-        let up = Direction::new(&activity, &tunnel, true);
-        let down = Direction::new(&activity, &tunnel, false);
-        // The early bytes go first, inside the same bounds: a policy change or the idle timeout
-        // ends the tunnel even while they wait for the upstream to take them.
-        let relayed = async {
-            upstream.write_all(early).await?;
-            up.moved(early.len());
-            crate::splice::relay(&client, &upstream, &up, &down).await
-        };
-        tokio::select! {
-            _ = relayed => {}
-            () = activity.idle_for(idle) => {}
-            () = tunnel.closed() => {}
-        }
+    let activity = Arc::new(Activity::new());
+    let up = Direction::new(&activity, &tunnel, true);
+    let down = Direction::new(&activity, &tunnel, false);
+    // The early bytes go first, inside the same bounds: a policy change or the idle timeout
+    // ends the tunnel even while they wait for the upstream to take them.
+    let relayed = async {
+        upstream.write_all(early).await?;
+        up.moved(early.len());
+        crate::splice::relay(&client, &upstream, &up, &down).await
+    };
+    tokio::select! {
+        _ = relayed => {}
+        () = activity.idle_for(idle) => {}
+        () = tunnel.closed() => {}
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        if upstream.write_all(early).await.is_err() {
-            return;
-        }
+}
+
+async fn copy_sockets(
+    client: TcpStream,
+    early: &[u8],
+    mut upstream: TcpStream,
+    idle: Duration,
+    tunnel: TunnelHandle,
+) {
+    // Bounded like the relay itself: a policy change or the idle timeout ends the tunnel even
+    // while the early bytes wait for the upstream to take them.
+    let sent = tokio::select! {
+        sent = upstream.write_all(early) => sent.is_ok(),
+        () = tokio::time::sleep(idle) => false,
+        () = tunnel.closed() => false,
+    };
+    if sent {
         tunnel.tunnels().count(true, early.len());
         relay(client, upstream, idle, tunnel).await;
     }

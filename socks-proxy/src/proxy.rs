@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use listeners::{
-    relay_sockets, Connection, DialError, Dialer, Interceptor, TunnelHandle, TunnelInfo,
+    relay_sockets, Connection, DialError, Dialer, Interceptor, RelayMode, TunnelHandle, TunnelInfo,
 };
 use policy::{
     decide_with, is_approved, BlockReason, CredentialError, Decider, Decision, DecisionEvent,
@@ -32,6 +32,8 @@ pub struct SocksOptions {
     pub idle_timeout: Duration,
     /// Client connections served at once.
     pub max_connections: usize,
+    /// How tunnel bytes are moved.
+    pub relay: RelayMode,
 }
 
 /// The SOCKS5 proxy: what every connection shares.
@@ -227,7 +229,8 @@ impl SocksProxy {
             .await
             .is_ok()
         {
-            relay_sockets(stream, &[], upstream, self.options.idle_timeout, tunnel).await;
+            let (idle, mode) = (self.options.idle_timeout, self.options.relay);
+            relay_sockets(stream, &[], upstream, idle, mode, tunnel).await;
         }
     }
 

@@ -14,5 +14,6 @@ mod limits;
 mod mitm;
 mod mitm_env;
 mod process;
+mod relay;
 mod socks;
 mod tidy;

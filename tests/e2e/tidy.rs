@@ -68,3 +68,78 @@ fn ci_runs_the_readme_test_command() {
         "README.md lacks `{command}`"
     );
 }
+
+/// Every platform-specific piece of code and its portable twin. A `cfg(target_os …)` that is not
+/// listed here fails this test: say what runs elsewhere, and how CI exercises it, first.
+const PLATFORM_SPECIFIC: &[(&str, usize, &str)] = &[
+    (
+        "listeners/src/relay.rs",
+        3,
+        "splice(2) relay; twin: RelayMode::Copy, run by the relay unit tests and e2e::relay",
+    ),
+    (
+        "listeners/src/lib.rs",
+        1,
+        "the splice module itself; twin as above",
+    ),
+    (
+        "listeners/Cargo.toml",
+        1,
+        "rustix pipes for splice; twin as above",
+    ),
+    (
+        "bin/src/exec.rs",
+        3,
+        "--isolate (namespaces) and non-dumpable: elsewhere --isolate refuses to run, loudly",
+    ),
+    (
+        "bin/src/main.rs",
+        3,
+        "the hidden __isolate helper behind --isolate",
+    ),
+    (
+        "bin/Cargo.toml",
+        1,
+        "nix for unshare(2)/mount(2) behind --isolate",
+    ),
+];
+
+#[test]
+fn linux_only_code_is_listed_with_its_portable_twin() {
+    let root = tests::workspace_root();
+    let mut found: Vec<(String, usize)> = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("a readable directory") {
+            let path = entry.expect("an entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" {
+                    pending.push(path);
+                }
+                continue;
+            }
+            if !(name.ends_with(".rs") || name == "Cargo.toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("a readable file");
+            let count = text.matches("target_os").count();
+            let relative = path.strip_prefix(root).expect("inside the workspace");
+            let relative = relative.to_string_lossy().into_owned();
+            // This file names the attribute in its own text.
+            if count > 0 && relative != "tests/e2e/tidy.rs" {
+                found.push((relative, count));
+            }
+        }
+    }
+    found.sort();
+    let mut listed: Vec<(String, usize)> = PLATFORM_SPECIFIC
+        .iter()
+        .map(|(path, count, _)| ((*path).to_owned(), *count))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        found, listed,
+        "platform-specific code changed: list it with its portable twin"
+    );
+}

@@ -51,8 +51,7 @@ fn tunnel(tunnels: &Arc<Tunnels>) -> TunnelHandle {
 /// Both directions at once, past the size where a direction switches from copying to splicing,
 /// with early bytes first and half-closes passed through: every byte arrives, in order, and is
 /// counted once.
-#[tokio::test]
-async fn sockets_relay_both_ways_losslessly_with_early_bytes_and_half_close() {
+async fn sockets_relay_both_ways_losslessly_with_early_bytes_and_half_close(mode: RelayMode) {
     let (client, client_side) = pair().await;
     let (upstream_side, origin) = pair().await;
     let tunnels = Arc::new(Tunnels::default());
@@ -63,6 +62,7 @@ async fn sockets_relay_both_ways_losslessly_with_early_bytes_and_half_close() {
             b"early",
             upstream_side,
             Duration::from_secs(30),
+            mode,
             handle,
         )
         .await
@@ -81,8 +81,7 @@ async fn sockets_relay_both_ways_losslessly_with_early_bytes_and_half_close() {
 }
 
 /// A short exchange stays below the splice threshold and still ends cleanly.
-#[tokio::test]
-async fn a_short_exchange_ends_when_both_sides_close() {
+async fn a_short_exchange_ends_when_both_sides_close(mode: RelayMode) {
     let (client, client_side) = pair().await;
     let (upstream_side, origin) = pair().await;
     let tunnels = Arc::new(Tunnels::default());
@@ -92,6 +91,7 @@ async fn a_short_exchange_ends_when_both_sides_close() {
         &[],
         upstream_side,
         Duration::from_secs(30),
+        mode,
         handle,
     ));
     let (at_origin, at_client) = tokio::join!(
@@ -106,8 +106,7 @@ async fn a_short_exchange_ends_when_both_sides_close() {
 }
 
 /// No byte moving for the idle timeout ends the tunnel even though neither side closed.
-#[tokio::test]
-async fn an_idle_tunnel_is_closed() {
+async fn an_idle_tunnel_is_closed(mode: RelayMode) {
     let (_client, client_side) = pair().await;
     let (upstream_side, _origin) = pair().await;
     let tunnels = Arc::new(Tunnels::default());
@@ -117,6 +116,7 @@ async fn an_idle_tunnel_is_closed() {
         &[],
         upstream_side,
         Duration::from_millis(200),
+        mode,
         handle,
     );
     tokio::time::timeout(Duration::from_secs(10), relayed)
@@ -126,11 +126,9 @@ async fn an_idle_tunnel_is_closed() {
 }
 
 /// Urgent (out-of-band) data in the middle of a bulk transfer: splice stops at its mark, and the
-/// relay must read past it rather than wait forever. The urgent byte itself leaves the stream,
+/// relay must read past it rather than wait forever (a plain read passes the mark). The urgent byte itself leaves the stream,
 /// as it does for any reader without `SO_OOBINLINE`.
-#[cfg(target_os = "linux")]
-#[tokio::test]
-async fn urgent_data_in_a_spliced_direction_does_not_stall_it() {
+async fn urgent_data_in_a_bulk_direction_does_not_stall_it(mode: RelayMode) {
     use rustix::net::{send, SendFlags};
 
     let (mut client, client_side) = pair().await;
@@ -141,6 +139,7 @@ async fn urgent_data_in_a_spliced_direction_does_not_stall_it() {
         &[],
         upstream_side,
         Duration::from_secs(30),
+        mode,
         tunnel(&tunnels),
     ));
     let (first, second) = (pattern(1 << 20, 3), pattern(1 << 20, 5));
@@ -165,3 +164,29 @@ async fn urgent_data_in_a_spliced_direction_does_not_stall_it() {
     drop(origin);
     relayed.abort();
 }
+
+/// Every relay test runs through both relays: `Copy` is what every platform without `splice(2)`
+/// runs, so CI exercises it on Linux too.
+macro_rules! through_both_relays {
+    ($($test:ident),* $(,)?) => {
+        mod splice {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::RelayMode::Splice).await
+            })*
+        }
+        mod copy {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::RelayMode::Copy).await
+            })*
+        }
+    };
+}
+
+through_both_relays!(
+    sockets_relay_both_ways_losslessly_with_early_bytes_and_half_close,
+    a_short_exchange_ends_when_both_sides_close,
+    an_idle_tunnel_is_closed,
+    urgent_data_in_a_bulk_direction_does_not_stall_it
+);
