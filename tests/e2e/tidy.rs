@@ -143,3 +143,52 @@ fn linux_only_code_is_listed_with_its_portable_twin() {
         "platform-specific code changed: list it with its portable twin"
     );
 }
+
+/// ARCHITECTURE.md stays true about files: every path it names in backticks (`bin/src/hub.rs`,
+/// `tests/e2e/`, or `relay.rs` under a crate's heading) exists.
+#[test]
+fn every_path_architecture_names_exists() {
+    let root = tests::workspace_root();
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let mut krate = String::new();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for line in text.lines() {
+        if let Some(heading) = line.strip_prefix("### ") {
+            krate = heading.trim_matches('`').to_owned();
+            if krate.starts_with("bin") {
+                krate = "bin".to_owned();
+            }
+        }
+        for token in line.split('`').skip(1).step_by(2) {
+            let looks_like_path = token.ends_with(".rs")
+                || token.ends_with(".toml")
+                || token.ends_with(".md")
+                || (token.ends_with('/') && !token.contains(' '));
+            if !looks_like_path
+                || token.contains(' ')
+                || token.contains('*')
+                || token.contains("://")
+            {
+                continue;
+            }
+            checked += 1;
+            let candidates = [
+                root.join(token),
+                root.join(&krate).join(token),
+                root.join(&krate).join("src").join(token),
+            ];
+            if !candidates.iter().any(|c| c.exists()) {
+                missing.push(format!("{token} (under `{krate}`)"));
+            }
+        }
+    }
+    assert!(
+        checked > 40,
+        "only {checked} paths found: is the parser still right?"
+    );
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names missing paths: {missing:#?}"
+    );
+}
