@@ -13,6 +13,7 @@ mod http;
 mod limits;
 mod mitm;
 mod mitm_env;
+mod own_listeners;
 mod process;
 mod socks;
 mod tidy;
