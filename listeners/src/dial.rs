@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use policy::{is_local_ip, BlockReason, Decision, Host, PolicyEngine, Target};
+use policy::{embedded_ipv4, is_local_ip, BlockReason, Decision, Host, PolicyEngine, Target};
 use tokio::net::TcpStream;
 
 use crate::{interfaces::interface_addresses, tunnels::Tunnels};
@@ -241,14 +241,23 @@ impl Dialer {
             return Ok(());
         }
         let interfaces = interface_addresses();
+        let is_host = |ip: IpAddr| {
+            self.own_listeners.iter().any(|l| l.ip() == ip)
+                || interfaces.as_ref().is_none_or(|host| host.contains(&ip))
+        };
+        // An IPv6 address carrying one of the host's IPv4 addresses (NAT64, 6to4, Teredo) may be
+        // translated back to it on the way, as deny rules see through IPv6 too.
+        let carries_host = |ip: IpAddr| match ip {
+            IpAddr::V4(_) => false,
+            IpAddr::V6(v6) => embedded_ipv4(v6)
+                .into_iter()
+                .flatten()
+                .any(|v4| is_host(v4.into())),
+        };
         let own: Vec<IpAddr> = addrs
             .iter()
             .copied()
-            .filter(|&ip| {
-                is_local_ip(ip)
-                    || self.own_listeners.iter().any(|l| l.ip() == ip)
-                    || interfaces.as_ref().is_none_or(|host| host.contains(&ip))
-            })
+            .filter(|&ip| is_local_ip(ip) || is_host(ip) || carries_host(ip))
             .collect();
         match own.is_empty() {
             true => Ok(()),

@@ -300,3 +300,41 @@ async fn flood(client: &UdpSocket, relay: SocketAddr, echo: &SocketAddr, port: u
         assert_eq!(answer, Some(udp_datagram(*echo, b"sync")), "batch relayed");
     }
 }
+
+/// An IPv6 remote is written to from the IPv6 socket (the client's socket is IPv4 here, as its
+/// control connection is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_reaches_an_ipv6_remote_from_an_ipv4_client() {
+    let Ok(remote) = UdpSocket::bind("[::1]:0").await else {
+        eprintln!(
+            "\n!!!! SKIPPED udp_reaches_an_ipv6_remote_from_an_ipv4_client: no ::1 here !!!!\n"
+        );
+        return;
+    };
+    let remote_addr = remote.local_addr().unwrap();
+    let mut config = policy_config(&[], &[], &[remote_addr.to_string()]);
+    config.socks.udp = true;
+    let proxy = start_proxy(config, Arc::new(StaticResolver::new()), None);
+    let (control, relay) = udp_associate(&proxy).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut header = vec![0, 0, 0, 4];
+    header.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    header.extend_from_slice(&remote_addr.port().to_be_bytes());
+    client
+        .send_to(&[&header[..], b"v6"].concat(), relay)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, relay_out) = tokio::time::timeout(Duration::from_secs(5), remote.recv_from(&mut buf))
+        .await
+        .expect("the datagram reaches ::1")
+        .unwrap();
+    assert_eq!(&buf[..n], b"v6");
+    remote.send_to(b"back", relay_out).await.unwrap();
+    assert_eq!(
+        recv_within(&client, Duration::from_secs(5)).await,
+        Some([&header[..], b"back"].concat()),
+        "the answer comes back wrapped with its IPv6 address"
+    );
+    drop(control);
+}

@@ -174,7 +174,16 @@ async fn every_address_of_this_host_is_refused_on_an_own_port() {
         .unwrap();
     let mut host = crate::interfaces::interface_addresses().expect("the interfaces are readable");
     assert!(!host.is_empty(), "at least loopback");
-    host.push(ip("8.8.8.8"));
+    // The bound address, and IPv6 spellings that carry it: NAT64, 6to4, Teredo (client field).
+    host.extend(
+        [
+            "8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:0:1:2::f7f7:f7f7",
+        ]
+        .map(ip),
+    );
     for addr in host {
         let own = Target::parse(&SocketAddr::new(addr, own_port).to_string(), None).unwrap();
         match dialer.resolve_vetted(&open_everything, &own).await {
