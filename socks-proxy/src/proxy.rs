@@ -28,7 +28,7 @@ pub struct SocksOptions {
     pub udp: bool,
     /// Time a client has to finish the handshake.
     pub handshake_timeout: Duration,
-    /// Time a tunnel may stay silent.
+    /// Time a tunnel or a UDP association may stay silent.
     pub idle_timeout: Duration,
     /// Client connections served at once.
     pub max_connections: usize,
