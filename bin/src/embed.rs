@@ -164,16 +164,15 @@ impl LeashBuilder {
                 (log.clone() as Arc<dyn DecisionSink>, Some(log))
             }
         };
-        let own_ports: Vec<u16> = [addrs.http, addrs.socks, addrs.admin]
+        let own_listeners: Vec<SocketAddr> = [addrs.http, addrs.socks, addrs.admin]
             .into_iter()
             .flatten()
-            .map(|a| a.port())
             .collect();
         let mut dialer = Dialer::new(
             config.limits.dns_timeout.get(),
             config.limits.connect_timeout.get(),
         )
-        .with_own_ports(&own_ports);
+        .with_own_listeners(&own_listeners);
         if let Some(resolver) = self.resolver {
             dialer = dialer.with_resolver(resolver);
         }

@@ -65,6 +65,14 @@ impl Connection {
         Busy(self.clone())
     }
 
+    /// Marks activity now, for a connection that is idle between short bursts of work that hold
+    /// no `Busy` guard (a SOCKS5 UDP association between datagrams): eviction picks the
+    /// longest-idle connection.
+    pub fn touch(&self) {
+        self.last_active_ms
+            .store(self.tracker.now_ms(), Ordering::SeqCst);
+    }
+
     /// Resolves when the server, full, chose this idle connection to make room.
     pub async fn evicted(&self) {
         self.evict.notified().await;

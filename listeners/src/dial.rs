@@ -13,10 +13,10 @@ use std::{
     time::Duration,
 };
 
-use policy::{is_local_ip, BlockReason, Decision, Host, PolicyEngine, Target};
+use policy::{embedded_ipv4, is_local_ip, BlockReason, Decision, Host, PolicyEngine, Target};
 use tokio::net::TcpStream;
 
-use crate::tunnels::Tunnels;
+use crate::{interfaces::interface_addresses, tunnels::Tunnels};
 
 /// A boxed future, so the traits below stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -147,7 +147,7 @@ pub struct Dialer {
     connector: Arc<dyn Connector>,
     dns_timeout: Duration,
     connect_timeout: Duration,
-    own_ports: Arc<[u16]>,
+    own_listeners: Arc<[SocketAddr]>,
     tunnels: Arc<Tunnels>,
 }
 
@@ -159,7 +159,7 @@ impl Dialer {
             connector: Arc::new(TcpConnector),
             dns_timeout,
             connect_timeout,
-            own_ports: Arc::from([]),
+            own_listeners: Arc::from([]),
             tunnels: Arc::default(),
         }
     }
@@ -169,11 +169,12 @@ impl Dialer {
         &self.tunnels
     }
 
-    /// The ports leash listens on. A local address on one of them is never dialled, whatever the
-    /// policy says (even `allow_local = true`), so a sandboxed program cannot reach leash's own
-    /// listeners — the admin API above all — through the proxy.
-    pub fn with_own_ports(mut self, ports: &[u16]) -> Dialer {
-        self.own_ports = Arc::from(ports);
+    /// The addresses leash listens on (as bound: `0.0.0.0:PORT` for every address). An address
+    /// of this host on one of their ports is never dialled, whatever the policy says (even
+    /// `allow_local = true`), so a sandboxed program cannot reach leash's own listeners — the admin
+    /// API above all — through the proxy, by loopback or by any other address of the host.
+    pub fn with_own_listeners(mut self, listeners: &[SocketAddr]) -> Dialer {
+        self.own_listeners = Arc::from(listeners);
         self
     }
 
@@ -230,14 +231,33 @@ impl Dialer {
         engine.vet(target, &[peer.ip()])
     }
 
+    /// Refuses every address of this host on a port leash listens on: any local address (which
+    /// covers loopback and `0.0.0.0`), a listener's own bound address, and the address of any
+    /// interface as it is now (interfaces come and go, so they are read at each such dial, and only
+    /// then: other ports never pay for it). If the interfaces cannot be read, every address on
+    /// that port is refused.
     fn refuse_own_listeners(&self, addrs: &[IpAddr], port: u16) -> Result<(), DialError> {
-        if !self.own_ports.contains(&port) {
+        if !self.own_listeners.iter().any(|l| l.port() == port) {
             return Ok(());
         }
+        let interfaces = interface_addresses();
+        let is_host = |ip: IpAddr| {
+            self.own_listeners.iter().any(|l| l.ip() == ip)
+                || interfaces.as_ref().is_none_or(|host| host.contains(&ip))
+        };
+        // An IPv6 address carrying one of the host's IPv4 addresses (NAT64, 6to4, Teredo) may be
+        // translated back to it on the way, as deny rules see through IPv6 too.
+        let carries_host = |ip: IpAddr| match ip {
+            IpAddr::V4(_) => false,
+            IpAddr::V6(v6) => embedded_ipv4(v6)
+                .into_iter()
+                .flatten()
+                .any(|v4| is_host(v4.into())),
+        };
         let own: Vec<IpAddr> = addrs
             .iter()
             .copied()
-            .filter(|ip| is_local_ip(*ip))
+            .filter(|&ip| is_local_ip(ip) || is_host(ip) || carries_host(ip))
             .collect();
         match own.is_empty() {
             true => Ok(()),

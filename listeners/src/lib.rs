@@ -8,6 +8,7 @@
 mod accept;
 mod dial;
 mod intercept;
+mod interfaces;
 mod observe;
 mod ready;
 mod relay;

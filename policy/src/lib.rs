@@ -50,7 +50,7 @@ pub use crate::{
     explain::{ExplainReport, Explanation, Step},
     host::{Host, InvalidTarget, Target},
     lint::{lint, LintWarning},
-    local::{is_local_ip, is_local_name},
+    local::{embedded_ipv4, is_local_ip, is_local_name},
     net::IpNet,
     policy::{AllowLocal, Policy, PolicyBuilder, PolicyError, VETTED},
     rule::{PortRange, Rule, RuleError, RuleHost},

@@ -87,7 +87,7 @@ fn is_local_v6(ip: Ipv6Addr) -> bool {
 
 /// The IPv4 addresses an IPv6 address carries (SPEC §1.2 step 3): mapped, compatible, SIIT
 /// translated, NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`), 6to4, and both Teredo fields.
-pub(crate) fn embedded_ipv4(ip: Ipv6Addr) -> [Option<Ipv4Addr>; 2] {
+pub fn embedded_ipv4(ip: Ipv6Addr) -> [Option<Ipv4Addr>; 2] {
     let bits = u128::from(ip);
     let low32 = Ipv4Addr::from(bits as u32);
     let seg = ip.segments();

@@ -28,7 +28,7 @@ pub struct SocksOptions {
     pub udp: bool,
     /// Time a client has to finish the handshake.
     pub handshake_timeout: Duration,
-    /// Time a tunnel may stay silent.
+    /// Time a tunnel or a UDP association may stay silent.
     pub idle_timeout: Duration,
     /// Client connections served at once.
     pub max_connections: usize,
@@ -129,11 +129,15 @@ impl SocksProxy {
         // The policy in force when the request arrived, not when the connection did: a handshake
         // may take a while, and a policy change in between must reach this request.
         scope.engine = self.engine.snapshot();
-        let _busy = connection.busy();
         match requested.command {
-            Command::Connect => self.connect(&scope, stream, requested.address).await,
+            Command::Connect => {
+                let _busy = connection.busy();
+                self.connect(&scope, stream, requested.address).await
+            }
+            // An association is idle between datagrams (it marks its own activity), so the
+            // accept loop can evict it like an idle keep-alive connection.
             Command::UdpAssociate if self.options.udp => {
-                udp::associate(&self, &scope, stream, requested.address).await
+                udp::associate(&self, &scope, stream, requested.address, &connection).await
             }
             Command::Bind | Command::UdpAssociate | Command::Unknown => {
                 let _ = stream

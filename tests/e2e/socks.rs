@@ -396,7 +396,7 @@ async fn the_same_spellings_get_the_same_decision_over_http_and_socks() {
 }
 
 /// A UDP echo server that counts what it received.
-async fn udp_echo() -> (SocketAddr, Arc<AtomicUsize>) {
+pub(crate) async fn udp_echo() -> (SocketAddr, Arc<AtomicUsize>) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let received = Arc::new(AtomicUsize::new(0));
@@ -411,7 +411,7 @@ async fn udp_echo() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, received)
 }
 
-fn udp_datagram(target: SocketAddr, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn udp_datagram(target: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let SocketAddr::V4(v4) = target else {
         panic!("IPv4 only here")
     };
@@ -424,7 +424,7 @@ fn udp_datagram(target: SocketAddr, payload: &[u8]) -> Vec<u8> {
 
 /// A UDP ASSOCIATE as attempt `a1` with token `tok`: the control connection (the association
 /// lives while it is open) and the relay's UDP address.
-async fn udp_associate(proxy: &TestProxy) -> (TcpStream, SocketAddr) {
+pub(crate) async fn udp_associate(proxy: &TestProxy) -> (TcpStream, SocketAddr) {
     let mut control = TcpStream::connect(proxy.socks.unwrap()).await.unwrap();
     control
         .write_all(&[
@@ -446,7 +446,7 @@ async fn udp_associate(proxy: &TestProxy) -> (TcpStream, SocketAddr) {
     (control, relay)
 }
 
-async fn recv_within(socket: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
+pub(crate) async fn recv_within(socket: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
     let mut buf = [0u8; 2048];
     match tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
         Ok(Ok((n, _))) => Some(buf[..n].to_vec()),

@@ -69,7 +69,7 @@ fn ci_runs_the_readme_test_command() {
     );
 }
 
-/// Every platform-specific piece of code and its portable twin. A `cfg(target_os …)` that is not
+/// Every platform-specific piece of code and its portable twin. A `cfg(target_os …)` or `cfg(unix)` that is not
 /// listed here fails this test: say what runs elsewhere, and how CI exercises it, first.
 const PLATFORM_SPECIFIC: &[(&str, usize, &str)] = &[
     (
@@ -84,8 +84,13 @@ const PLATFORM_SPECIFIC: &[(&str, usize, &str)] = &[
     ),
     (
         "listeners/Cargo.toml",
-        1,
-        "rustix pipes for splice; twin as above",
+        2,
+        "rustix pipes for splice (twin as above); nix getifaddrs on unix",
+    ),
+    (
+        "listeners/src/interfaces.rs",
+        2,
+        "getifaddrs; elsewhere an own port is refused on every address (fails closed)",
     ),
     (
         "bin/src/exec.rs",
@@ -123,7 +128,10 @@ fn linux_only_code_is_listed_with_its_portable_twin() {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("a readable file");
-            let count = text.matches("target_os").count();
+            let count = ["target_os", "cfg(unix)", "cfg(not(unix))", "cfg(windows)"]
+                .iter()
+                .map(|needle| text.matches(needle).count())
+                .sum::<usize>();
             let relative = path.strip_prefix(root).expect("inside the workspace");
             let relative = relative.to_string_lossy().into_owned();
             // This file names the attribute in its own text.

@@ -5,6 +5,7 @@
 mod binary;
 mod certs;
 mod clients;
+mod netns;
 mod origin;
 mod running;
 
@@ -12,9 +13,11 @@ pub use crate::{
     binary::{cargo, leash, leash_bin, stderr, stdout, workspace_root, BinaryProxy},
     certs::TestCa,
     clients::{curl, raw_request, CurlOutput},
+    netns::{skip_unless_root, NetNs},
     origin::{big_body, Origin, OriginPair, Seen, SeenRequest},
     running::{
-        loopback, policy_config, start_proxy, start_proxy_from_file, start_proxy_with_decider,
-        AdminClient, LoopbackNat, TestProxy,
+        loopback, policy_config, start_proxy, start_proxy_from_file,
+        start_proxy_on_configured_listeners, start_proxy_with_decider, AdminClient, LoopbackNat,
+        TestProxy,
     },
 };

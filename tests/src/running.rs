@@ -41,6 +41,19 @@ pub fn start_proxy(
     start(config, None, resolver, connector, None)
 }
 
+/// Like `start_proxy`, but on the listen addresses of `config` (give them port 0; a non-loopback
+/// one needs its `dangerously_…` flag) instead of managed `127.0.0.1:0` listeners.
+pub fn start_proxy_on_configured_listeners(
+    config: Config,
+    resolver: Arc<StaticResolver>,
+) -> TestProxy {
+    let overlay: ConfigOverlay = Arc::new(|config: &mut Config| {
+        config.listen.ephemeral = false;
+        Ok(())
+    });
+    start_with(config, None, resolver, None, None, Some(overlay))
+}
+
 /// Like `start_proxy`, with `decider` consulted for every `ask`.
 pub fn start_proxy_with_decider(
     config: Config,
@@ -57,10 +70,14 @@ pub fn start_proxy_from_file(file: &Path, resolver: Arc<StaticResolver>) -> Test
     start(config, Some(file.to_owned()), resolver, None, None)
 }
 
-/// Managed listeners, a temp-dir log and admin token file, on every reload too.
-fn test_overlay(dir: PathBuf) -> ConfigOverlay {
+/// Managed listeners (unless `listeners` says otherwise), a temp-dir log and admin token file, on
+/// every reload too.
+fn test_overlay(dir: PathBuf, listeners: Option<ConfigOverlay>) -> ConfigOverlay {
     Arc::new(move |config: &mut Config| {
         config.listen.ephemeral = true;
+        if let Some(listeners) = &listeners {
+            listeners(config)?;
+        }
         config.log.violations = dir.join("violations.jsonl");
         config
             .admin
@@ -71,15 +88,26 @@ fn test_overlay(dir: PathBuf) -> ConfigOverlay {
 }
 
 fn start(
-    mut config: Config,
+    config: Config,
     file: Option<PathBuf>,
     resolver: Arc<StaticResolver>,
     connector: Option<Arc<dyn Connector>>,
     decider: Option<Arc<dyn Decider>>,
 ) -> TestProxy {
+    start_with(config, file, resolver, connector, decider, None)
+}
+
+fn start_with(
+    mut config: Config,
+    file: Option<PathBuf>,
+    resolver: Arc<StaticResolver>,
+    connector: Option<Arc<dyn Connector>>,
+    decider: Option<Arc<dyn Decider>>,
+    listeners: Option<ConfigOverlay>,
+) -> TestProxy {
     let dir = tempfile::tempdir().expect("temp dir");
     let log = dir.path().join("violations.jsonl");
-    let overlay = test_overlay(dir.path().to_owned());
+    let overlay = test_overlay(dir.path().to_owned(), listeners);
     overlay(&mut config).expect("overlay");
     let configured_token = config.admin.token.clone();
     let mut builder = Leash::builder()

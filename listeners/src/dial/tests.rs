@@ -126,7 +126,7 @@ async fn own_listeners_are_never_dialled_whatever_the_policy() {
             StaticResolver::new().answer("sneaky.test", &[ip("127.0.0.1")]),
         ))
         .with_connector(connector.clone())
-        .with_own_ports(&[port]);
+        .with_own_listeners(&[own.local_addr().unwrap()]);
     let open_everything = Policy::builder()
         .allow("*".parse().unwrap())
         .allow_local(AllowLocal::All)
@@ -147,4 +147,58 @@ async fn own_listeners_are_never_dialled_whatever_the_policy() {
         }
     }
     assert!(connector.dialled.lock().unwrap().is_empty());
+}
+
+/// A listener on `0.0.0.0` answers on every interface address, local range or not, and on its own
+/// bound address: all of them are refused on its port, and nothing else is.
+#[tokio::test]
+async fn every_address_of_this_host_is_refused_on_an_own_port() {
+    let own_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Listeners as bound; 8.8.8.8 stands for an address the host had when it bound (nothing is
+    // dialled in this test).
+    let listeners = [
+        SocketAddr::from(([0, 0, 0, 0], own_port)),
+        SocketAddr::from(([8, 8, 8, 8], own_port)),
+    ];
+    let dialer = Dialer::new(Duration::from_secs(1), Duration::from_secs(1))
+        .with_connector(Arc::new(RecordingConnector::default()))
+        .with_own_listeners(&listeners);
+    let open_everything = Policy::builder()
+        .allow("*".parse().unwrap())
+        .allow_local(AllowLocal::All)
+        .build()
+        .unwrap();
+    let mut host = crate::interfaces::interface_addresses().expect("the interfaces are readable");
+    assert!(!host.is_empty(), "at least loopback");
+    // The bound address, and IPv6 spellings that carry it: NAT64, 6to4, Teredo (client field).
+    host.extend(
+        [
+            "8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:0:1:2::f7f7:f7f7",
+        ]
+        .map(ip),
+    );
+    for addr in host {
+        let own = Target::parse(&SocketAddr::new(addr, own_port).to_string(), None).unwrap();
+        match dialer.resolve_vetted(&open_everything, &own).await {
+            Err(DialError::Blocked(Decision::Deny(reason))) => {
+                assert_eq!(reason.code(), "local_address", "{own}")
+            }
+            other => panic!("{own}: expected a block, got {other:?}"),
+        }
+        let other_port = Target::parse(&SocketAddr::new(addr, own_port ^ 1).to_string(), None);
+        assert!(
+            dialer
+                .resolve_vetted(&open_everything, &other_port.unwrap())
+                .await
+                .is_ok(),
+            "{addr} on another port"
+        );
+    }
 }
