@@ -7,7 +7,9 @@
 
 mod accept;
 mod dial;
+mod dns;
 mod intercept;
+mod lookups;
 mod observe;
 mod ready;
 mod relay;
@@ -19,10 +21,11 @@ mod tunnels;
 pub use crate::{
     accept::{accept_loop, AcceptLimits, Busy, Connection, Stopping},
     dial::{
-        BoxFuture, Connector, DialError, Dialed, Dialer, Resolver, StaticResolver, SystemResolver,
-        TcpConnector,
+        BoxFuture, Connector, DialError, Dialed, Dialer, Resolver, StaticResolver, TcpConnector,
     },
+    dns::{check_resolv_conf, DnsConfigError, DnsResolver, DnsSettings, MAX_CACHE_TTL},
     intercept::Interceptor,
+    lookups::{ClientKey, LookupBound, LookupLimits},
     observe::{Observed, ReadObserver},
     ready::ReadyRecord,
     relay::{relay, relay_sockets},

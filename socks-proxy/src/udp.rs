@@ -141,7 +141,12 @@ impl Association<'_> {
                 .block(scope, decision, &target, Protocol::Socks5Udp);
         }
         let engine = scope.engine.as_ref();
-        let addrs = match self.proxy.dialer.resolve_vetted(engine, &target).await {
+        let addrs = match self
+            .proxy
+            .dialer
+            .resolve_vetted(engine, &target, &scope.client_key())
+            .await
+        {
             Ok(addrs) => addrs,
             Err(listeners::DialError::Blocked(decision)) => {
                 return self
