@@ -11,7 +11,9 @@
 
 use std::{
     fs, io,
+    net::IpAddr,
     path::{Path, PathBuf},
+    str::FromStr,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -20,8 +22,9 @@ use arc_swap::ArcSwap;
 use hickory_resolver::{
     config::{LookupIpStrategy, ResolveHosts, ResolverConfig, ResolverOpts},
     name_server::TokioConnectionProvider,
+    proto::{op::Query, rr::RecordType},
     system_conf::parse_resolv_conf,
-    Hosts, ResolveError, TokioResolver,
+    Hosts, Name, ResolveError, TokioResolver,
 };
 
 use crate::dial::{BoxFuture, Resolver};
@@ -88,11 +91,10 @@ pub fn check_resolv_conf(path: &Path) -> Result<(), DnsConfigError> {
     read_resolv_conf(path).map(drop)
 }
 
-/// hickory's resolver, with a hosts file that is re-read when it changes.
+/// hickory's resolver, behind a hosts file that is re-read when it changes.
 #[derive(Debug)]
 pub struct DnsResolver {
-    /// Swapped (sharing its cache) when the hosts file changes.
-    resolver: ArcSwap<TokioResolver>,
+    resolver: TokioResolver,
     hosts: HostsFile,
 }
 
@@ -104,41 +106,33 @@ impl DnsResolver {
             None => system_conf()?,
         };
         tune(&mut options, settings.timeout);
-        let mut resolver =
+        let resolver =
             TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
                 .with_options(options)
                 .build();
-        let hosts = HostsFile::new(settings.hosts.clone());
-        resolver.set_hosts(Arc::new(hosts.read()));
         Ok(DnsResolver {
-            resolver: ArcSwap::from_pointee(resolver),
-            hosts,
+            resolver,
+            hosts: HostsFile::new(settings.hosts.clone()),
         })
-    }
-
-    /// Installs the hosts file afresh if it changed since it was last read.
-    fn refresh_hosts(&self) {
-        if let Some(hosts) = self.hosts.changed() {
-            let mut resolver = TokioResolver::clone(&self.resolver.load());
-            resolver.set_hosts(Arc::new(hosts));
-            self.resolver.store(Arc::new(resolver));
-        }
     }
 }
 
 impl Resolver for DnsResolver {
-    fn resolve<'a>(&'a self, name: &'a str) -> BoxFuture<'a, io::Result<Vec<std::net::IpAddr>>> {
-        self.refresh_hosts();
-        let resolver = self.resolver.load_full();
+    fn resolve<'a>(&'a self, name: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
+        // A name the hosts file knows is answered from it alone, as the C library's `files`
+        // source does: no query leaves for it (hickory would still ask DNS for the other family).
+        if let Some(addrs) = self.hosts.lookup(name) {
+            return Box::pin(std::future::ready(Ok(addrs)));
+        }
         Box::pin(async move {
-            let answer = resolver.lookup_ip(name).await.map_err(lookup_error)?;
+            let answer = self.resolver.lookup_ip(name).await.map_err(lookup_error)?;
             Ok(answer.iter().collect())
         })
     }
 }
 
 /// The resolver's options: leash's timeout, both address families (as `getaddrinfo` gives), a
-/// cache that keeps nothing past its TTL, and the hosts file installed by [`HostsFile`] instead.
+/// cache that keeps nothing past its TTL, and the hosts file read by [`HostsFile`] instead.
 fn tune(options: &mut ResolverOpts, timeout: Duration) {
     options.timeout = options.timeout.min(timeout);
     options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
@@ -186,10 +180,11 @@ fn lookup_error(error: ResolveError) -> io::Error {
     }
 }
 
-/// The hosts file, and what it looked like when last read.
+/// The hosts file, as last read, and what it looked like then.
 #[derive(Debug)]
 struct HostsFile {
     path: PathBuf,
+    hosts: ArcSwap<Hosts>,
     seen: Mutex<Seen>,
 }
 
@@ -209,8 +204,10 @@ struct Stamp {
 impl HostsFile {
     fn new(path: PathBuf) -> HostsFile {
         let stamp = stamp(&path);
+        let hosts = read_hosts(&path);
         HostsFile {
             path,
+            hosts: ArcSwap::from_pointee(hosts),
             seen: Mutex::new(Seen {
                 stamp,
                 checked: Instant::now(),
@@ -218,32 +215,48 @@ impl HostsFile {
         }
     }
 
-    /// The file's entries (none if it cannot be read: DNS still answers).
-    fn read(&self) -> Hosts {
-        let mut hosts = Hosts::default();
-        match fs::File::open(&self.path).and_then(|file| hosts.read_hosts_conf(file)) {
-            Ok(()) => hosts,
-            Err(error) => {
-                tracing::debug!(path = %self.path.display(), %error, "hosts file not read");
-                Hosts::default()
-            }
-        }
+    /// The addresses the file gives `name` (both families), if it names it.
+    fn lookup(&self, name: &str) -> Option<Vec<IpAddr>> {
+        self.refresh();
+        let name = Name::from_str(name).ok()?;
+        let hosts = self.hosts.load();
+        let addrs: Vec<IpAddr> = [RecordType::A, RecordType::AAAA]
+            .into_iter()
+            .filter_map(|family| hosts.lookup_static_host(&Query::query(name.clone(), family)))
+            .flat_map(|lookup| {
+                lookup
+                    .iter()
+                    .filter_map(|data| data.ip_addr())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        (!addrs.is_empty()).then_some(addrs)
     }
 
-    /// The file's entries if it changed since last seen; looks at most once a second.
-    fn changed(&self) -> Option<Hosts> {
+    /// Reads the file again if it changed since it was last seen; looks at most once a second.
+    fn refresh(&self) {
         let mut seen = self.seen.lock().expect("hosts lock");
         if seen.checked.elapsed() < HOSTS_CHECK_INTERVAL {
-            return None;
+            return;
         }
         seen.checked = Instant::now();
         let now = stamp(&self.path);
-        if now == seen.stamp {
-            return None;
+        if now != seen.stamp {
+            seen.stamp = now;
+            self.hosts.store(Arc::new(read_hosts(&self.path)));
         }
-        seen.stamp = now;
-        drop(seen);
-        Some(self.read())
+    }
+}
+
+/// The file's entries (none if it cannot be read: DNS still answers).
+fn read_hosts(path: &Path) -> Hosts {
+    let mut hosts = Hosts::default();
+    match fs::File::open(path).and_then(|file| hosts.read_hosts_conf(file)) {
+        Ok(()) => hosts,
+        Err(error) => {
+            tracing::debug!(path = %path.display(), %error, "hosts file not read");
+            Hosts::default()
+        }
     }
 }
 

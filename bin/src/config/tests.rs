@@ -257,6 +257,9 @@ fn bad_dns_keys_name_the_file_line_and_key() {
         let error = error(&text);
         assert!(error.contains(expected), "{text}: {error}");
     }
-    let error = error(&format!("[dns]\nresolv_conf = {:?}\n", empty.display().to_string()));
+    let error = error(&format!(
+        "[dns]\nresolv_conf = {:?}\n",
+        empty.display().to_string()
+    ));
     assert!(error.contains("no nameservers"), "{error}");
 }
