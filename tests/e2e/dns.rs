@@ -475,6 +475,7 @@ async fn one_clients_never_answering_names_do_not_starve_the_others() {
     .await;
     // During the attack, fresh names (TTL 0: nothing cached) for other clients, on every path.
     let during = threads(proxy.pid());
+    eprintln!("leash ran {during} threads with the attack's lookups in flight");
     assert_ok(
         &get(http, "a2", "g1.good.test", port).await,
         "GET during the attack",
