@@ -1,7 +1,9 @@
 //! `listeners` owns every socket leash opens (SPEC §9, §1.4): the inbound listeners, reserved up
 //! front and carried bound into the servers (no bind-drop-rebind window), the ready record, and the
 //! one outbound dialer that resolves a name once, vets every address with the policy and connects
-//! only to a vetted address — for HTTP, CONNECT, SOCKS5 and MITM alike.
+//! only to a vetted address — for HTTP, CONNECT, SOCKS5 and MITM alike. Names are looked up by
+//! hickory's asynchronous resolver (`dns.rs`: leash reads `resolv.conf` and the hosts file
+//! itself), with the lookups in flight bounded per client and in total (`lookups.rs`).
 //!
 //! It knows addresses and sockets, not protocols: it never parses HTTP or SOCKS.
 
