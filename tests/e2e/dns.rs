@@ -444,6 +444,19 @@ fn flood(http: SocketAddr, socks_at: SocketAddr) -> Vec<JoinHandle<Answer>> {
     tasks
 }
 
+/// `CONNECT`s to `name` until one is not a `200` (bounded: ten seconds of tries); the last answer.
+async fn until_refused(http: SocketAddr, name: &str, port: u16) -> String {
+    let mut answer = String::new();
+    for _ in 0..40 {
+        answer = connect(http, "a1", name, port).await;
+        if !answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    answer
+}
+
 #[track_caller]
 fn assert_ok(answer: &str, context: &str) {
     assert!(answer.starts_with("HTTP/1.1 200"), "{context}: {answer}");
@@ -607,8 +620,9 @@ async fn bounds_refuse_per_client_and_in_total_and_free_at_the_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_are_cached_no_longer_than_their_ttl_and_the_hosts_file_is_reread() {
-    let test = "dns::answers_are_cached_no_longer_than_their_ttl_and_the_hosts_file_is_reread";
+async fn answers_are_cached_no_longer_than_their_ttl_vetted_on_every_use_and_hosts_reread() {
+    let test =
+        "dns::answers_are_cached_no_longer_than_their_ttl_vetted_on_every_use_and_hosts_reread";
     let Some(netns) = Netns::create(test) else {
         return;
     };
@@ -616,6 +630,7 @@ async fn answers_are_cached_no_longer_than_their_ttl_and_the_hosts_file_is_rerea
     let answers = serde_json::json!({
         "zero.good.test": {"a": "127.0.0.1", "ttl": 0},
         "long.good.test": {"a": "127.0.0.1", "ttl": 300},
+        "rebind.good.test": {"a": "127.0.0.1", "ttl": 1},
     });
     let dns = FakeDns::start(netns, dir.path(), answers);
     let origin = Origin::http().await;
@@ -662,14 +677,7 @@ async fn answers_are_cached_no_longer_than_their_ttl_and_the_hosts_file_is_rerea
         "the hosts file answers before DNS"
     );
     std::fs::write(&hosts, "127.0.0.2 file.good.test\n").unwrap();
-    let mut answer = String::new();
-    for _ in 0..40 {
-        answer = connect(http, "a1", "file.good.test", port).await;
-        if !answer.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let answer = until_refused(http, "file.good.test", port).await;
     // The new address is vetted like any answer: outside `allow_local`, refused.
     assert!(
         answer.starts_with("HTTP/1.1 403"),
