@@ -92,3 +92,16 @@ async fn a_name_in_the_hosts_file_never_reaches_dns() {
     let addrs = resolver.resolve("only-here.test").await.unwrap();
     assert_eq!(addrs, ["192.0.2.9".parse::<IpAddr>().unwrap()]);
 }
+
+#[test]
+fn builds_outside_a_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let resolv_conf = dir.path().join("resolv.conf");
+    write(&resolv_conf, "nameserver 127.0.0.1\n");
+    let settings = DnsSettings {
+        resolv_conf: Some(resolv_conf),
+        ..DnsSettings::system(Duration::from_secs(1))
+    };
+    // An embedder may build leash before it starts its runtime.
+    DnsResolver::new(&settings).unwrap();
+}
