@@ -4,6 +4,7 @@
 use std::{
     fmt, io,
     net::SocketAddr,
+    num::NonZeroUsize,
     path::{Path, PathBuf},
 };
 
@@ -36,6 +37,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Limits and timeouts.
     pub limits: LimitsConfig,
+    /// Name lookups.
+    pub dns: DnsConfig,
     /// How tunnels move bytes.
     pub tunnel: TunnelConfig,
 }
@@ -246,6 +249,60 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[dns]` (an addition to SPEC §10): where names are looked up, and how many lookups may be in
+/// flight. leash asks the name servers itself (hickory's resolver), never `getaddrinfo`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// The `resolv.conf` naming the name servers; absent means the system's (`/etc/resolv.conf`).
+    /// Checked at load: it must be readable and name at least one `nameserver`.
+    pub resolv_conf: Option<PathBuf>,
+    /// The hosts file, consulted before DNS and re-read when it changes (a missing one is empty).
+    pub hosts: PathBuf,
+    /// The most lookups in flight at once, for all clients together.
+    pub max_lookups: NonZeroUsize,
+    /// The most lookups in flight at once for one client (its attempt id, else its address); at
+    /// most `max_lookups`.
+    pub max_lookups_per_client: NonZeroUsize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        let limits = listeners::LookupLimits::default();
+        let nonzero = |n| NonZeroUsize::new(n).expect("the default bounds are not zero");
+        DnsConfig {
+            resolv_conf: None,
+            hosts: PathBuf::from("/etc/hosts"),
+            max_lookups: nonzero(limits.total),
+            max_lookups_per_client: nonzero(limits.per_client),
+        }
+    }
+}
+
+impl DnsConfig {
+    /// What is wrong with `[dns]` beyond its types: the key and the message.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.max_lookups_per_client > self.max_lookups {
+            let message = format!(
+                "must be at most `dns.max_lookups` ({}), got {}",
+                self.max_lookups, self.max_lookups_per_client
+            );
+            return Err(("max_lookups_per_client", message));
+        }
+        if let Some(path) = &self.resolv_conf {
+            listeners::check_resolv_conf(path).map_err(|error| {
+                let message =
+                    std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join(": ");
+                ("resolv_conf", message)
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// A configuration that could not be loaded. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -311,6 +368,14 @@ impl Config {
             line: rule_line::rule_line(text, error.key()),
             error,
         })?;
+        if let Err((key, message)) = config.dns.check() {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                line: key_line(text, "dns", key),
+                key: format!("dns.{key}"),
+                message,
+            });
+        }
         if let Err(message) = check_token(&config.auth.token) {
             return Err(ConfigError::Parse {
                 path: path.to_owned(),
@@ -342,6 +407,22 @@ impl Config {
         let local = PathBuf::from("leash.toml");
         local.is_file().then_some(local)
     }
+}
+
+/// The line of `key` inside `[table]`, found by its text (the TOML parser keeps no spans once a
+/// value is deserialised).
+fn key_line(text: &str, table: &str, key: &str) -> Option<usize> {
+    let header = format!("[{table}]");
+    let mut in_table = false;
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_table = line == header;
+        } else if in_table && line.split('=').next().map(str::trim) == Some(key) {
+            return Some(index + 1);
+        }
+    }
+    None
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

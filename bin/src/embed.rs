@@ -9,7 +9,10 @@ use std::{
 
 use admin::{Admin, Control, RuleChange};
 use http_proxy::{HttpProxy, Limits, TlsInterceptor};
-use listeners::{Connector, Dialer, ListenError, ListenPlan, ReadyRecord, Reserved, Resolver};
+use listeners::{
+    Connector, Dialer, DnsConfigError, DnsResolver, DnsSettings, ListenError, ListenPlan,
+    LookupLimits, ReadyRecord, Reserved, Resolver,
+};
 use mitm::{Interception, MitmError};
 use policy::{AllowLocal, Decider, DecisionSink, Mode, PolicyEngine, PolicyError};
 use socks_proxy::{SocksOptions, SocksProxy};
@@ -91,6 +94,9 @@ pub enum BuildError {
     /// The admin API's generated token could not be written to its file.
     #[error("admin.token_file: {0}")]
     AdminToken(std::io::Error),
+    /// The resolver's configuration (`dns.resolv_conf`) could not be read.
+    #[error("dns")]
+    Dns(#[source] DnsConfigError),
 }
 
 impl LeashBuilder {
@@ -168,14 +174,21 @@ impl LeashBuilder {
             .into_iter()
             .flatten()
             .collect();
+        let resolver = match self.resolver {
+            Some(resolver) => resolver,
+            None => dns_resolver(&config)?,
+        };
+        let timeouts = &config.limits;
         let mut dialer = Dialer::new(
-            config.limits.dns_timeout.get(),
-            config.limits.connect_timeout.get(),
+            resolver,
+            timeouts.dns_timeout.get(),
+            timeouts.connect_timeout.get(),
         )
-        .with_own_listeners(&own_listeners);
-        if let Some(resolver) = self.resolver {
-            dialer = dialer.with_resolver(resolver);
-        }
+        .with_own_listeners(&own_listeners)
+        .with_lookup_limits(LookupLimits {
+            total: config.dns.max_lookups.get(),
+            per_client: config.dns.max_lookups_per_client.get(),
+        });
         if let Some(connector) = self.connector {
             dialer = dialer.with_connector(connector);
         }
@@ -524,4 +537,15 @@ impl Running {
         }
         drop(self.admin_auth);
     }
+}
+
+/// hickory's resolver, configured by `[dns]`, its queries bounded by `limits.dns_timeout`.
+fn dns_resolver(config: &Config) -> Result<Arc<dyn Resolver>, BuildError> {
+    let settings = DnsSettings {
+        resolv_conf: config.dns.resolv_conf.clone(),
+        hosts: config.dns.hosts.clone(),
+        timeout: config.limits.dns_timeout.get(),
+    };
+    let resolver = DnsResolver::new(&settings).map_err(BuildError::Dns)?;
+    Ok(Arc::new(resolver))
 }

@@ -61,7 +61,11 @@ pub(crate) async fn handle(
             false => proxy.block(&scope, Decision::Deny(BlockReason::MitmRequired), &subject),
         };
     }
-    let dialed = match proxy.dialer.dial(scope.engine.as_ref(), &target).await {
+    let dialed = match proxy
+        .dialer
+        .dial(scope.engine.as_ref(), &target, &scope.client_key())
+        .await
+    {
         Ok(dialed) => dialed,
         Err(DialError::Blocked(decision)) => return proxy.block(&scope, decision, &subject),
         Err(error) => {

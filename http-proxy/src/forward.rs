@@ -244,7 +244,7 @@ async fn dial_fresh(
     let target = &key.target;
     let dialed = proxy
         .dialer
-        .dial(scope.engine.as_ref(), target)
+        .dial(scope.engine.as_ref(), target, &scope.client_key())
         .await
         .map_err(UpstreamError::Dial)?;
     let sender = match &route.tls {

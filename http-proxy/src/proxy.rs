@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{body::Incoming, Method, Request, Response, StatusCode};
-use listeners::{Connection, Dialer, RelayMode};
+use listeners::{ClientKey, Connection, Dialer, RelayMode};
 use mitm::Interception;
 use policy::{
     decide_with, BlockReason, Decider, Decision, DecisionEvent, DecisionSink, PolicyEngine,
@@ -58,6 +58,13 @@ pub(crate) struct Scope {
     pub(crate) attempt: Option<String>,
     /// The client connection (for tunnels, which keep it busy); none inside an intercepted tunnel.
     pub(crate) connection: Option<Arc<Connection>>,
+}
+
+impl Scope {
+    /// Whom this request's DNS lookups count against (see `listeners::ClientKey`).
+    pub(crate) fn client_key(&self) -> ClientKey {
+        ClientKey::new(self.attempt.as_deref(), self.client.ip())
+    }
 }
 
 /// What a block names, before it becomes a `DecisionEvent`.

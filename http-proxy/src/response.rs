@@ -137,9 +137,10 @@ pub(crate) fn upstream_error_response(
 ) -> Response<ProxyBody> {
     let (status, reason) = match error {
         // A lookup that fails or times out fails closed the same way (SPEC §1.4).
-        UpstreamError::Dial(DialError::DnsFailed(_) | DialError::DnsTimeout) => {
-            (StatusCode::BAD_GATEWAY, "dns_failed")
-        }
+        // So does one refused by a bound on the lookups in flight: the message names the bound.
+        UpstreamError::Dial(
+            DialError::DnsFailed(_) | DialError::DnsTimeout | DialError::DnsBusy(_),
+        ) => (StatusCode::BAD_GATEWAY, "dns_failed"),
         UpstreamError::Dial(DialError::ConnectTimeout) | UpstreamError::Timeout => {
             (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
         }

@@ -16,7 +16,11 @@ use std::{
 use policy::{embedded_ipv4, is_local_ip, BlockReason, Decision, Host, PolicyEngine, Target};
 use tokio::net::TcpStream;
 
-use crate::{interfaces::interface_addresses, tunnels::Tunnels};
+use crate::{
+    interfaces::interface_addresses,
+    lookups::{ClientKey, LookupBound, LookupLimits, Lookups},
+    tunnels::Tunnels,
+};
 
 /// A boxed future, so the traits below stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -32,19 +36,6 @@ pub trait Resolver: fmt::Debug + Send + Sync {
 pub trait Connector: fmt::Debug + Send + Sync {
     /// A connection to `addr`, which the dialer has vetted.
     fn connect(&self, addr: SocketAddr) -> BoxFuture<'_, io::Result<TcpStream>>;
-}
-
-/// The system resolver (getaddrinfo, on tokio's blocking pool).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemResolver;
-
-impl Resolver for SystemResolver {
-    fn resolve<'a>(&'a self, name: &'a str) -> BoxFuture<'a, io::Result<Vec<IpAddr>>> {
-        Box::pin(async move {
-            let addrs = tokio::net::lookup_host((name, 0)).await?;
-            Ok(addrs.map(|a| a.ip()).collect())
-        })
-    }
 }
 
 /// A resolver with fixed answers, for tests: each name has a queue of answers (the last one
@@ -129,9 +120,12 @@ pub enum DialError {
     /// The lookup failed or found nothing: fail closed.
     #[error("DNS lookup failed: {0}")]
     DnsFailed(String),
-    /// The lookup did not answer in time.
+    /// The lookup did not answer in time; it was abandoned.
     #[error("DNS lookup timed out")]
     DnsTimeout,
+    /// A bound on the lookups in flight refused this one: fail closed.
+    #[error("DNS lookup refused: {0}")]
+    DnsBusy(LookupBound),
     /// No vetted address accepted the connection.
     #[error("connect failed: {0}")]
     ConnectFailed(io::Error),
@@ -149,19 +143,37 @@ pub struct Dialer {
     connect_timeout: Duration,
     own_listeners: Arc<[SocketAddr]>,
     tunnels: Arc<Tunnels>,
+    lookups: Arc<Lookups>,
 }
 
 impl Dialer {
-    /// A dialer with the system resolver and plain TCP.
-    pub fn new(dns_timeout: Duration, connect_timeout: Duration) -> Dialer {
+    /// A dialer looking names up with `resolver` (a [`crate::DnsResolver`], or a
+    /// [`StaticResolver`] in tests), connecting over plain TCP, with the default lookup bounds.
+    pub fn new(
+        resolver: Arc<dyn Resolver>,
+        dns_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Dialer {
         Dialer {
-            resolver: Arc::new(SystemResolver),
+            resolver,
             connector: Arc::new(TcpConnector),
             dns_timeout,
             connect_timeout,
             own_listeners: Arc::from([]),
             tunnels: Arc::default(),
+            lookups: Arc::new(Lookups::new(LookupLimits::default())),
         }
+    }
+
+    /// Bounds the lookups in flight (shared by this dialer's clones from here on).
+    pub fn with_lookup_limits(mut self, limits: LookupLimits) -> Dialer {
+        self.lookups = Arc::new(Lookups::new(limits));
+        self
+    }
+
+    /// How many lookups are in flight now (an abandoned one is not).
+    pub fn lookups_in_flight(&self) -> usize {
+        self.lookups.in_flight()
     }
 
     /// The registry of tunnels opened over this dialer's connections (shared by its clones).
@@ -190,14 +202,16 @@ impl Dialer {
         self
     }
 
-    /// Resolves `target` once, vets every address with `engine`, and connects to the first vetted
-    /// address that answers. The caller has already had `engine.decide` allow the target.
+    /// Resolves `target` once (a lookup counted against `client`'s bound), vets every address
+    /// with `engine`, and connects to the first vetted address that answers. The caller has
+    /// already had `engine.decide` allow the target.
     pub async fn dial(
         &self,
         engine: &dyn PolicyEngine,
         target: &Target,
+        client: &ClientKey,
     ) -> Result<Dialed, DialError> {
-        let addrs = self.addresses(target.host()).await?;
+        let addrs = self.addresses(target.host(), client).await?;
         let decision = engine.vet(target, &addrs);
         if !decision.is_allowed() {
             return Err(DialError::Blocked(decision));
@@ -215,8 +229,9 @@ impl Dialer {
         &self,
         engine: &dyn PolicyEngine,
         target: &Target,
+        client: &ClientKey,
     ) -> Result<Vec<IpAddr>, DialError> {
-        let addrs = self.addresses(target.host()).await?;
+        let addrs = self.addresses(target.host(), client).await?;
         let decision = engine.vet(target, &addrs);
         if !decision.is_allowed() {
             return Err(DialError::Blocked(decision));
@@ -267,15 +282,21 @@ impl Dialer {
         }
     }
 
-    async fn addresses(&self, host: &Host) -> Result<Vec<IpAddr>, DialError> {
+    /// Looks `host` up once, holding one of `client`'s lookup places until it answers or is
+    /// abandoned at `dns_timeout` (dropping the lookup drops whatever it held).
+    async fn addresses(&self, host: &Host, client: &ClientKey) -> Result<Vec<IpAddr>, DialError> {
         let name = match host {
             Host::Name(name) => name,
             Host::Ip(_) | Host::ScopedIp(_) => return Ok(host.ip().into_iter().collect()),
         };
+        let _permit = self.lookups.acquire(client).map_err(DialError::DnsBusy)?;
         let lookup = self.resolver.resolve(name);
         let addrs = tokio::time::timeout(self.dns_timeout, lookup)
             .await
-            .map_err(|_| DialError::DnsTimeout)?
+            .map_err(|_| {
+                tracing::debug!(%client, name = &**name, "DNS lookup abandoned at its timeout");
+                DialError::DnsTimeout
+            })?
             .map_err(|e| DialError::DnsFailed(e.to_string()))?;
         match addrs.is_empty() {
             true => Err(DialError::DnsFailed("no addresses".to_owned())),

@@ -4,7 +4,8 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use listeners::{
-    relay_sockets, Connection, DialError, Dialer, Interceptor, RelayMode, TunnelHandle, TunnelInfo,
+    relay_sockets, ClientKey, Connection, DialError, Dialer, Interceptor, RelayMode, TunnelHandle,
+    TunnelInfo,
 };
 use policy::{
     decide_with, is_approved, BlockReason, CredentialError, Decider, Decision, DecisionEvent,
@@ -53,6 +54,13 @@ pub(crate) struct Scope {
     pub(crate) engine: Arc<dyn PolicyEngine>,
     pub(crate) client: SocketAddr,
     pub(crate) attempt: Option<String>,
+}
+
+impl Scope {
+    /// Whom this request's DNS lookups count against (see `listeners::ClientKey`).
+    pub(crate) fn client_key(&self) -> ClientKey {
+        ClientKey::new(self.attempt.as_deref(), self.client.ip())
+    }
 }
 
 impl SocksProxy {
@@ -205,7 +213,11 @@ impl SocksProxy {
                 .intercept(scope, stream, (decision, approved), target)
                 .await;
         }
-        let (upstream, peer) = match self.dialer.dial(scope.engine.as_ref(), &target).await {
+        let (upstream, peer) = match self
+            .dialer
+            .dial(scope.engine.as_ref(), &target, &scope.client_key())
+            .await
+        {
             Ok(dialed) => (dialed.stream, dialed.peer),
             Err(error) => {
                 if let DialError::Blocked(decision) = &error {

@@ -32,7 +32,10 @@ pub(crate) fn reply_code(outcome: &Outcome<'_>) -> u8 {
         Outcome::Granted => REPLY_SUCCEEDED,
         Outcome::Blocked | Outcome::Dial(DialError::Blocked(_)) => REPLY_NOT_ALLOWED,
         // A lookup that fails or times out is a DNS failure (SPEC §1.4, §6).
-        Outcome::Dial(DialError::DnsFailed(_) | DialError::DnsTimeout) => REPLY_HOST_UNREACHABLE,
+        // So does one refused by a bound on the lookups in flight.
+        Outcome::Dial(DialError::DnsFailed(_) | DialError::DnsTimeout | DialError::DnsBusy(_)) => {
+            REPLY_HOST_UNREACHABLE
+        }
         Outcome::Dial(DialError::ConnectTimeout) => REPLY_TTL_EXPIRED,
         Outcome::Dial(DialError::ConnectFailed(error))
             if error.kind() == ErrorKind::ConnectionRefused =>
@@ -59,12 +62,14 @@ pub(crate) fn reply(outcome: &Outcome<'_>, bound: Option<SocketAddr>) -> Vec<u8>
 mod tests {
     use std::io;
 
+    use listeners::LookupBound;
     use policy::{BlockReason, Decision};
 
     use super::*;
 
     #[test]
     fn codes_follow_the_spec() {
+        let busy = DialError::DnsBusy(LookupBound::PerClient(32));
         let blocked = DialError::Blocked(Decision::Deny(BlockReason::AllowlistMiss));
         let refused = DialError::ConnectFailed(io::Error::from(ErrorKind::ConnectionRefused));
         let reset = DialError::ConnectFailed(io::Error::from(ErrorKind::ConnectionReset));
@@ -76,6 +81,7 @@ mod tests {
             (Outcome::Dial(&refused), 0x05),
             (Outcome::Dial(&DialError::ConnectTimeout), 0x06),
             (Outcome::Dial(&DialError::DnsTimeout), 0x04),
+            (Outcome::Dial(&busy), 0x04),
             (Outcome::CommandNotSupported, 0x07),
             (Outcome::AddressTypeNotSupported, 0x08),
             (Outcome::Dial(&reset), 0x01),

@@ -246,7 +246,12 @@ impl Association<'_> {
             return None;
         }
         let engine = scope.engine.as_ref();
-        let addrs = match self.proxy.dialer.resolve_vetted(engine, &target).await {
+        let addrs = match self
+            .proxy
+            .dialer
+            .resolve_vetted(engine, &target, &scope.client_key())
+            .await
+        {
             Ok(addrs) => addrs,
             Err(listeners::DialError::Blocked(refusal)) => {
                 self.proxy

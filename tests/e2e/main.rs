@@ -6,6 +6,7 @@ mod cli;
 mod connect;
 mod control;
 mod corpus;
+mod dns;
 mod exec;
 mod framing;
 mod hints;

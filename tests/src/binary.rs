@@ -111,6 +111,11 @@ impl BinaryProxy {
             .to_owned()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the output.
     pub fn terminate(mut self) -> Output {
         let pid = self.child.id().to_string();

@@ -124,6 +124,14 @@ impl NetNs {
         command
     }
 
+    /// `program` inside the namespace, as a blocking `std` command (for a child read from a plain
+    /// thread); unlike [`NetNs::command`] the caller kills it.
+    pub fn std_command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
     fn addr(&self, host: u8) -> Ipv4Addr {
         let [a, b, c] = RANGES[self.slot / 64];
         Ipv4Addr::new(a, b, c, (self.slot % 64) as u8 * 4 + host)

@@ -276,3 +276,64 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn dns_keys_parse_and_default_to_the_system() {
+    let config = Config::parse("", Path::new("leash.toml")).unwrap();
+    assert_eq!(config.dns, DnsConfig::default());
+    assert_eq!(config.dns.resolv_conf, None, "the system's resolv.conf");
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 198.51.100.2\n").unwrap();
+    let text = format!(
+        "[dns]\nresolv_conf = {:?}\nhosts = \"/tmp/hosts\"\nmax_lookups = 64\nmax_lookups_per_client = 8\n",
+        resolv.display().to_string()
+    );
+    let config = Config::parse(&text, Path::new("leash.toml")).unwrap();
+    assert_eq!(config.dns.resolv_conf, Some(resolv));
+    assert_eq!(config.dns.hosts, PathBuf::from("/tmp/hosts"));
+    assert_eq!(config.dns.max_lookups.get(), 64);
+    assert_eq!(config.dns.max_lookups_per_client.get(), 8);
+}
+
+#[test]
+fn bad_dns_keys_name_the_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.conf");
+    std::fs::write(&empty, "# no servers\n").unwrap();
+    let missing = dir.path().join("missing.conf");
+    for (text, expected) in [
+        (
+            format!("[dns]\nresolv_conf = {:?}\n", missing.display().to_string()),
+            "leash.toml:2: key `dns.resolv_conf`: cannot read",
+        ),
+        (
+            format!("[dns]\n\nresolv_conf = {:?}\n", empty.display().to_string()),
+            "leash.toml:3: key `dns.resolv_conf`:",
+        ),
+        (
+            "[dns]\nmax_lookups = 0\n".to_owned(),
+            "leash.toml:2: key `dns.max_lookups`:",
+        ),
+        (
+            "[dns]\nmax_lookups_per_client = 0\n".to_owned(),
+            "leash.toml:2: key `dns.max_lookups_per_client`:",
+        ),
+        (
+            "[dns]\nmax_lookups = 4\nmax_lookups_per_client = 5\n".to_owned(),
+            "leash.toml:3: key `dns.max_lookups_per_client`: must be at most `dns.max_lookups` (4), got 5",
+        ),
+        (
+            "[dns]\nservers = [\"1.1.1.1\"]\n".to_owned(),
+            "leash.toml:2: key `dns.servers`: unknown field `servers`",
+        ),
+    ] {
+        let error = error(&text);
+        assert!(error.contains(expected), "{text}: {error}");
+    }
+    let error = error(&format!(
+        "[dns]\nresolv_conf = {:?}\n",
+        empty.display().to_string()
+    ));
+    assert!(error.contains("no nameservers"), "{error}");
+}
