@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use listeners::Tunnels;
 use policy::Protocol;
-use violations::ViolationLog;
+use violations::{LogStats, ViolationLog};
 
 /// Renders every metric.
 pub(crate) fn render(log: Option<&ViolationLog>, tunnels: &Tunnels) -> String {
@@ -82,14 +82,52 @@ pub(crate) fn render(log: Option<&ViolationLog>, tunnels: &Tunnels) -> String {
         &mut out,
         "leash_log_errors_total",
         "counter",
-        "Violation-log lines that could not be written.",
+        "Failed writes to the violation log.",
     );
-    let _ = writeln!(
-        out,
-        "leash_log_errors_total {}",
-        log.map_or(0, ViolationLog::log_errors)
-    );
+    let stats = log.map(ViolationLog::stats).unwrap_or_default();
+    let _ = writeln!(out, "leash_log_errors_total {}", stats.errors);
+    log_lines(&mut out, &stats);
     out
+}
+
+/// Where every event went: `events = written + in_gaps + queued + unrecorded`.
+fn log_lines(out: &mut String, stats: &LogStats) {
+    let families = [
+        (
+            "leash_log_events_total",
+            "counter",
+            "Events numbered for the violation log.",
+            stats.events,
+        ),
+        (
+            "leash_log_lines_written_total",
+            "counter",
+            "Event lines written to the violation log.",
+            stats.written,
+        ),
+        (
+            "leash_log_lines_in_gaps_total",
+            "counter",
+            "Events lost but named by a gap line in the log.",
+            stats.in_gaps,
+        ),
+        (
+            "leash_log_lines_queued",
+            "gauge",
+            "Events waiting in memory for the log file.",
+            stats.queued,
+        ),
+        (
+            "leash_log_lines_unrecorded_total",
+            "counter",
+            "Events lost without a gap line.",
+            stats.unrecorded,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        metric(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {

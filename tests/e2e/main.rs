@@ -16,3 +16,4 @@ mod mitm_env;
 mod process;
 mod socks;
 mod tidy;
+mod violation_log;

@@ -14,7 +14,7 @@ pub use crate::{
     clients::{curl, raw_request, CurlOutput},
     origin::{big_body, Origin, OriginPair, Seen, SeenRequest},
     running::{
-        loopback, policy_config, start_proxy, start_proxy_from_file, start_proxy_with_decider,
-        AdminClient, LoopbackNat, TestProxy,
+        loopback, policy_config, start_proxy, start_proxy_from_file, start_proxy_logging_into,
+        start_proxy_with_decider, AdminClient, LoopbackNat, TestProxy,
     },
 };

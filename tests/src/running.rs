@@ -38,7 +38,16 @@ pub fn start_proxy(
     resolver: Arc<StaticResolver>,
     connector: Option<Arc<dyn Connector>>,
 ) -> TestProxy {
-    start(config, None, resolver, connector, None)
+    start(config, None, resolver, connector, None, None)
+}
+
+/// Like `start_proxy`, with the violation log in `log_dir` (a small filesystem a test fills).
+pub fn start_proxy_logging_into(
+    config: Config,
+    resolver: Arc<StaticResolver>,
+    log_dir: &Path,
+) -> TestProxy {
+    start(config, None, resolver, None, None, Some(log_dir.to_owned()))
 }
 
 /// Like `start_proxy`, with `decider` consulted for every `ask`.
@@ -48,20 +57,20 @@ pub fn start_proxy_with_decider(
     connector: Option<Arc<dyn Connector>>,
     decider: Arc<dyn Decider>,
 ) -> TestProxy {
-    start(config, None, resolver, connector, Some(decider))
+    start(config, None, resolver, connector, Some(decider), None)
 }
 
 /// Like `start_proxy`, from a config file that the admin API's `/reload` re-reads.
 pub fn start_proxy_from_file(file: &Path, resolver: Arc<StaticResolver>) -> TestProxy {
     let config = Config::load(file).expect("the test config loads");
-    start(config, Some(file.to_owned()), resolver, None, None)
+    start(config, Some(file.to_owned()), resolver, None, None, None)
 }
 
-/// Managed listeners, a temp-dir log and admin token file, on every reload too.
-fn test_overlay(dir: PathBuf) -> ConfigOverlay {
+/// Managed listeners, a log in `log_dir` and an admin token file in `dir`, on every reload too.
+fn test_overlay(dir: PathBuf, log_dir: PathBuf) -> ConfigOverlay {
     Arc::new(move |config: &mut Config| {
         config.listen.ephemeral = true;
-        config.log.violations = dir.join("violations.jsonl");
+        config.log.violations = log_dir.join("violations.jsonl");
         config
             .admin
             .token_file
@@ -76,10 +85,12 @@ fn start(
     resolver: Arc<StaticResolver>,
     connector: Option<Arc<dyn Connector>>,
     decider: Option<Arc<dyn Decider>>,
+    log_dir: Option<PathBuf>,
 ) -> TestProxy {
     let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("violations.jsonl");
-    let overlay = test_overlay(dir.path().to_owned());
+    let log_dir = log_dir.unwrap_or_else(|| dir.path().to_owned());
+    let log = log_dir.join("violations.jsonl");
+    let overlay = test_overlay(dir.path().to_owned(), log_dir);
     overlay(&mut config).expect("overlay");
     let configured_token = config.admin.token.clone();
     let mut builder = Leash::builder()
