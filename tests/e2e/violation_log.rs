@@ -371,7 +371,10 @@ async fn every_answered_block_survives_a_sigkill_right_after_the_answer() {
         let dir = tempfile::tempdir().unwrap();
         let (proxy, log) = binary_proxy(dir.path());
         let addr: SocketAddr = proxy.http().parse().unwrap();
+        let socks: SocketAddr = proxy.ready["socks"].as_str().unwrap().parse().unwrap();
         let clients: Vec<_> = (0..4).map(|_| tokio::spawn(blocks(addr, 25, 50))).collect();
+        // SOCKS5 refusals carry no event id: each must have its own line.
+        let refused = socks_refusals(socks, 10).await;
         let mut answered = BTreeSet::new();
         for client in clients {
             answered.extend(client.await.unwrap());
@@ -384,5 +387,30 @@ async fn every_answered_block_survives_a_sigkill_right_after_the_answer() {
             missing.is_empty(),
             "round {round}: answered, not logged: {missing:?}"
         );
+        let socks_lines = lines.iter().filter(|l| l["protocol"] == "socks5").count();
+        assert_eq!(
+            socks_lines, refused,
+            "round {round}: every SOCKS5 refusal logged"
+        );
     }
+}
+
+/// `n` SOCKS5 `CONNECT`s to names no rule allows, each refused (`0x02`) before the next.
+async fn socks_refusals(socks: SocketAddr, n: usize) -> usize {
+    for i in 0..n {
+        let mut stream = TcpStream::connect(socks).await.expect("connect");
+        stream.write_all(&[5, 1, 0]).await.expect("greet");
+        let mut choice = [0u8; 2];
+        stream.read_exact(&mut choice).await.expect("method");
+        assert_eq!(choice, [5, 0], "no authentication");
+        let host = format!("refused{i}.test");
+        let mut request = vec![5, 1, 0, 3, host.len() as u8];
+        request.extend_from_slice(host.as_bytes());
+        request.extend_from_slice(&443u16.to_be_bytes());
+        stream.write_all(&request).await.expect("request");
+        let mut reply = [0u8; 4];
+        stream.read_exact(&mut reply).await.expect("reply");
+        assert_eq!(reply[..2], [5, 2], "refused by the ruleset");
+    }
+    n
 }

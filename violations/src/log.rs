@@ -218,11 +218,6 @@ impl ViolationLog {
         }
     }
 
-    /// Failed write attempts.
-    pub fn log_errors(&self) -> u64 {
-        self.shared.state().stats.errors
-    }
-
     /// Whether the file takes lines now.
     pub fn health(&self) -> LogHealth {
         match &self.shared.state().failing {
