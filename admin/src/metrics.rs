@@ -16,7 +16,7 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use violations::ViolationLog;
+use violations::{LogStats, ViolationLog};
 
 /// The content type of what [`render`] returns.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -90,10 +90,46 @@ impl Collector for Scrape {
             Gauge,
         )?)?;
 
-        let errors = self.log.as_ref().map_or(0, |log| log.log_errors());
-        let help = "Violation-log lines that could not be written.";
-        counters(&mut encoder, "leash_log_errors", help, &[(vec![], errors)])
+        let stats = self.log.as_ref().map(|log| log.stats()).unwrap_or_default();
+        log_lines(&mut encoder, &stats)
     }
+}
+
+/// Where every event went: `events = written + in_gaps + queued + unrecorded`.
+fn log_lines(encoder: &mut DescriptorEncoder<'_>, stats: &LogStats) -> std::fmt::Result {
+    let families = [
+        (
+            "leash_log_errors",
+            "Failed writes to the violation log.",
+            stats.errors,
+        ),
+        (
+            "leash_log_events",
+            "Events numbered for the violation log.",
+            stats.events,
+        ),
+        (
+            "leash_log_lines_written",
+            "Event lines written to the violation log.",
+            stats.written,
+        ),
+        (
+            "leash_log_lines_in_gaps",
+            "Events lost but named by a gap line in the log.",
+            stats.in_gaps,
+        ),
+        (
+            "leash_log_lines_unrecorded",
+            "Events lost without a gap line.",
+            stats.unrecorded,
+        ),
+    ];
+    for (name, help, value) in families {
+        counters(encoder, name, help, &[(vec![], value)])?;
+    }
+    let queued = ConstGauge::new(i64::try_from(stats.queued).unwrap_or(i64::MAX));
+    let help = "Events waiting in memory for the log file.";
+    queued.encode(encoder.encode_descriptor("leash_log_lines_queued", help, None, Gauge)?)
 }
 
 fn up() -> Labels<'static> {

@@ -15,6 +15,7 @@ use policy::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
+use violations::{LogHealth, ViolationLog};
 
 use crate::{control::RuleChange, guard, metrics, server::Admin};
 
@@ -96,7 +97,15 @@ fn authorized(admin: &Admin, req: &Request<Incoming>) -> bool {
 
 fn health(admin: &Admin) -> AdminResponse {
     let mode = admin.control.engine().mode();
-    ok(json!({ "status": "ok", "mode": mode, "uptime_s": admin.control.uptime().as_secs() }))
+    let uptime_s = admin.control.uptime().as_secs();
+    match admin.log.as_deref().map(ViolationLog::health) {
+        Some(LogHealth::Degraded { reason }) => ok(
+            json!({ "status": "degraded", "reason": reason, "mode": mode, "uptime_s": uptime_s }),
+        ),
+        Some(LogHealth::Ok) | None => {
+            ok(json!({ "status": "ok", "mode": mode, "uptime_s": uptime_s }))
+        }
+    }
 }
 
 /// Why leash cannot show or change the rules of an embedder's engine.

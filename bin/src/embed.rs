@@ -534,6 +534,16 @@ impl Running {
         }
         if let Some(log) = self.log {
             log.close();
+            let stats = log.stats();
+            if stats.in_gaps + stats.unrecorded > 0 {
+                tracing::warn!(
+                    events = stats.events,
+                    written = stats.written,
+                    in_gaps = stats.in_gaps,
+                    unrecorded = stats.unrecorded,
+                    "the violation log lost events (in_gaps: named by gap lines in the file; unrecorded: not)"
+                );
+            }
         }
         drop(self.admin_auth);
     }

@@ -20,3 +20,4 @@ mod relay;
 mod socks;
 mod tidy;
 mod udp;
+mod violation_log;

@@ -116,6 +116,12 @@ impl BinaryProxy {
         self.child.id()
     }
 
+    /// Sends SIGKILL at once (no chance to flush anything) and waits for the exit.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the output.
     pub fn terminate(mut self) -> Output {
         let pid = self.child.id().to_string();

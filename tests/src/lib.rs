@@ -16,7 +16,7 @@ pub use crate::{
     netns::{skip_unless_root, NetNs},
     origin::{big_body, Origin, OriginPair, Seen, SeenRequest},
     running::{
-        loopback, policy_config, start_proxy, start_proxy_from_file,
+        loopback, policy_config, start_proxy, start_proxy_from_file, start_proxy_logging_into,
         start_proxy_on_configured_listeners, start_proxy_with_decider, AdminClient, LoopbackNat,
         TestProxy,
     },

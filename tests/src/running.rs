@@ -38,7 +38,16 @@ pub fn start_proxy(
     resolver: Arc<StaticResolver>,
     connector: Option<Arc<dyn Connector>>,
 ) -> TestProxy {
-    start(config, None, resolver, connector, None)
+    start(config, None, resolver, connector, None, None)
+}
+
+/// Like `start_proxy`, with the violation log in `log_dir` (a small filesystem a test fills).
+pub fn start_proxy_logging_into(
+    config: Config,
+    resolver: Arc<StaticResolver>,
+    log_dir: &Path,
+) -> TestProxy {
+    start(config, None, resolver, None, None, Some(log_dir.to_owned()))
 }
 
 /// Like `start_proxy`, but on the listen addresses of `config` (give them port 0; a non-loopback
@@ -51,7 +60,11 @@ pub fn start_proxy_on_configured_listeners(
         config.listen.ephemeral = false;
         Ok(())
     });
-    start_with(config, None, resolver, None, None, Some(overlay))
+    let extras = Extras {
+        listeners: Some(overlay),
+        ..Extras::default()
+    };
+    start_with(config, None, resolver, None, None, extras)
 }
 
 /// Like `start_proxy`, with `decider` consulted for every `ask`.
@@ -61,24 +74,24 @@ pub fn start_proxy_with_decider(
     connector: Option<Arc<dyn Connector>>,
     decider: Arc<dyn Decider>,
 ) -> TestProxy {
-    start(config, None, resolver, connector, Some(decider))
+    start(config, None, resolver, connector, Some(decider), None)
 }
 
 /// Like `start_proxy`, from a config file that the admin API's `/reload` re-reads.
 pub fn start_proxy_from_file(file: &Path, resolver: Arc<StaticResolver>) -> TestProxy {
     let config = Config::load(file).expect("the test config loads");
-    start(config, Some(file.to_owned()), resolver, None, None)
+    start(config, Some(file.to_owned()), resolver, None, None, None)
 }
 
-/// Managed listeners (unless `listeners` says otherwise), a temp-dir log and admin token file, on
-/// every reload too.
-fn test_overlay(dir: PathBuf, listeners: Option<ConfigOverlay>) -> ConfigOverlay {
+/// Managed listeners (unless `listeners` says otherwise), a log in `log_dir` and an admin token
+/// file in `dir`, on every reload too.
+fn test_overlay(dir: PathBuf, log_dir: PathBuf, listeners: Option<ConfigOverlay>) -> ConfigOverlay {
     Arc::new(move |config: &mut Config| {
         config.listen.ephemeral = true;
         if let Some(listeners) = &listeners {
             listeners(config)?;
         }
-        config.log.violations = dir.join("violations.jsonl");
+        config.log.violations = log_dir.join("violations.jsonl");
         config
             .admin
             .token_file
@@ -93,8 +106,22 @@ fn start(
     resolver: Arc<StaticResolver>,
     connector: Option<Arc<dyn Connector>>,
     decider: Option<Arc<dyn Decider>>,
+    log_dir: Option<PathBuf>,
 ) -> TestProxy {
-    start_with(config, file, resolver, connector, decider, None)
+    let extras = Extras {
+        log_dir,
+        listeners: None,
+    };
+    start_with(config, file, resolver, connector, decider, extras)
+}
+
+/// What a few tests change besides the config.
+#[derive(Default)]
+struct Extras {
+    /// Where the violation log goes (default: the instance's temp dir).
+    log_dir: Option<PathBuf>,
+    /// Listener settings instead of managed ones.
+    listeners: Option<ConfigOverlay>,
 }
 
 fn start_with(
@@ -103,11 +130,12 @@ fn start_with(
     resolver: Arc<StaticResolver>,
     connector: Option<Arc<dyn Connector>>,
     decider: Option<Arc<dyn Decider>>,
-    listeners: Option<ConfigOverlay>,
+    extras: Extras,
 ) -> TestProxy {
     let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("violations.jsonl");
-    let overlay = test_overlay(dir.path().to_owned(), listeners);
+    let log_dir = extras.log_dir.unwrap_or_else(|| dir.path().to_owned());
+    let log = log_dir.join("violations.jsonl");
+    let overlay = test_overlay(dir.path().to_owned(), log_dir, extras.listeners);
     overlay(&mut config).expect("overlay");
     let configured_token = config.admin.token.clone();
     let mut builder = Leash::builder()

@@ -9,6 +9,8 @@ use policy::{
 };
 use serde::Serialize;
 
+use crate::queue::Gap;
+
 #[derive(Serialize)]
 struct LogLine<'a> {
     v: u32,
@@ -71,6 +73,33 @@ pub(crate) fn render(seq: u64, ts: &str, event: &DecisionEvent) -> String {
         path: event.path.as_deref().map(escape_untrusted),
         addrs,
         detail,
+    };
+    serde_json::to_string(&line).expect("plain data serialises")
+}
+
+/// A gap line: events `first_seq..=last_seq` that could not be written and are lost. It has no
+/// `seq` of its own; `kind` tells it from an event line (which has no `kind`).
+#[derive(Serialize)]
+struct GapLine<'a> {
+    v: u32,
+    kind: &'static str,
+    ts: &'a str,
+    first_seq: u64,
+    last_seq: u64,
+    lost: u64,
+    reason: &'a str,
+}
+
+/// The JSON line for `gap` (without the newline).
+pub(crate) fn render_gap(ts: &str, gap: &Gap) -> String {
+    let line = GapLine {
+        v: SCHEMA_VERSION,
+        kind: "gap",
+        ts,
+        first_seq: gap.first,
+        last_seq: gap.last,
+        lost: gap.lost(),
+        reason: &gap.reason,
     };
     serde_json::to_string(&line).expect("plain data serialises")
 }

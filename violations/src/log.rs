@@ -1,33 +1,36 @@
-//! The violation log: a `DecisionSink` that numbers events, writes them as JSONL through a
-//! lossless background writer, and keeps the newest in a ring.
+//! The violation log: a `DecisionSink` that numbers events, writes each line to the file before
+//! `record` returns, and keeps the newest in a ring.
+//!
+//! Writing happens on the caller's thread (a `write(2)` into the page cache, which survives a
+//! crash of the process; only `fsync` would survive power loss, at a cost per block that a proxy
+//! cannot pay). Callers that arrive while a write is in progress queue their lines, and the next
+//! writer writes them all at once. When writes fail (a full disk) the queue keeps lines up to a
+//! bound, `health` says why, a retry thread writes them when space returns, and events past the
+//! bound become one gap line.
 
 use std::{
-    io::{self, Write},
     path::PathBuf,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
-    time::SystemTime,
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    thread::JoinHandle,
+    time::{Duration, SystemTime},
 };
 
 use policy::{DecisionEvent, DecisionSink, EventId};
 use tokio::sync::watch;
-use tracing_appender::{
-    non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard},
-    rolling::{self, RollingFileAppender},
-};
 
 use crate::{
     counts::DecisionCounts,
-    line::render,
+    file::{Failed, LogFile},
+    line::{render, render_gap},
+    queue::{Queue, Taken},
     ring::{Ring, RingPage},
     time::rfc3339_millis,
 };
 
-/// Lines the background writer may hold before `record` waits for it (never drops). The queue is
-/// allocated up front, so it is kept small: idle memory matters more than burst headroom.
-const QUEUE_LINES: usize = 4096;
+/// Bytes of lines held in memory while the file cannot be written; events past it become a gap.
+const QUEUE_BYTES: usize = 512 * 1024;
+/// How often the file is tried again while writes fail.
+const RETRY: Duration = Duration::from_millis(200);
 
 /// When to start a new file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,72 +62,133 @@ pub struct LogOptions {
 #[error("cannot open the violation log {}: {error}", path.display())]
 pub struct ViolationLogError {
     path: PathBuf,
-    error: String,
+    error: std::io::Error,
 }
 
-/// The unified violation log. `record` returns once the line is queued for the file (the queue
-/// never drops: when full, `record` waits), so callers answer the client only after that.
+/// Whether the log file is taking lines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogHealth {
+    /// Every line so far is in the file.
+    Ok,
+    /// Writes fail: lines wait in memory (and past a bound are lost, recorded as a gap).
+    Degraded {
+        /// The last write error.
+        reason: String,
+    },
+}
+
+/// Where every event went. `events == written + in_gaps + queued + unrecorded` at all times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Events numbered (`seq` of the newest).
+    pub events: u64,
+    /// Event lines in the file.
+    pub written: u64,
+    /// Events lost but named by a gap line in the file.
+    pub in_gaps: u64,
+    /// Events waiting in memory for the file (as lines, or inside a gap not written yet).
+    pub queued: u64,
+    /// Events lost with no gap line either: at close on a full disk, or recorded after close.
+    pub unrecorded: u64,
+    /// Failed write attempts.
+    pub errors: u64,
+}
+
+/// The unified violation log. While the file takes lines, `record` returns only after its line
+/// was written to the file (`write(2)`), so a block answered afterwards survives a kill of the
+/// process; while writes fail, it returns with the line queued and `health` degraded.
 #[derive(Debug)]
 pub struct ViolationLog {
-    state: Mutex<State>,
+    shared: Arc<Shared>,
+    retry: Mutex<Option<JoinHandle<()>>>,
     log_allowed: bool,
-    write_errors: Arc<AtomicU64>,
-    guard: Mutex<Option<WorkerGuard>>,
     latest: watch::Sender<u64>,
     counts: DecisionCounts,
 }
 
 #[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    /// Held by the one thread writing; lock order: `file`, then `state`.
+    file: Mutex<Writer>,
+    /// Wakes the retry thread: writes started failing, or the log closed.
+    wake: Condvar,
+}
+
+#[derive(Debug)]
 struct State {
     seq: u64,
-    writer: NonBlocking,
     ring: Ring,
+    queue: Queue,
+    /// Why the last write failed; `None` while writes succeed.
+    failing: Option<String>,
+    closed: bool,
+    stats: LogStats,
+}
+
+#[derive(Debug)]
+struct Writer {
+    /// `None` once closed.
+    file: Option<LogFile>,
+    batch: Vec<u8>,
+    lengths: Vec<usize>,
 }
 
 impl ViolationLog {
     /// Opens (creates or appends to) the log.
     pub fn open(options: &LogOptions) -> Result<ViolationLog, ViolationLogError> {
-        let error = |error: String| ViolationLogError {
+        ViolationLog::open_bounded(options, QUEUE_BYTES)
+    }
+
+    fn open_bounded(
+        options: &LogOptions,
+        queue_bytes: usize,
+    ) -> Result<ViolationLog, ViolationLogError> {
+        let error = |error| ViolationLogError {
             path: options.path.clone(),
             error,
         };
         let file_name = options
             .path
             .file_name()
-            .ok_or_else(|| error("not a file name".into()))?;
+            .ok_or_else(|| error(std::io::Error::other("not a file name")))?;
         let dir = match options.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
         };
-        let rotation = match options.rotation {
-            Rotation::Never => rolling::Rotation::NEVER,
-            Rotation::Hourly => rolling::Rotation::HOURLY,
-            Rotation::Daily => rolling::Rotation::DAILY,
-        };
-        let appender = RollingFileAppender::builder()
-            .rotation(rotation)
-            .filename_prefix(file_name.to_string_lossy())
-            .build(dir)
-            .map_err(|e| error(e.to_string()))?;
-        let write_errors = Arc::new(AtomicU64::new(0));
-        let counting = CountingWriter {
-            inner: appender,
-            errors: write_errors.clone(),
-        };
-        let (writer, guard) = NonBlockingBuilder::default()
-            .lossy(false)
-            .buffered_lines_limit(QUEUE_LINES)
-            .thread_name("leash-violations")
-            .finish(counting);
-        Ok(ViolationLog {
+        let file = LogFile::open(
+            dir,
+            file_name.to_string_lossy().into_owned(),
+            options.rotation,
+        )
+        .map_err(error)?;
+        let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 seq: 0,
-                writer,
                 ring: Ring::new(options.ring),
+                queue: Queue::new(queue_bytes),
+                failing: None,
+                closed: false,
+                stats: LogStats::default(),
             }),
+            file: Mutex::new(Writer {
+                file: Some(file),
+                batch: Vec::new(),
+                lengths: Vec::new(),
+            }),
+            wake: Condvar::new(),
+        });
+        let retry = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("leash-log-retry".into())
+                .spawn(move || shared.retry_loop())
+                .map_err(error)?
+        };
+        Ok(ViolationLog {
+            shared,
+            retry: Mutex::new(Some(retry)),
             log_allowed: options.log_allowed,
-            write_errors,
-            guard: Mutex::new(Some(guard)),
             latest: watch::channel(0).0,
             counts: DecisionCounts::default(),
         })
@@ -132,7 +196,7 @@ impl ViolationLog {
 
     /// Up to `limit` events newer than `since`, from the ring (non-destructive).
     pub fn page(&self, since: u64, limit: usize) -> RingPage {
-        self.state.lock().expect("log lock").ring.page(since, limit)
+        self.shared.state().ring.page(since, limit)
     }
 
     /// The newest blocked event's `seq`, updated on every block (for long polls).
@@ -145,40 +209,89 @@ impl ViolationLog {
         &self.counts
     }
 
-    /// Lines that could not be written.
-    pub fn log_errors(&self) -> u64 {
-        self.write_errors.load(Ordering::Relaxed)
+    /// Where every event went.
+    pub fn stats(&self) -> LogStats {
+        let state = self.shared.state();
+        LogStats {
+            queued: state.queue.events(),
+            ..state.stats
+        }
     }
 
-    /// Flushes every queued line to the file and stops the writer; later events still reach the
-    /// ring and are counted as log errors.
+    /// Whether the file takes lines now.
+    pub fn health(&self) -> LogHealth {
+        match &self.shared.state().failing {
+            None => LogHealth::Ok,
+            Some(reason) => LogHealth::Degraded {
+                reason: format!("cannot write the violation log: {reason}"),
+            },
+        }
+    }
+
+    /// Writes every queued line (one last try) and closes the file. Lines that still cannot be
+    /// written become one gap line if that fits, else they count as `unrecorded`. Later events
+    /// still reach the ring and count as `unrecorded`.
     pub fn close(&self) {
-        let guard = self.guard.lock().expect("log lock").take();
-        drop(guard);
+        self.shared.state().closed = true;
+        self.shared.wake.notify_all();
+        if let Some(retry) = self.retry.lock().expect("log lock").take() {
+            let _ = retry.join();
+        }
+        let mut writer = self.shared.file.lock().expect("log lock");
+        self.shared.write_queued(&mut writer);
+        let mut state = self.shared.state();
+        let reason = state.failing.clone().unwrap_or_default();
+        if let Some(gap) = state.queue.drain_to_gap(&reason) {
+            drop(state);
+            let ts = rfc3339_millis(SystemTime::now());
+            let line = render_gap(&ts, &gap) + "\n";
+            let written = writer
+                .file
+                .as_mut()
+                .map(|file| file.append(line.as_bytes()));
+            let mut state = self.shared.state();
+            match written {
+                Some(Ok(())) => state.stats.in_gaps += gap.lost(),
+                Some(Err(_)) | None => state.stats.unrecorded += gap.lost(),
+            }
+        }
+        writer.file = None;
     }
 }
 
 impl DecisionSink for ViolationLog {
     fn record(&self, event: &DecisionEvent) -> EventId {
         self.counts.count(event.protocol, &event.decision);
-        // One lock numbers, stamps, writes and rings the line, so `seq` and `ts` rise together.
-        let mut state = self.state.lock().expect("log lock");
+        // One lock numbers, stamps, queues and rings the line, so `seq` and `ts` rise together
+        // and the queue is in `seq` order.
+        let mut state = self.shared.state();
         let ts = rfc3339_millis(SystemTime::now());
         state.seq += 1;
+        state.stats.events += 1;
         let seq = state.seq;
         let line = render(seq, &ts, event);
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        if state.writer.write_all(&bytes).is_err() {
-            self.write_errors.fetch_add(1, Ordering::Relaxed);
-        }
+        let write = match state.closed {
+            true => {
+                state.stats.unrecorded += 1;
+                false
+            }
+            false => {
+                let failing = state.failing.clone();
+                state
+                    .queue
+                    .push(seq, format!("{line}\n"), failing.as_deref());
+                failing.is_none()
+            }
+        };
         // The ring serves `/blocked`: allowed decisions (`log_allowed`) go to the file only.
         let blocked = !event.decision.is_allowed();
         if blocked {
             state.ring.push(seq, line);
         }
         drop(state);
+        if write {
+            self.shared.write_if_healthy();
+        }
         if blocked {
             self.latest.send_replace(seq);
         }
@@ -194,28 +307,109 @@ impl DecisionSink for ViolationLog {
     }
 }
 
-/// Counts the lines the background writer failed to write (the proxy keeps refusing meanwhile).
-struct CountingWriter<W> {
-    inner: W,
-    errors: Arc<AtomicU64>,
+impl Drop for ViolationLog {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf).inspect_err(|_| {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        })
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("log lock")
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.inner.write_all(buf).inspect_err(|_| {
-            self.errors.fetch_add(1, Ordering::Relaxed);
-        })
+    /// Writes the queue unless writes are failing (then the retry thread owns the file, and a
+    /// caller never waits for a disk that is full). When this returns, the caller's line is in
+    /// the file: written by this call or by the one that held the lock before.
+    fn write_if_healthy(&self) {
+        let mut writer = self.file.lock().expect("log lock");
+        if self.state().failing.is_none() {
+            self.write_queued(&mut writer);
+        }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+    /// Writes everything queued, in batches, until the queue is empty or a write fails.
+    fn write_queued(&self, writer: &mut Writer) {
+        let Writer {
+            file: Some(file),
+            batch,
+            lengths,
+        } = writer
+        else {
+            return;
+        };
+        loop {
+            batch.clear();
+            lengths.clear();
+            let ts = rfc3339_millis(SystemTime::now());
+            {
+                let mut state = self.state();
+                if state.queue.is_empty() {
+                    state.failing = None;
+                    return;
+                }
+                state.queue.render_into(&ts, batch, lengths);
+            }
+            let result = file.append(batch);
+            let mut state = self.state();
+            match result {
+                Ok(()) => {
+                    let taken = state.queue.take(lengths.len());
+                    state.account(taken);
+                }
+                Err(Failed { whole, error }) => {
+                    let count = whole_entries(lengths, whole);
+                    let taken = state.queue.take(count);
+                    state.account(taken);
+                    state.queue.unseal();
+                    state.stats.errors += 1;
+                    state.failing = Some(error.to_string());
+                    self.wake.notify_all();
+                    return;
+                }
+            }
+        }
     }
+
+    /// While writes fail, tries the file every `RETRY`; otherwise sleeps until woken.
+    fn retry_loop(&self) {
+        let mut state = self.state();
+        loop {
+            if state.closed {
+                return;
+            }
+            if state.failing.is_none() {
+                state = self.wake.wait(state).expect("log lock");
+                continue;
+            }
+            let (guard, wait) = self.wake.wait_timeout(state, RETRY).expect("log lock");
+            state = guard;
+            if wait.timed_out() && !state.closed {
+                drop(state);
+                self.write_queued(&mut self.file.lock().expect("log lock"));
+                state = self.state();
+            }
+        }
+    }
+}
+
+impl State {
+    fn account(&mut self, taken: Taken) {
+        self.stats.written += taken.lines;
+        self.stats.in_gaps += taken.in_gaps;
+    }
+}
+
+/// How many entries of a batch with these `lengths` make up its first `bytes` bytes.
+fn whole_entries(lengths: &[usize], bytes: usize) -> usize {
+    let mut total = 0;
+    lengths
+        .iter()
+        .take_while(|len| {
+            total += **len;
+            total <= bytes
+        })
+        .count()
 }
 
 #[cfg(test)]

@@ -62,7 +62,11 @@ fn every_event_is_one_json_line_in_seq_order() {
         assert!(line["ts"].as_str().unwrap().ends_with('Z'));
     }
     assert_eq!(log.page(398, 10).events.len(), 2);
-    assert_eq!(log.log_errors(), 0);
+    let stats = log.stats();
+    assert_eq!(
+        (stats.events, stats.written, stats.queued, stats.errors),
+        (400, 400, 0, 0)
+    );
 }
 
 #[test]
@@ -96,6 +100,47 @@ fn writes_after_close_are_counted_not_silently_lost() {
         "late.test",
         Decision::Ask(BlockReason::AllowlistMiss),
     ));
-    assert_eq!(log.log_errors(), 1);
+    let stats = log.stats();
+    assert_eq!((stats.events, stats.unrecorded), (1, 1));
     assert_eq!(log.page(0, 10).events.len(), 1, "the ring still has it");
+}
+
+#[test]
+fn a_line_is_in_the_file_when_record_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = ViolationLog::open(&options(&dir)).unwrap();
+    for seq in 1..=20u64 {
+        let id = log.record(&event(
+            "now.test",
+            Decision::Ask(BlockReason::AllowlistMiss),
+        ));
+        // Read before close: nothing may still sit in a queue or a buffer of this process.
+        let text = std::fs::read_to_string(dir.path().join("v.jsonl")).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!((id, &last["seq"]), (EventId(seq), &seq.into()));
+    }
+}
+
+#[test]
+fn rotation_writes_into_the_dated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(&dir);
+    options.rotation = Rotation::Hourly;
+    let log = ViolationLog::open(&options).unwrap();
+    log.record(&event("h.test", Decision::Ask(BlockReason::AllowlistMiss)));
+    log.close();
+    // Two files only if the hour turned between opening and writing.
+    let mut lines = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("v.jsonl.20") && name.len() == "v.jsonl.2026-12-31-23".len(),
+            "{name}"
+        );
+        lines += std::fs::read_to_string(dir.path().join(name))
+            .unwrap()
+            .lines()
+            .count();
+    }
+    assert_eq!(lines, 1);
 }
