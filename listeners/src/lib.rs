@@ -27,5 +27,5 @@ pub use crate::{
     ready::ReadyRecord,
     relay::{relay, relay_sockets},
     reserve::{ListenError, ListenPlan, Reserved},
-    tunnels::{TunnelHandle, TunnelInfo, Tunnels},
+    tunnels::{ExchangeInfo, TunnelHandle, TunnelInfo, Tunnels},
 };
