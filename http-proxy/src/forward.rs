@@ -2,7 +2,10 @@
 //! sent upstream in origin-form with `Host` rewritten and hop-by-hop headers stripped, over a
 //! connection the shared dialer vetted (kept alive in the shared pool and re-vetted on reuse).
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
 
 use http_body_util::BodyExt;
 use hyper::{
@@ -368,12 +371,13 @@ impl Sending<'_> {
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
         parts.version = Version::HTTP_11;
         let tunnels = self.proxy.dialer.tunnels();
-        let body = Counted::new(body, tunnels, true);
+        let cut = Arc::new(AtomicBool::new(false));
+        let body = UpstreamBody::new(Counted::new(body, tunnels, true), cut.clone());
         let bound_auth = connection_bound_auth(parts.headers.get_all(AUTHORIZATION));
         let request = Request::from_parts(parts, body);
         let mut exchange = self.register(&upstream)?;
         let sending = upstream.sender.try_send_request(request);
-        let response = match unless_cut(&exchange, &upstream.task, sending).await? {
+        let response = match unless_cut(&exchange, &upstream.task, &cut, sending).await? {
             Ok(response) => response,
             Err(mut failed) => {
                 // The connection closed before the request went out (a kept one the origin had
@@ -386,7 +390,7 @@ impl Sending<'_> {
                 upstream = Box::pin(dial_fresh(self.proxy, self.scope, &key, self.route)).await?;
                 exchange = self.register(&upstream)?;
                 let sending = upstream.sender.send_request(request);
-                let sent = unless_cut(&exchange, &upstream.task, sending).await?;
+                let sent = unless_cut(&exchange, &upstream.task, &cut, sending).await?;
                 sent.map_err(UpstreamError::Http)?
             }
         };
@@ -413,15 +417,18 @@ impl Sending<'_> {
 }
 
 /// `sending`, unless a policy change cuts the exchange first: then the upstream connection is
-/// aborted, so the origin never gets the rest of the request, and the refusal is returned.
+/// aborted, so the origin never gets the rest of the request (the client's rest is drained, see
+/// `UpstreamBody`), and the refusal is returned.
 async fn unless_cut<T>(
     exchange: &TunnelHandle,
     connection: &AbortHandle,
+    drain: &AtomicBool,
     sending: impl std::future::Future<Output = T>,
 ) -> Result<T, UpstreamError> {
     tokio::select! {
         biased;
         refusal = exchange.cut() => {
+            drain.store(true, Ordering::Release);
             connection.abort();
             Err(UpstreamError::Refused(refusal))
         }

@@ -10,6 +10,7 @@ mod exec;
 mod framing;
 mod hints;
 mod http;
+mod inflight;
 mod limits;
 mod mitm;
 mod mitm_env;
