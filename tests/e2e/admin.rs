@@ -358,7 +358,11 @@ async fn reload_under_load_never_mixes_two_policies() {
                     let allowed = response.starts_with("HTTP/1.1 200") && response.ends_with("hello from origin");
                     let denied = response.starts_with("HTTP/1.1 403")
                         && response.contains(&format!("\"reason\":\"denylist\",\"rule\":\"{host}\""));
-                    assert!(allowed || denied, "a response neither policy gives: {response}");
+                    // An allowed exchange still in flight when the next policy denies its host
+                    // is cut: the connection closes before a whole response (never a whole one).
+                    let cut = !response.ends_with("hello from origin")
+                        && (response.is_empty() || response.starts_with("HTTP/1.1 200"));
+                    assert!(allowed || denied || cut, "a response neither policy gives: {response}");
                     checked.fetch_add(1, Ordering::SeqCst);
                 }
             })
