@@ -15,5 +15,6 @@ mod limits;
 mod mitm;
 mod mitm_env;
 mod process;
+mod reasons;
 mod socks;
 mod tidy;
