@@ -329,3 +329,6 @@ impl Drop for TunnelHandle {
             .remove(&self.id);
     }
 }
+
+#[cfg(test)]
+mod tests;
