@@ -121,27 +121,10 @@ pub(crate) async fn deliver(
         )
     };
     let shape = Shape::of(&req);
-    let overrides: Vec<&str> = shape.method_overrides.iter().map(String::as_str).collect();
-    let request = PolicyRequest {
-        target,
-        method: method.as_str(),
-        protocol: route.protocol,
-        shape: RequestShape {
-            has_body: shape.has_body,
-            upgrade: shape.upgrade,
-            method_overrides: &overrides,
-        },
-    };
-    let decision = proxy.decide(scope, &request).await;
+    let (decision, approved) = decide(proxy, scope, target, &req, &shape, route.protocol).await;
     if !decision.is_allowed() {
         return proxy.block(scope, decision, &subject());
     }
-    let approved = is_approved(
-        scope.engine.as_ref(),
-        proxy.decider.as_deref(),
-        &request,
-        &decision,
-    );
     let key = PoolKey {
         target: target.clone(),
         protocol: route.protocol,
@@ -163,9 +146,18 @@ pub(crate) async fn deliver(
         exchange: shape.exchange(target, route.protocol, method.as_str(), approved),
     };
     let sent = tokio::time::timeout(timeout, to.send(upstream, key, req)).await;
-    let Ok(sent) = sent else {
-        return upstream_error(&UpstreamError::Timeout, target);
-    };
+    let sent = sent.unwrap_or(Err(UpstreamError::Timeout));
+    answer(proxy, scope, target, sent, subject)
+}
+
+/// The client's answer once the request was sent, or failed, or was cut.
+fn answer<'s>(
+    proxy: &HttpProxy,
+    scope: &Scope,
+    target: &Target,
+    sent: Result<Response<ProxyBody>, UpstreamError>,
+    subject: impl Fn() -> Subject<'s>,
+) -> Response<ProxyBody> {
     match sent {
         Ok(response) => response,
         // The client's own body was malformed (a bad chunk size): its fault, not the upstream's,
@@ -205,6 +197,32 @@ fn absolute_form_authority(uri: &Uri) -> Result<String, &'static str> {
         Some(scheme) if scheme.eq_ignore_ascii_case("http") => Ok(authority.as_str().to_owned()),
         _ => Err("only http:// URIs are forwarded; use CONNECT for https"),
     }
+}
+
+/// The decision for `req`, and whether it stands on a `Decider`'s approval.
+async fn decide(
+    proxy: &HttpProxy,
+    scope: &Scope,
+    target: &Target,
+    req: &Request<Incoming>,
+    shape: &Shape,
+    protocol: Protocol,
+) -> (Decision, bool) {
+    let overrides: Vec<&str> = shape.method_overrides.iter().map(String::as_str).collect();
+    let request = PolicyRequest {
+        target,
+        method: req.method().as_str(),
+        protocol,
+        shape: RequestShape {
+            has_body: shape.has_body,
+            upgrade: shape.upgrade,
+            method_overrides: &overrides,
+        },
+    };
+    let decision = proxy.decide(scope, &request).await;
+    let decider = proxy.decider.as_deref();
+    let approved = is_approved(scope.engine.as_ref(), decider, &request, &decision);
+    (decision, approved)
 }
 
 /// What limited mode looks at besides the method (SPEC §4), read once from the head: for the
