@@ -227,6 +227,8 @@ enum Path {
     AbsoluteForm,
     /// `CONNECT slow.test:443`, intercepted, then the request inside TLS.
     Intercepted,
+    /// A SOCKS5 `CONNECT` to `slow.test:443`, intercepted the same way.
+    SocksIntercepted,
 }
 
 /// How the policy tightens while the exchanges are in flight.
@@ -254,7 +256,7 @@ impl Setup {
         let origin_ca = TestCa::new("paced origin CA");
         let origin_ca_file = dir.path().join("origin-ca.pem");
         origin_ca.write_pem(&origin_ca_file);
-        let tls = (path == Path::Intercepted)
+        let tls = (path != Path::AbsoluteForm)
             .then(|| TlsAcceptor::from(origin_ca.server_config(&["slow.test", "other.test"], &[])));
         let origin = PacedOrigin::start(tls).await;
         let (slow, other): (IpAddr, IpAddr) = (
@@ -268,7 +270,7 @@ impl Setup {
             .map(slow, origin.addr)
             .map(other, origin.addr);
         let mut config = policy_config(&["slow.test", "other.test"], &[], &[]);
-        config.mitm.enabled = path == Path::Intercepted;
+        config.mitm.enabled = path != Path::AbsoluteForm;
         config.mitm.ca_dir = Some(dir.path().join("ca"));
         config.mitm.upstream_ca = vec![origin_ca_file];
         let proxy = start_proxy(config, Arc::new(resolver), Some(Arc::new(nat)));
@@ -283,16 +285,29 @@ impl Setup {
 
     /// curl through leash to `host` and `path`, with `extra` arguments.
     fn curl(&self, host: &str, path: &str, extra: &[&str]) -> Curl {
-        let url = match self.path {
-            Path::AbsoluteForm => format!("http://{host}{path}"),
-            Path::Intercepted => format!("https://{host}{path}"),
+        let (url, proxy) = match self.path {
+            Path::AbsoluteForm => (
+                format!("http://{host}{path}"),
+                self.proxy.proxy_url("a1:tok"),
+            ),
+            Path::Intercepted => (
+                format!("https://{host}{path}"),
+                self.proxy.proxy_url("a1:tok"),
+            ),
+            Path::SocksIntercepted => {
+                let socks = self.proxy.socks.expect("a SOCKS5 listener");
+                (
+                    format!("https://{host}{path}"),
+                    format!("socks5h://a1:tok@{socks}"),
+                )
+            }
         };
         let mut args = vec![
             "-sS".to_owned(),
             "--max-time".to_owned(),
             "30".to_owned(),
             "-x".to_owned(),
-            self.proxy.proxy_url("a1:tok"),
+            proxy,
             "--cacert".to_owned(),
             self.leash_ca.display().to_string(),
             "-w".to_owned(),
@@ -340,7 +355,7 @@ impl Setup {
     fn protocol(&self) -> &'static str {
         match self.path {
             Path::AbsoluteForm => "http",
-            Path::Intercepted => "https",
+            Path::Intercepted | Path::SocksIntercepted => "https",
         }
     }
 }
@@ -541,6 +556,16 @@ async fn limited_mode_cuts_an_intercepted_body_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deny_rule_cuts_an_intercepted_body_in_flight() {
     a_body_in_flight_is_cut(Path::Intercepted, Tightening::DenyRule).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limited_mode_cuts_a_socks_intercepted_body_in_flight() {
+    a_body_in_flight_is_cut(Path::SocksIntercepted, Tightening::Limited).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_rule_cuts_a_socks_intercepted_body_in_flight() {
+    a_body_in_flight_is_cut(Path::SocksIntercepted, Tightening::DenyRule).await;
 }
 
 /// A response already streaming when a deny rule names its host: the upstream is aborted and the
