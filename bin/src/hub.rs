@@ -79,8 +79,7 @@ impl Hub {
         }
         let policy = build(state)?;
         self.hot.swap(policy.clone());
-        self.tunnels
-            .close_where(|tunnel| tunnel.refusal(&policy).is_some());
+        self.tunnels.close_refused(&policy);
         Ok(())
     }
 }

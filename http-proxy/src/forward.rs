@@ -2,7 +2,10 @@
 //! sent upstream in origin-form with `Host` rewritten and hop-by-hop headers stripped, over a
 //! connection the shared dialer vetted (kept alive in the shared pool and re-vetted on reuse).
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
 
 use http_body_util::BodyExt;
 use hyper::{
@@ -15,12 +18,16 @@ use hyper::{
     Request, Response, Uri, Version,
 };
 use hyper_util::rt::TokioIo;
-use listeners::DialError;
+use listeners::{DialError, ExchangeInfo, TunnelHandle, TunnelInfo};
 use policy::{
-    BlockReason, Decision, Host, Protocol, Request as PolicyRequest, RequestShape, Target,
+    is_approved, BlockReason, Decision, Host, Protocol, Request as PolicyRequest, RequestShape,
+    Target,
 };
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    task::AbortHandle,
+};
 use tokio_rustls::TlsConnector;
 
 use crate::{
@@ -113,7 +120,8 @@ pub(crate) async fn deliver(
             route.protocol,
         )
     };
-    let decision = decide(proxy, scope, target, &req, route.protocol).await;
+    let shape = Shape::of(&req);
+    let (decision, approved) = decide(proxy, scope, target, &req, &shape, route.protocol).await;
     if !decision.is_allowed() {
         return proxy.block(scope, decision, &subject());
     }
@@ -135,11 +143,21 @@ pub(crate) async fn deliver(
         scope,
         cache,
         route,
+        exchange: shape.exchange(target, route.protocol, method.as_str(), approved),
     };
     let sent = tokio::time::timeout(timeout, to.send(upstream, key, req)).await;
-    let Ok(sent) = sent else {
-        return upstream_error(&UpstreamError::Timeout, target);
-    };
+    let sent = sent.unwrap_or(Err(UpstreamError::Timeout));
+    answer(proxy, scope, target, sent, subject)
+}
+
+/// The client's answer once the request was sent, or failed, or was cut.
+fn answer<'s>(
+    proxy: &HttpProxy,
+    scope: &Scope,
+    target: &Target,
+    sent: Result<Response<ProxyBody>, UpstreamError>,
+    subject: impl Fn() -> Subject<'s>,
+) -> Response<ProxyBody> {
     match sent {
         Ok(response) => response,
         // The client's own body was malformed (a bad chunk size): its fault, not the upstream's,
@@ -152,6 +170,15 @@ pub(crate) async fn deliver(
         }
         Err(UpstreamError::Dial(DialError::Blocked(decision))) => {
             proxy.block(scope, decision, &subject())
+        }
+        // Cut by a policy change before the response started: the block is logged under the
+        // policy that refused it.
+        Err(UpstreamError::Refused(decision)) => {
+            let live = Scope {
+                engine: proxy.engine.snapshot(),
+                ..scope.clone()
+            };
+            proxy.block(&live, decision, &subject())
         }
         Err(error) => upstream_error(&error, target),
     }
@@ -172,36 +199,83 @@ fn absolute_form_authority(uri: &Uri) -> Result<String, &'static str> {
     }
 }
 
+/// The decision for `req`, and whether it stands on a `Decider`'s approval.
 async fn decide(
     proxy: &HttpProxy,
     scope: &Scope,
     target: &Target,
     req: &Request<Incoming>,
+    shape: &Shape,
     protocol: Protocol,
-) -> Decision {
-    let headers = req.headers();
-    let has_body = headers.contains_key(TRANSFER_ENCODING)
-        || headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0");
-    let method_overrides: Vec<&str> = OVERRIDE_HEADERS
-        .iter()
-        .flat_map(|name| headers.get_all(name))
-        .map(|v| v.to_str().unwrap_or("<non-text>"))
-        .collect();
-    let shape = RequestShape {
-        has_body,
-        upgrade: headers.contains_key(UPGRADE),
-        method_overrides: &method_overrides,
-    };
+) -> (Decision, bool) {
+    let overrides: Vec<&str> = shape.method_overrides.iter().map(String::as_str).collect();
     let request = PolicyRequest {
         target,
         method: req.method().as_str(),
         protocol,
-        shape,
+        shape: RequestShape {
+            has_body: shape.has_body,
+            upgrade: shape.upgrade,
+            method_overrides: &overrides,
+        },
     };
-    proxy.decide(scope, &request).await
+    let decision = proxy.decide(scope, &request).await;
+    let decider = proxy.decider.as_deref();
+    let approved = is_approved(scope.engine.as_ref(), decider, &request, &decision);
+    (decision, approved)
+}
+
+/// What limited mode looks at besides the method (SPEC §4), read once from the head: for the
+/// decision, and kept with the registered exchange for the decisions of later policies.
+struct Shape {
+    has_body: bool,
+    upgrade: bool,
+    method_overrides: Vec<String>,
+}
+
+impl Shape {
+    fn of(req: &Request<Incoming>) -> Shape {
+        let headers = req.headers();
+        let has_body = headers.contains_key(TRANSFER_ENCODING)
+            || headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() != "0");
+        let method_overrides = OVERRIDE_HEADERS
+            .iter()
+            .flat_map(|name| headers.get_all(name))
+            .map(|v| v.to_str().unwrap_or("<non-text>").to_owned())
+            .collect();
+        Shape {
+            has_body,
+            upgrade: headers.contains_key(UPGRADE),
+            method_overrides,
+        }
+    }
+
+    /// The exchange to register once a connection is chosen (its `peer` is set then).
+    fn exchange(
+        self,
+        target: &Target,
+        protocol: Protocol,
+        method: &str,
+        approved: bool,
+    ) -> ExchangeInfo {
+        let route = TunnelInfo {
+            target: target.clone(),
+            protocol,
+            peer: None,
+            inspected: true,
+            approved,
+        };
+        ExchangeInfo {
+            route,
+            method: method.to_owned(),
+            has_body: self.has_body,
+            upgrade: self.upgrade,
+            method_overrides: self.method_overrides,
+        }
+    }
 }
 
 /// A kept connection to the same target (this client connection's, else one from the shared pool)
@@ -247,7 +321,7 @@ async fn dial_fresh(
         .dial(scope.engine.as_ref(), target, &scope.client_key())
         .await
         .map_err(UpstreamError::Dial)?;
-    let sender = match &route.tls {
+    let (sender, task) = match &route.tls {
         None => handshake(dialed.stream).await?,
         Some(tls) => {
             let name = server_name(target);
@@ -258,23 +332,23 @@ async fn dial_fresh(
             handshake(stream).await?
         }
     };
-    Ok(Upstream::new(dialed.peer, sender))
+    Ok(Upstream::new(dialed.peer, sender, task))
 }
 
 /// An HTTP/1.1 client connection over `io`, driven by its own task.
-async fn handshake<IO>(io: IO) -> Result<SendRequest<UpstreamBody>, UpstreamError>
+async fn handshake<IO>(io: IO) -> Result<(SendRequest<UpstreamBody>, AbortHandle), UpstreamError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (sender, connection) = client::handshake(TokioIo::new(io))
         .await
         .map_err(UpstreamError::Http)?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok((sender, task.abort_handle()))
 }
 
 /// The name the origin's certificate must carry.
@@ -293,6 +367,8 @@ struct Sending<'a> {
     scope: &'a Scope,
     cache: &'a Arc<UpstreamCache>,
     route: &'a Route,
+    /// The exchange as decided, registered on the connection that carries it.
+    exchange: ExchangeInfo,
 }
 
 impl Sending<'_> {
@@ -313,10 +389,13 @@ impl Sending<'_> {
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
         parts.version = Version::HTTP_11;
         let tunnels = self.proxy.dialer.tunnels();
-        let body = Counted::new(body, tunnels, true);
+        let cut = Arc::new(AtomicBool::new(false));
+        let body = UpstreamBody::new(Counted::new(body, tunnels, true), cut.clone());
         let bound_auth = connection_bound_auth(parts.headers.get_all(AUTHORIZATION));
         let request = Request::from_parts(parts, body);
-        let response = match upstream.sender.try_send_request(request).await {
+        let mut exchange = self.register(&upstream)?;
+        let sending = upstream.sender.try_send_request(request);
+        let response = match unless_cut(&exchange, &upstream.task, &cut, sending).await? {
             Ok(response) => response,
             Err(mut failed) => {
                 // The connection closed before the request went out (a kept one the origin had
@@ -327,7 +406,9 @@ impl Sending<'_> {
                 // Boxed: this rare path would otherwise grow every request's future (hyper keeps
                 // one allocated per client connection) by a whole TLS handshake's state.
                 upstream = Box::pin(dial_fresh(self.proxy, self.scope, &key, self.route)).await?;
-                let sent = upstream.sender.send_request(request).await;
+                exchange = self.register(&upstream)?;
+                let sending = upstream.sender.send_request(request);
+                let sent = unless_cut(&exchange, &upstream.task, &cut, sending).await?;
                 sent.map_err(UpstreamError::Http)?
             }
         };
@@ -337,8 +418,39 @@ impl Sending<'_> {
         strip_hop_by_hop(&mut parts.headers);
         // Only a connection that answered, and whose answer was read to the end, goes back.
         let body = Counted::new(body, tunnels, false);
-        let body = Returning::new(body, self.cache.clone(), key, upstream);
+        let body = Returning::new(body, self.cache.clone(), key, upstream, exchange);
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    /// Registers the exchange on `upstream`'s address, checked against the policy in force
+    /// (a change since the decision refuses it here; a later one cuts it).
+    fn register(&self, upstream: &Upstream) -> Result<TunnelHandle, UpstreamError> {
+        let mut info = self.exchange.clone();
+        info.route.peer = Some(upstream.peer);
+        let tunnels = self.proxy.dialer.tunnels();
+        tunnels
+            .open_exchange_checked(info, self.proxy.engine.as_ref())
+            .map_err(UpstreamError::Refused)
+    }
+}
+
+/// `sending`, unless a policy change cuts the exchange first: then the upstream connection is
+/// aborted, so the origin never gets the rest of the request (the client's rest is drained, see
+/// `UpstreamBody`), and the refusal is returned.
+async fn unless_cut<T>(
+    exchange: &TunnelHandle,
+    connection: &AbortHandle,
+    drain: &AtomicBool,
+    sending: impl std::future::Future<Output = T>,
+) -> Result<T, UpstreamError> {
+    tokio::select! {
+        biased;
+        refusal = exchange.cut() => {
+            drain.store(true, Ordering::Release);
+            connection.abort();
+            Err(UpstreamError::Refused(refusal))
+        }
+        sent = sending => Ok(sent),
     }
 }
 

@@ -81,11 +81,20 @@ pub(crate) async fn intercept<S>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_request_head.max(8192));
+    let served = builder.serve_connection(io, service);
+    tokio::pin!(served);
     tokio::select! {
-        _ = builder.serve_connection(io, service) => {}
+        _ = served.as_mut() => return,
         () = tunnel.closed() => {}
     }
+    // The same pass that closed the tunnel cut each exchange in it that the policy refuses; those
+    // that had not answered yet answer their `403` now. Let it be written, then close.
+    served.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(CLOSE_GRACE, served).await;
 }
+
+/// How long a closed tunnel waits for the answers of its cut exchanges to be written.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One request inside the tunnel: a fresh policy snapshot and a decision of its own.
 async fn inner(

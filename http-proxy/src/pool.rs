@@ -10,6 +10,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -23,8 +24,13 @@ use hyper::{
     client::conn::http1::SendRequest,
 };
 
-use crate::count::{Counted, UpstreamBody};
-use policy::{Protocol, Target};
+use crate::{
+    count::{Counted, UpstreamBody},
+    response::BodyError,
+};
+use listeners::TunnelHandle;
+use policy::{Decision, Protocol, Target};
+use tokio::task::AbortHandle;
 
 /// Idle connections kept per target: enough for a few parallel commands.
 const IDLE_PER_TARGET: usize = 8;
@@ -47,6 +53,9 @@ pub(crate) struct PoolKey {
 pub(crate) struct Upstream {
     pub(crate) peer: SocketAddr,
     pub(crate) sender: SendRequest<UpstreamBody>,
+    /// The task driving the connection: aborting it drops the socket at once, mid-request too
+    /// (dropping `sender` would let the request in flight finish).
+    pub(crate) task: AbortHandle,
     /// When its last response ended (or it was opened).
     pub(crate) idle_since: Instant,
     /// It carries connection-bound origin authentication (NTLM, Negotiate): it may serve the
@@ -55,10 +64,15 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    pub(crate) fn new(peer: SocketAddr, sender: SendRequest<UpstreamBody>) -> Upstream {
+    pub(crate) fn new(
+        peer: SocketAddr,
+        sender: SendRequest<UpstreamBody>,
+        task: AbortHandle,
+    ) -> Upstream {
         Upstream {
             peer,
             sender,
+            task,
             idle_since: Instant::now(),
             private: false,
         }
@@ -194,12 +208,34 @@ impl Drop for UpstreamCache {
 }
 
 /// A response body that gives its upstream connection back once the body has been read to its
-/// end; a body abandoned or failed half-way takes its connection with it.
-#[derive(Debug)]
+/// end; a body abandoned or failed half-way takes its connection with it. Until the end, its
+/// exchange stays registered, and a policy change that cuts it aborts the upstream connection
+/// and breaks the body off (the client connection closes: the response had started).
 pub(crate) struct Returning {
     body: Counted<Incoming>,
     back: Option<(Arc<UpstreamCache>, PoolKey, Upstream)>,
+    exchange: Option<Watched>,
 }
+
+/// The registration of the exchange a body belongs to, and its cut.
+struct Watched {
+    handle: TunnelHandle,
+    cut: Pin<Box<dyn Future<Output = Decision> + Send + Sync>>,
+    task: AbortHandle,
+}
+
+impl std::fmt::Debug for Returning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Returning")
+            .field("body", &self.body)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error a cut response body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("a policy change cut the exchange: {0}")]
+pub(crate) struct Cut(&'static str);
 
 impl Returning {
     pub(crate) fn new(
@@ -207,36 +243,73 @@ impl Returning {
         cache: Arc<UpstreamCache>,
         key: PoolKey,
         upstream: Upstream,
+        exchange: TunnelHandle,
     ) -> Returning {
+        let watched = Watched {
+            cut: Box::pin(exchange.cut()),
+            handle: exchange,
+            task: upstream.task.clone(),
+        };
         Returning {
             body,
             back: Some((cache, key, upstream)),
+            exchange: Some(watched),
         }
     }
 
     fn give_back(&mut self) {
+        // The exchange is over: it leaves the registry before its connection is reused, unless
+        // a policy change cut it before anyone polled the cut.
+        if let Some(watched) = self.exchange.take() {
+            if watched.handle.is_cut() {
+                watched.task.abort();
+                self.back = None;
+            }
+        }
         if let Some((cache, key, mut upstream)) = self.back.take() {
             upstream.idle_since = Instant::now();
             cache.put(key, upstream);
         }
     }
+
+    /// The cut's refusal, if a policy change cut the exchange; the upstream is then aborted and
+    /// never given back.
+    fn poll_cut(&mut self, cx: &mut Context<'_>) -> Option<Decision> {
+        let watched = self.exchange.as_mut()?;
+        let Poll::Ready(refusal) = watched.cut.as_mut().poll(cx) else {
+            return None;
+        };
+        watched.task.abort();
+        self.back = None;
+        self.exchange = None;
+        Some(refusal)
+    }
 }
 
 impl Body for Returning {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if let Some(refusal) = self.poll_cut(cx) {
+            let code = refusal
+                .reason()
+                .map_or("allowed", policy::BlockReason::code);
+            return Poll::Ready(Some(Err(Box::new(Cut(code)))));
+        }
         let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
         match &frame {
             None => self.give_back(),
-            Some(Err(_)) => self.back = None,
+            Some(Err(_)) => {
+                self.back = None;
+                self.exchange = None;
+            }
             Some(Ok(_)) => {}
         }
-        Poll::Ready(frame)
+        Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -12,7 +12,10 @@ use policy::{escape_untrusted, BlockReason, DecisionEvent, EventId, SCHEMA_VERSI
 use serde::Serialize;
 
 /// Every response body leash produces or forwards.
-pub(crate) type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+pub(crate) type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BodyError>;
+
+/// Why a response body broke off: the upstream's error, or a policy change that cut the exchange.
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Serialize)]
 struct BlockBody<'a> {
@@ -167,6 +170,8 @@ pub(crate) enum UpstreamError {
     Http(hyper::Error),
     /// The upstream did not answer within `limits.upstream_timeout`.
     Timeout,
+    /// A policy change refused the exchange while it was in flight (a block, not a failure).
+    Refused(policy::Decision),
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -176,6 +181,7 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Tls(error) => write!(f, "upstream TLS failed: {error}"),
             UpstreamError::Http(error) => write!(f, "upstream HTTP error: {error}"),
             UpstreamError::Timeout => f.write_str("the upstream did not answer in time"),
+            UpstreamError::Refused(_) => f.write_str("a policy change refused the exchange"),
         }
     }
 }

@@ -21,7 +21,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use listeners::{accept_loop, AcceptLimits, Busy, Connection, Observed, Stopping};
 use tokio::net::TcpStream;
 
-use crate::{framing::FramingNotes, pool::UpstreamCache, proxy::HttpProxy, response::ProxyBody};
+use crate::{
+    framing::FramingNotes,
+    pool::UpstreamCache,
+    proxy::HttpProxy,
+    response::{BodyError, ProxyBody},
+};
 
 /// What a client gets when every connection slot is busy: a clean `503`, then the close.
 static OVERFLOW: LazyLock<Vec<u8>> = LazyLock::new(|| {
@@ -109,12 +114,12 @@ struct Guarded {
 
 impl Body for Guarded {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 

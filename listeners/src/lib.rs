@@ -33,5 +33,5 @@ pub use crate::{
     ready::ReadyRecord,
     relay::{relay, relay_sockets, RelayMode},
     reserve::{ListenError, ListenPlan, Reserved},
-    tunnels::{TunnelHandle, TunnelInfo, Tunnels},
+    tunnels::{ExchangeInfo, TunnelHandle, TunnelInfo, Tunnels},
 };

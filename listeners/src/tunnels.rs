@@ -1,17 +1,22 @@
-//! Open tunnels (`CONNECT`, SOCKS5) and their traffic: counted for metrics, and closable when a
-//! policy change would now refuse them (tightening reaches live tunnels, SPEC §4). The bytes of
-//! forwarded HTTP bodies are counted here too, so `/metrics` has one place to read traffic from.
+//! Open tunnels (`CONNECT`, SOCKS5) and forwarded HTTP exchanges in flight, with their traffic:
+//! counted for metrics, and cut when a policy change would now refuse them (tightening reaches
+//! live connections, SPEC §4). Both kinds sit in one registry and are re-checked by one function
+//! (`TunnelInfo::refusal_of`), so a policy swap has one close pass. The bytes of forwarded HTTP
+//! bodies are counted here too, so `/metrics` has one place to read traffic from.
 
 use std::{
     collections::HashMap,
+    future::Future,
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
 };
 
-use policy::{BlockReason, Decision, Mode, PolicyEngine, Protocol, Request, Target, APPROVED_BY};
+use policy::{
+    BlockReason, Decision, Mode, PolicyEngine, Protocol, Request, RequestShape, Target, APPROVED_BY,
+};
 use tokio::sync::Notify;
 
 /// What a tunnel was opened for.
@@ -19,7 +24,7 @@ use tokio::sync::Notify;
 pub struct TunnelInfo {
     /// The target as decided.
     pub target: Target,
-    /// `connect` or `socks5`.
+    /// `connect` or `socks5` (`http` or `https` for the route of a forwarded exchange).
     pub protocol: Protocol,
     /// The address it is connected to; `None` for an intercepted tunnel, which dials per request.
     pub peer: Option<SocketAddr>,
@@ -35,10 +40,26 @@ impl TunnelInfo {
     /// re-checked as it was approved (every step but the allowlist); its connected address is
     /// re-vetted; in limited mode a raw tunnel is refused, since its requests cannot be checked.
     pub fn refusal(&self, engine: &dyn PolicyEngine) -> Option<Decision> {
+        self.refusal_of(engine, "CONNECT", RequestShape::default())
+    }
+
+    /// The one re-check of a live connection, for a tunnel (`CONNECT`) and for a forwarded
+    /// exchange (its own method and shape, so limited mode refuses a write still in flight).
+    fn refusal_of(
+        &self,
+        engine: &dyn PolicyEngine,
+        method: &str,
+        shape: RequestShape<'_>,
+    ) -> Option<Decision> {
         if engine.mode() == Mode::Limited && !self.inspected {
             return Some(Decision::Deny(BlockReason::MitmRequired));
         }
-        let request = Request::new(&self.target, "CONNECT", self.protocol);
+        let request = Request {
+            target: &self.target,
+            method,
+            protocol: self.protocol,
+            shape,
+        };
         let decision = match self.approved {
             true => engine.decide_approved(&request, Arc::from(APPROVED_BY)),
             false => engine.decide(&request),
@@ -52,38 +73,123 @@ impl TunnelInfo {
     }
 }
 
-/// The registry of open tunnels and their byte counts.
+/// A forwarded HTTP exchange in flight (absolute-form, or a request inside an intercepted
+/// tunnel), from before its request is sent until its response body ends: the request as it was
+/// decided, so a policy change decides it again exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExchangeInfo {
+    /// The target, `http` or `https`, the upstream connection's address, and whether a `Decider`
+    /// approved it; `inspected` is true (leash sees the request).
+    pub route: TunnelInfo,
+    /// The method as the client sent it.
+    pub method: String,
+    /// The request carries a body.
+    pub has_body: bool,
+    /// The request asks for an `Upgrade`.
+    pub upgrade: bool,
+    /// Every method-override header value (see `RequestShape::method_overrides`).
+    pub method_overrides: Vec<String>,
+}
+
+impl ExchangeInfo {
+    /// Why `engine` refuses this exchange now, if it does: the same re-check as a tunnel's, with
+    /// the request's method and shape (limited mode refuses a request body still streaming).
+    pub fn refusal(&self, engine: &dyn PolicyEngine) -> Option<Decision> {
+        let overrides: Vec<&str> = self.method_overrides.iter().map(String::as_str).collect();
+        let shape = RequestShape {
+            has_body: self.has_body,
+            upgrade: self.upgrade,
+            method_overrides: &overrides,
+        };
+        self.route.refusal_of(engine, &self.method, shape)
+    }
+}
+
+/// One live connection the policy can reach: a tunnel or a forwarded exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Live {
+    Tunnel(TunnelInfo),
+    Exchange(ExchangeInfo),
+}
+
+impl Live {
+    fn refusal(&self, engine: &dyn PolicyEngine) -> Option<Decision> {
+        match self {
+            Live::Tunnel(tunnel) => tunnel.refusal(engine),
+            Live::Exchange(exchange) => exchange.refusal(engine),
+        }
+    }
+}
+
+/// A registered connection's cut: the refusal that closed it, set once, and the wake-up for
+/// everyone waiting on it (a relay; an exchange's request and its response body).
+#[derive(Debug, Default)]
+struct Cut {
+    why: OnceLock<Decision>,
+    notify: Notify,
+}
+
+impl Cut {
+    /// Cuts with `why`; false if it was cut already.
+    fn cut(&self, why: Decision) -> bool {
+        let first = self.why.set(why).is_ok();
+        if first {
+            self.notify.notify_waiters();
+        }
+        first
+    }
+
+    /// Resolves once cut, with the refusal; sticky, and for any number of waiters.
+    async fn wait(&self) -> Decision {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a cut between the two still wakes this waiter.
+            notified.as_mut().enable();
+            if let Some(why) = self.why.get() {
+                return why.clone();
+            }
+            notified.await;
+        }
+    }
+}
+
+/// The registry of open tunnels and exchanges in flight, and the byte counts.
 #[derive(Debug, Default)]
 pub struct Tunnels {
     next_id: AtomicU64,
-    open: Mutex<HashMap<u64, (TunnelInfo, Arc<Notify>)>>,
+    open: Mutex<HashMap<u64, (Live, Arc<Cut>)>>,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     forwarded_up: AtomicU64,
     forwarded_down: AtomicU64,
 }
 
-/// One open tunnel; dropping it removes it from the registry.
+/// One registered tunnel or exchange; dropping it removes it from the registry.
 #[derive(Debug)]
 pub struct TunnelHandle {
     id: u64,
     tunnels: Arc<Tunnels>,
-    close: Arc<Notify>,
+    cut: Arc<Cut>,
 }
 
 impl Tunnels {
     /// Registers a tunnel.
     pub fn open(self: &Arc<Self>, info: TunnelInfo) -> TunnelHandle {
+        self.register(Live::Tunnel(info))
+    }
+
+    fn register(self: &Arc<Self>, live: Live) -> TunnelHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let close = Arc::new(Notify::new());
+        let cut = Arc::new(Cut::default());
         self.open
             .lock()
             .expect("tunnels lock")
-            .insert(id, (info, close.clone()));
+            .insert(id, (live, cut.clone()));
         TunnelHandle {
             id,
             tunnels: self.clone(),
-            close,
+            cut,
         }
     }
 
@@ -96,31 +202,63 @@ impl Tunnels {
         info: TunnelInfo,
         live: &dyn PolicyEngine,
     ) -> Result<TunnelHandle, Decision> {
-        let checked = info.clone();
-        let handle = self.open(info);
-        match checked.refusal(live.snapshot().as_ref()) {
+        self.register_checked(Live::Tunnel(info), live)
+    }
+
+    /// Registers a forwarded exchange before its request goes upstream, checked like a tunnel
+    /// (`open_checked`): from then on a tightening policy cuts it.
+    pub fn open_exchange_checked(
+        self: &Arc<Self>,
+        info: ExchangeInfo,
+        live: &dyn PolicyEngine,
+    ) -> Result<TunnelHandle, Decision> {
+        self.register_checked(Live::Exchange(info), live)
+    }
+
+    fn register_checked(
+        self: &Arc<Self>,
+        live: Live,
+        engine: &dyn PolicyEngine,
+    ) -> Result<TunnelHandle, Decision> {
+        let checked = live.clone();
+        let handle = self.register(live);
+        match checked.refusal(engine.snapshot().as_ref()) {
             None => Ok(handle),
             Some(refusal) => Err(refusal),
         }
     }
 
-    /// Closes every open tunnel for which `refuse` says so; returns how many.
-    pub fn close_where(&self, refuse: impl Fn(&TunnelInfo) -> bool) -> usize {
-        let open = self.open.lock().expect("tunnels lock");
+    /// Cuts every registered tunnel and exchange that `engine` (the policy just swapped in)
+    /// refuses, each with its refusal; returns how many were cut by this pass.
+    pub fn close_refused(&self, engine: &dyn PolicyEngine) -> usize {
+        // The refusals are decided outside the lock: a long pass must not stall registrations.
+        let live: Vec<(Live, Arc<Cut>)> = {
+            let open = self.open.lock().expect("tunnels lock");
+            open.values().cloned().collect()
+        };
         let mut closed = 0;
-        for (info, close) in open.values() {
-            if refuse(info) {
-                // `notify_one` stores a permit, so a relay that is not waiting yet still sees it.
-                close.notify_one();
-                closed += 1;
+        for (live, cut) in live {
+            if let Some(refusal) = live.refusal(engine) {
+                closed += usize::from(cut.cut(refusal));
             }
         }
         closed
     }
 
-    /// Tunnels open now.
+    /// Tunnels open now (exchanges in flight are not tunnels).
     pub fn open_count(&self) -> usize {
-        self.open.lock().expect("tunnels lock").len()
+        let open = self.open.lock().expect("tunnels lock");
+        open.values()
+            .filter(|(live, _)| matches!(live, Live::Tunnel(_)))
+            .count()
+    }
+
+    /// Forwarded exchanges in flight now.
+    pub fn exchange_count(&self) -> usize {
+        let open = self.open.lock().expect("tunnels lock");
+        open.values()
+            .filter(|(live, _)| matches!(live, Live::Exchange(_)))
+            .count()
     }
 
     /// Bytes relayed from clients to upstreams.
@@ -160,9 +298,21 @@ impl Tunnels {
 }
 
 impl TunnelHandle {
-    /// Resolves when a policy change closes this tunnel.
+    /// Resolves when a policy change closes this tunnel or cuts this exchange.
     pub async fn closed(&self) {
-        self.close.notified().await;
+        self.cut.wait().await;
+    }
+
+    /// Whether a policy change has cut this.
+    pub fn is_cut(&self) -> bool {
+        self.cut.why.get().is_some()
+    }
+
+    /// Resolves with the refusal when a policy change cuts this; owns what it waits on, so a
+    /// body can keep it beside the handle.
+    pub fn cut(&self) -> impl Future<Output = Decision> + Send + Sync + 'static {
+        let cut = self.cut.clone();
+        async move { cut.wait().await }
     }
 
     pub(crate) fn tunnels(&self) -> &Arc<Tunnels> {
@@ -179,3 +329,6 @@ impl Drop for TunnelHandle {
             .remove(&self.id);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -151,7 +151,8 @@ async fn curl_fetches_http_and_https_byte_for_byte_without_proxy_headers() {
     assert!(proxy.stop().await.is_empty(), "nothing was blocked");
 }
 
-/// One row per block reason: the URL (or raw request), and what the 403 must say.
+/// One row per block shape (several per common reason; every reason is in `reasons.rs`): the URL
+/// (or raw request), and what the 403 must say.
 struct BlockCase {
     request: Request,
     status: u16,
@@ -169,7 +170,7 @@ enum Request {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_block_reason_answers_the_spec_403_and_is_logged() {
+async fn common_block_shapes_answer_the_spec_403_and_are_logged() {
     let origin = Origin::http().await;
     let port = origin.port();
     let resolver = Arc::new(
