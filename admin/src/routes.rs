@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{
     body::Incoming,
-    header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE},
+    header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER},
     Method, Request, Response, StatusCode,
 };
 use policy::{
@@ -16,7 +16,11 @@ use policy::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{control::RuleChange, guard, metrics, server::Admin};
+use crate::{
+    control::RuleChange,
+    guard, metrics,
+    server::{Admin, Exchange, MAX_PARKED},
+};
 
 /// Request bodies larger than this get `413`.
 const MAX_BODY: usize = 64 * 1024;
@@ -46,6 +50,7 @@ pub(crate) async fn route(
     admin: &Admin,
     req: Request<Incoming>,
     local: SocketAddr,
+    exchange: Exchange,
 ) -> AdminResponse {
     if let Err(refusal) = guard::check(req.method(), req.headers(), local) {
         return error(refusal.status(), refusal.message());
@@ -65,7 +70,7 @@ pub(crate) async fn route(
         (Method::GET, "/health") => health(admin),
         (Method::GET, "/config") => ok(admin.control.config()),
         (Method::GET, "/patterns") => patterns(admin),
-        (Method::GET, "/blocked") => blocked(admin, &query).await,
+        (Method::GET, "/blocked") => blocked(admin, &query, exchange).await,
         (Method::GET, "/explain") => explain(admin, &query),
         (Method::GET, "/mode") => ok(json!({ "mode": admin.control.engine().mode() })),
         (Method::POST, "/mode") => set_mode(admin, req).await,
@@ -113,7 +118,11 @@ fn patterns(admin: &Admin) -> AdminResponse {
     )
 }
 
-async fn blocked(admin: &Admin, query: &HashMap<String, String>) -> AdminResponse {
+async fn blocked(
+    admin: &Admin,
+    query: &HashMap<String, String>,
+    mut exchange: Exchange,
+) -> AdminResponse {
     let number = |key: &str, default: u64| {
         query
             .get(key)
@@ -135,11 +144,18 @@ async fn blocked(admin: &Admin, query: &HashMap<String, String>) -> AdminRespons
     let wait = Duration::from_secs(wait).min(MAX_WAIT);
     let mut page = log.page(since, limit);
     if page.events.is_empty() && !wait.is_zero() {
+        let Ok(_place) = admin.parking.try_acquire() else {
+            return too_many_waiting();
+        };
+        let _parked = exchange.park();
         let mut latest = log.subscribe();
-        let newer = latest.wait_for(|seq| *seq > since);
-        if tokio::time::timeout(wait, newer).await.is_ok() {
-            page = log.page(since, limit);
+        let newer = tokio::time::timeout(wait, latest.wait_for(|seq| *seq > since));
+        // Evicted or stopping: the page as it is now, at once (the client polls again).
+        tokio::select! {
+            _ = newer => {}
+            () = exchange.closing() => {}
         }
+        page = log.page(since, limit);
     }
     // The events are log lines, already JSON objects: spliced in, not re-encoded.
     let body = format!(
@@ -148,6 +164,17 @@ async fn blocked(admin: &Admin, query: &HashMap<String, String>) -> AdminRespons
         page.next
     );
     respond(StatusCode::OK, "application/json", body)
+}
+
+/// `429` for a long poll past `MAX_PARKED`: a page would look like "no events" to a client that
+/// ignores headers and polls again at once; this says wait, and for how long.
+fn too_many_waiting() -> AdminResponse {
+    let message = format!("{MAX_PARKED} long polls are already waiting; retry later");
+    let mut response = error(StatusCode::TOO_MANY_REQUESTS, &message);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn explain(admin: &Admin, query: &HashMap<String, String>) -> AdminResponse {
