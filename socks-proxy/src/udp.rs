@@ -47,7 +47,7 @@ pub(crate) async fn associate(
         client: None,
         client_port: match requested {
             Address::Ip(addr) if addr.port() != 0 => Some(addr.port()),
-            _ => None,
+            Address::Ip(_) | Address::Domain(..) => None,
         },
         contacted: HashMap::new(),
     };

@@ -11,7 +11,7 @@ mod ring;
 mod time;
 
 pub use crate::{
-    counts::DecisionCounts,
+    counts::{reason_labels, DecisionCounts},
     log::{LogOptions, Rotation, ViolationLog, ViolationLogError},
     ring::RingPage,
 };
