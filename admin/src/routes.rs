@@ -24,6 +24,8 @@ use crate::{
 
 /// Request bodies larger than this get `413`.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a request body may take to arrive, once its head has.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `/blocked?wait=` honoured.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// The most events one `/blocked` page returns.
@@ -326,22 +328,31 @@ fn control_error(refused: &ControlError) -> AdminResponse {
     error(control_status(refused), &refused.to_string())
 }
 
-/// The body as JSON: `413` over the limit, `400` when it is not the expected JSON.
+/// The body as JSON: `413` over the limit, `408` when it does not arrive within `BODY_TIMEOUT`
+/// (the connection stays busy while it is read, so a trickle must not hold it for ever), `400`
+/// when it is not the expected JSON.
 async fn read_json<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
 ) -> Result<T, AdminResponse> {
-    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
+    let body = Limited::new(req.into_body(), MAX_BODY).collect();
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, body).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body over 64 KiB",
             ))
         }
-        Err(_) => {
+        Ok(Err(_)) => {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "the request body could not be read",
+            ))
+        }
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
             ))
         }
     };
@@ -351,41 +362,9 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
 
 /// `a=1&b=x%2Ey` into a map; `+` is a space, `%XX` is decoded, a bad escape is kept as it is.
 fn parse_query(query: &str) -> HashMap<String, String> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key), percent_decode(value))
-        })
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
         .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn ok(value: Value) -> AdminResponse {

@@ -234,3 +234,28 @@ async fn a_full_admin_listener_evicts_a_parked_poll_first() {
         assert_eq!(answer.status, 200, "{answer:?}");
     }
 }
+
+/// A change whose body trickles in holds its connection busy; with every place taken by such
+/// bodies newcomers are refused (`503`), so each body gets a bound: `408`, and the places free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_that_never_arrive_are_answered_408_and_free_their_place() {
+    let proxy = start();
+    let admin = proxy.admin.expect("an admin listener");
+    let head = format!(
+        "POST /mode HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer adm\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"mode\":"
+    );
+    let mut trickles = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        trickles.push(send(admin, &head).await);
+    }
+    for (i, trickle) in trickles.iter_mut().enumerate() {
+        let answer = read_answer(trickle, ANSWER_BOUND).await;
+        let answer = answer.unwrap_or_else(|| panic!("body {i} was never answered"));
+        assert_eq!(answer.status, 408, "{answer:?}");
+    }
+    let mut legit = send(admin, &request("/health", admin)).await;
+    let answer = read_answer(&mut legit, ANSWER_BOUND)
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status, 200, "{answer:?}");
+}
