@@ -3,7 +3,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use policy::{Mode, Policy, PolicyEngine};
+use policy::{Mode, Policy, PolicyEngine, PolicyError, RuleError};
 use serde::Deserialize;
 
 /// Rules to add or remove at runtime (`POST`/`DELETE /rules`).
@@ -14,6 +14,36 @@ pub struct RuleChange {
     pub allow: Vec<String>,
     /// Deny rules.
     pub deny: Vec<String>,
+}
+
+/// Whether a `RuleChange` adds its rules or removes them (`POST` or `DELETE /rules`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleOp {
+    /// Add to the runtime overlay (and stop removing them, if they were removed).
+    Add,
+    /// Remove from the overlay, or mask rules of the file or the flags.
+    Remove,
+}
+
+/// Why a change through `Control` was refused; the policy in force stays as it was.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The embedding application decides with an engine of its own, which leash cannot change.
+    #[error("the policy engine belongs to the embedding application")]
+    EmbeddersEngine,
+    /// `reload` without a config file (leash runs on its embedded defaults).
+    #[error("no config file to reload: leash runs on its embedded defaults")]
+    NoConfigFile,
+    /// The config file (or the command line's flags applied to it) did not load: the message of
+    /// `bin`'s config error, which names the file, line and key (a type this crate cannot see).
+    #[error("{0}")]
+    Config(String),
+    /// A rule of the change does not parse.
+    #[error("{0}")]
+    Rule(RuleError),
+    /// The rules parse but do not make a policy.
+    #[error("policy.{0}")]
+    Policy(PolicyError),
 }
 
 /// The running instance, as the admin API sees it. Every change is an atomic policy swap.
@@ -33,11 +63,11 @@ pub trait Control: fmt::Debug + Send + Sync {
     fn uptime(&self) -> Duration;
 
     /// Switches the mode; returns the mode in force, or why it cannot be switched.
-    fn set_mode(&self, mode: Mode) -> Result<Mode, String>;
+    fn set_mode(&self, mode: Mode) -> Result<Mode, ControlError>;
 
     /// Re-reads the config file; on error the old policy stays, and the error names file and key.
-    fn reload(&self) -> Result<(), String>;
+    fn reload(&self) -> Result<(), ControlError>;
 
-    /// Adds (`add = true`) or removes rules; an invalid rule changes nothing.
-    fn change_rules(&self, change: &RuleChange, add: bool) -> Result<(), String>;
+    /// Adds or removes rules; an invalid rule changes nothing.
+    fn change_rules(&self, op: RuleOp, change: &RuleChange) -> Result<(), ControlError>;
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::{
     body::Incoming,
-    header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE},
+    header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER},
     Method, Request, Response, StatusCode,
 };
 use policy::{
@@ -17,10 +17,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use violations::{LogHealth, ViolationLog};
 
-use crate::{control::RuleChange, guard, metrics, server::Admin};
+use crate::{
+    control::{ControlError, RuleChange, RuleOp},
+    guard, metrics,
+    server::{Admin, Exchange, MAX_PARKED},
+};
 
 /// Request bodies larger than this get `413`.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a request body may take to arrive, once its head has.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `/blocked?wait=` honoured.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 /// The most events one `/blocked` page returns.
@@ -28,18 +34,71 @@ const MAX_LIMIT: usize = 1000;
 
 type AdminResponse = Response<Full<Bytes>>;
 
-/// Every path and the methods it takes.
-const ROUTES: &[(&str, &[Method])] = &[
-    ("/health", &[Method::GET]),
-    ("/config", &[Method::GET]),
-    ("/patterns", &[Method::GET]),
-    ("/blocked", &[Method::GET]),
-    ("/explain", &[Method::GET]),
-    ("/mode", &[Method::GET, Method::POST]),
-    ("/reload", &[Method::POST]),
-    ("/rules", &[Method::POST, Method::DELETE]),
-    ("/metrics", &[Method::GET]),
+/// What an admin request asks for; `ROUTES` says where each lives, `dispatch` what it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Health,
+    Config,
+    Patterns,
+    Blocked,
+    Explain,
+    Mode,
+    SetMode,
+    Reload,
+    Rules(RuleOp),
+    Metrics,
+}
+
+/// Every path once, with its methods and what each does: dispatch, `404` vs `405` and `Allow` all
+/// read this table.
+const ROUTES: &[(&str, &[(Method, Endpoint)])] = &[
+    ("/health", &[(Method::GET, Endpoint::Health)]),
+    ("/config", &[(Method::GET, Endpoint::Config)]),
+    ("/patterns", &[(Method::GET, Endpoint::Patterns)]),
+    ("/blocked", &[(Method::GET, Endpoint::Blocked)]),
+    ("/explain", &[(Method::GET, Endpoint::Explain)]),
+    (
+        "/mode",
+        &[
+            (Method::GET, Endpoint::Mode),
+            (Method::POST, Endpoint::SetMode),
+        ],
+    ),
+    ("/reload", &[(Method::POST, Endpoint::Reload)]),
+    (
+        "/rules",
+        &[
+            (Method::POST, Endpoint::Rules(RuleOp::Add)),
+            (Method::DELETE, Endpoint::Rules(RuleOp::Remove)),
+        ],
+    ),
+    ("/metrics", &[(Method::GET, Endpoint::Metrics)]),
 ];
+
+/// Why no endpoint answers a request.
+#[derive(Debug, PartialEq)]
+enum Miss {
+    /// No such path: `404`.
+    Path,
+    /// The path exists, not with this method: `405`, its methods in `Allow`.
+    Method(&'static [(Method, Endpoint)]),
+}
+
+/// The endpoint for `method` on `path`.
+fn find(method: &Method, path: &str) -> Result<Endpoint, Miss> {
+    let (_, methods) = ROUTES.iter().find(|(p, _)| *p == path).ok_or(Miss::Path)?;
+    match methods.iter().find(|(m, _)| m == method) {
+        Some((_, endpoint)) => Ok(*endpoint),
+        None => Err(Miss::Method(methods)),
+    }
+}
+
+fn refuse(miss: &Miss, path: &str) -> AdminResponse {
+    match miss {
+        Miss::Path => error(StatusCode::NOT_FOUND, &format!("no endpoint {path}")),
+        Miss::Method(methods) => method_not_allowed(methods.iter().map(|(m, _)| m)),
+    }
+}
 
 /// Answers one request that arrived on a connection whose local end is `local`. The browser
 /// defences come first, so a web page learns nothing, not even whether a token is needed.
@@ -47,6 +106,7 @@ pub(crate) async fn route(
     admin: &Admin,
     req: Request<Incoming>,
     local: SocketAddr,
+    exchange: Exchange,
 ) -> AdminResponse {
     if let Err(refusal) = guard::check(req.method(), req.headers(), local) {
         return error(refusal.status(), refusal.message());
@@ -54,30 +114,34 @@ pub(crate) async fn route(
     if !authorized(admin, &req) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
-    let path = req.uri().path().to_owned();
-    let Some((_, methods)) = ROUTES.iter().find(|(p, _)| *p == path) else {
-        return error(StatusCode::NOT_FOUND, &format!("no endpoint {path}"));
-    };
-    if !methods.contains(req.method()) {
-        return method_not_allowed(methods);
+    match find(req.method(), req.uri().path()) {
+        Ok(endpoint) => dispatch(admin, endpoint, req, exchange).await,
+        Err(miss) => refuse(&miss, req.uri().path()),
     }
+}
+
+async fn dispatch(
+    admin: &Admin,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    exchange: Exchange,
+) -> AdminResponse {
     let query = parse_query(req.uri().query().unwrap_or(""));
-    match (req.method().clone(), path.as_str()) {
-        (Method::GET, "/health") => health(admin),
-        (Method::GET, "/config") => ok(admin.control.config()),
-        (Method::GET, "/patterns") => patterns(admin),
-        (Method::GET, "/blocked") => blocked(admin, &query).await,
-        (Method::GET, "/explain") => explain(admin, &query),
-        (Method::GET, "/mode") => ok(json!({ "mode": admin.control.engine().mode() })),
-        (Method::POST, "/mode") => set_mode(admin, req).await,
-        (Method::POST, "/reload") => reload(admin),
-        (method, "/rules") => rules(admin, req, method == Method::POST).await,
-        (Method::GET, "/metrics") => respond(
+    match endpoint {
+        Endpoint::Health => health(admin),
+        Endpoint::Config => ok(admin.control.config()),
+        Endpoint::Patterns => patterns(admin),
+        Endpoint::Blocked => blocked(admin, &query, exchange).await,
+        Endpoint::Explain => explain(admin, &query),
+        Endpoint::Mode => ok(json!({ "mode": admin.control.engine().mode() })),
+        Endpoint::SetMode => set_mode(admin, req).await,
+        Endpoint::Reload => reload(admin),
+        Endpoint::Rules(op) => rules(admin, req, op).await,
+        Endpoint::Metrics => respond(
             StatusCode::OK,
             metrics::CONTENT_TYPE,
             metrics::render(admin.log.clone(), admin.tunnels.clone()),
         ),
-        _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }
 
@@ -108,12 +172,9 @@ fn health(admin: &Admin) -> AdminResponse {
     }
 }
 
-/// Why leash cannot show or change the rules of an embedder's engine.
-const NOT_OURS: &str = "the policy engine belongs to the embedding application";
-
 fn patterns(admin: &Admin) -> AdminResponse {
     let Some(policy) = admin.control.policy() else {
-        return error(StatusCode::BAD_REQUEST, NOT_OURS);
+        return control_error(&ControlError::EmbeddersEngine);
     };
     let names = |rules: &[policy::Rule]| rules.iter().map(ToString::to_string).collect::<Vec<_>>();
     let allow_local = match policy.allow_local() {
@@ -126,7 +187,11 @@ fn patterns(admin: &Admin) -> AdminResponse {
     )
 }
 
-async fn blocked(admin: &Admin, query: &HashMap<String, String>) -> AdminResponse {
+async fn blocked(
+    admin: &Admin,
+    query: &HashMap<String, String>,
+    mut exchange: Exchange,
+) -> AdminResponse {
     let number = |key: &str, default: u64| {
         query
             .get(key)
@@ -148,11 +213,18 @@ async fn blocked(admin: &Admin, query: &HashMap<String, String>) -> AdminRespons
     let wait = Duration::from_secs(wait).min(MAX_WAIT);
     let mut page = log.page(since, limit);
     if page.events.is_empty() && !wait.is_zero() {
+        let Ok(_place) = admin.parking.try_acquire() else {
+            return too_many_waiting();
+        };
+        let _parked = exchange.park();
         let mut latest = log.subscribe();
-        let newer = latest.wait_for(|seq| *seq > since);
-        if tokio::time::timeout(wait, newer).await.is_ok() {
-            page = log.page(since, limit);
+        let newer = tokio::time::timeout(wait, latest.wait_for(|seq| *seq > since));
+        // Evicted or stopping: the page as it is now, at once (the client polls again).
+        tokio::select! {
+            _ = newer => {}
+            () = exchange.closing() => {}
         }
+        page = log.page(since, limit);
     }
     // The events are log lines, already JSON objects: spliced in, not re-encoded.
     let body = format!(
@@ -161,6 +233,17 @@ async fn blocked(admin: &Admin, query: &HashMap<String, String>) -> AdminRespons
         page.next
     );
     respond(StatusCode::OK, "application/json", body)
+}
+
+/// `429` for a long poll past `MAX_PARKED`: a page would look like "no events" to a client that
+/// ignores headers and polls again at once; this says wait, and for how long.
+fn too_many_waiting() -> AdminResponse {
+    let message = format!("{MAX_PARKED} long polls are already waiting; retry later");
+    let mut response = error(StatusCode::TOO_MANY_REQUESTS, &message);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn explain(admin: &Admin, query: &HashMap<String, String>) -> AdminResponse {
@@ -187,7 +270,7 @@ fn explain(admin: &Admin, query: &HashMap<String, String>) -> AdminResponse {
         .cloned()
         .unwrap_or_else(|| match protocol {
             Protocol::Http | Protocol::Https => "GET".to_owned(),
-            _ => "CONNECT".to_owned(),
+            Protocol::Connect | Protocol::Socks5 | Protocol::Socks5Udp => "CONNECT".to_owned(),
         });
     let engine = admin.control.engine();
     let explanation = match Host::parse(host).and_then(|h| Target::new(h, port)) {
@@ -215,7 +298,7 @@ async fn set_mode(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
     match read_json::<ModeBody>(req).await {
         Ok(body) => match admin.control.set_mode(body.mode) {
             Ok(mode) => ok(json!({ "mode": mode })),
-            Err(message) => error(StatusCode::BAD_REQUEST, &message),
+            Err(refused) => control_error(&refused),
         },
         Err(response) => response,
     }
@@ -226,38 +309,63 @@ fn reload(admin: &Admin) -> AdminResponse {
         (Ok(()), Some(policy)) => ok(
             json!({ "status": "reloaded", "mode": policy.mode(), "allow": policy.allow_rules().len(), "deny": policy.deny_rules().len() }),
         ),
-        (Ok(()), None) => error(StatusCode::BAD_REQUEST, NOT_OURS),
-        (Err(message), _) => error(StatusCode::BAD_REQUEST, &message),
+        (Ok(()), None) => control_error(&ControlError::EmbeddersEngine),
+        (Err(refused), _) => control_error(&refused),
     }
 }
 
-async fn rules(admin: &Admin, req: Request<Incoming>, add: bool) -> AdminResponse {
+async fn rules(admin: &Admin, req: Request<Incoming>, op: RuleOp) -> AdminResponse {
     let change = match read_json::<RuleChange>(req).await {
         Ok(change) => change,
         Err(response) => return response,
     };
-    match admin.control.change_rules(&change, add) {
+    match admin.control.change_rules(op, &change) {
         Ok(()) => patterns(admin),
-        Err(message) => error(StatusCode::BAD_REQUEST, &message),
+        Err(refused) => control_error(&refused),
     }
 }
 
-/// The body as JSON: `413` over the limit, `400` when it is not the expected JSON.
+/// The one mapping from a refused change to its status. Every refusal so far is the client's:
+/// the request cannot succeed as sent, and the policy in force did not change.
+fn control_status(refused: &ControlError) -> StatusCode {
+    match refused {
+        ControlError::EmbeddersEngine
+        | ControlError::NoConfigFile
+        | ControlError::Config(_)
+        | ControlError::Rule(_)
+        | ControlError::Policy(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn control_error(refused: &ControlError) -> AdminResponse {
+    error(control_status(refused), &refused.to_string())
+}
+
+/// The body as JSON: `413` over the limit, `408` when it does not arrive within `BODY_TIMEOUT`
+/// (the connection stays busy while it is read, so a trickle must not hold it for ever), `400`
+/// when it is not the expected JSON.
 async fn read_json<T: for<'de> Deserialize<'de>>(
     req: Request<Incoming>,
 ) -> Result<T, AdminResponse> {
-    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
+    let body = Limited::new(req.into_body(), MAX_BODY).collect();
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, body).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body over 64 KiB",
             ))
         }
-        Err(_) => {
+        Ok(Err(_)) => {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "the request body could not be read",
+            ))
+        }
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time",
             ))
         }
     };
@@ -267,41 +375,9 @@ async fn read_json<T: for<'de> Deserialize<'de>>(
 
 /// `a=1&b=x%2Ey` into a map; `+` is a space, `%XX` is decoded, a bad escape is kept as it is.
 fn parse_query(query: &str) -> HashMap<String, String> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key), percent_decode(value))
-        })
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
         .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn ok(value: Value) -> AdminResponse {
@@ -316,9 +392,9 @@ fn error(status: StatusCode, message: &str) -> AdminResponse {
     )
 }
 
-fn method_not_allowed(methods: &[Method]) -> AdminResponse {
+fn method_not_allowed<'a>(methods: impl Iterator<Item = &'a Method>) -> AdminResponse {
     let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-    let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    let allow: Vec<&str> = methods.map(Method::as_str).collect();
     let allow = HeaderValue::from_str(&allow.join(", ")).expect("method names are header-safe");
     response.headers_mut().insert(ALLOW, allow);
     response
@@ -336,6 +412,94 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Admi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where each endpoint lives; the exhaustive match makes a new endpoint name its place here.
+    fn place(endpoint: Endpoint) -> (&'static str, Method) {
+        match endpoint {
+            Endpoint::Health => ("/health", Method::GET),
+            Endpoint::Config => ("/config", Method::GET),
+            Endpoint::Patterns => ("/patterns", Method::GET),
+            Endpoint::Blocked => ("/blocked", Method::GET),
+            Endpoint::Explain => ("/explain", Method::GET),
+            Endpoint::Mode => ("/mode", Method::GET),
+            Endpoint::SetMode => ("/mode", Method::POST),
+            Endpoint::Reload => ("/reload", Method::POST),
+            Endpoint::Rules(RuleOp::Add) => ("/rules", Method::POST),
+            Endpoint::Rules(RuleOp::Remove) => ("/rules", Method::DELETE),
+            Endpoint::Metrics => ("/metrics", Method::GET),
+        }
+    }
+
+    #[test]
+    fn every_route_is_in_the_one_table_once() {
+        let mut seen = Vec::new();
+        for (path, methods) in ROUTES {
+            assert!(!seen.iter().any(|(p, _)| p == path), "{path} twice");
+            for (method, endpoint) in *methods {
+                assert_eq!(place(*endpoint), (*path, method.clone()), "{endpoint:?}");
+                assert_eq!(find(method, path).ok(), Some(*endpoint));
+                seen.push((*path, method.clone()));
+            }
+        }
+        assert_eq!(seen.len(), 11, "every endpoint of `place` is in the table");
+    }
+
+    #[test]
+    fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
+        let refused = |method: Method, path: &str| refuse(&find(&method, path).unwrap_err(), path);
+        assert_eq!(
+            refused(Method::GET, "/nope").status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            refused(Method::GET, "/health/").status(),
+            StatusCode::NOT_FOUND
+        );
+        let wrong = refused(Method::PUT, "/rules");
+        assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(wrong.headers()[ALLOW], "POST, DELETE");
+        assert_eq!(
+            refused(Method::DELETE, "/mode").headers()[ALLOW],
+            "GET, POST"
+        );
+    }
+
+    /// One row per refusal: its status and a word of its message. The exhaustive match makes a
+    /// new refusal state its status here.
+    fn expected(refused: &ControlError) -> (StatusCode, &'static str) {
+        match refused {
+            ControlError::EmbeddersEngine => (StatusCode::BAD_REQUEST, "embedding application"),
+            ControlError::NoConfigFile => (StatusCode::BAD_REQUEST, "no config file"),
+            ControlError::Config(_) => (StatusCode::BAD_REQUEST, "leash.toml:3"),
+            ControlError::Rule(_) => (StatusCode::BAD_REQUEST, "invalid rule `a..b`"),
+            ControlError::Policy(_) => (StatusCode::BAD_REQUEST, "policy.`allow_local[0]`"),
+        }
+    }
+
+    #[test]
+    fn every_control_error_has_its_status_and_message() {
+        let rule = "a..b".parse::<policy::Rule>().expect_err("invalid");
+        let config = policy::PolicyConfig {
+            allow_local: policy::AllowLocalConfig::Rules(vec!["example.com".into()]),
+            ..Default::default()
+        };
+        let policy = policy::PolicyBuilder::from_config(&config)
+            .and_then(policy::PolicyBuilder::build)
+            .expect_err("not a local rule");
+        let refusals = [
+            ControlError::EmbeddersEngine,
+            ControlError::NoConfigFile,
+            ControlError::Config("leash.toml:3: bad key".into()),
+            ControlError::Rule(rule),
+            ControlError::Policy(policy),
+        ];
+        for refused in &refusals {
+            let (status, word) = expected(refused);
+            let response = control_error(refused);
+            assert_eq!(response.status(), status, "{refused:?}");
+            assert!(refused.to_string().contains(word), "{refused}");
+        }
+    }
 
     #[test]
     fn queries_are_decoded() {

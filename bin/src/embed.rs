@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use admin::{Admin, Control, RuleChange};
+use admin::{Admin, Control, ControlError, RuleChange, RuleOp};
 use http_proxy::{HttpProxy, Limits, TlsInterceptor};
 use listeners::{
     Connector, Dialer, DnsConfigError, DnsResolver, DnsSettings, ListenError, ListenPlan,
@@ -508,18 +508,18 @@ impl Running {
 
     /// Switches the mode for new requests, closing open tunnels the new mode refuses. With an
     /// embedder's own `PolicyEngine` there is nothing here to switch: an error says so.
-    pub fn set_mode(&self, mode: Mode) -> Result<Mode, String> {
+    pub fn set_mode(&self, mode: Mode) -> Result<Mode, ControlError> {
         self.hub.set_mode(mode)
     }
 
     /// Re-reads the config file; on error the running policy stays as it was.
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), ControlError> {
         self.hub.reload()
     }
 
-    /// Adds (`add = true`) or removes runtime rules.
-    pub fn change_rules(&self, change: &RuleChange, add: bool) -> Result<(), String> {
-        self.hub.change_rules(change, add)
+    /// Adds or removes runtime rules; an invalid rule changes nothing.
+    pub fn change_rules(&self, op: RuleOp, change: &RuleChange) -> Result<(), ControlError> {
+        self.hub.change_rules(op, change)
     }
 
     /// Stops accepting, lets open requests finish (bounded), and flushes the violation log.

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use admin::{Control, RuleChange};
+use admin::{Control, ControlError, RuleChange, RuleOp};
 use listeners::Tunnels;
 use policy::{Mode, Policy, PolicyBuilder, PolicyEngine, Rule};
 
@@ -34,8 +34,41 @@ pub(crate) struct Hub {
 struct State {
     config: Config,
     mode: Option<Mode>,
-    added: RuleChange,
-    removed: RuleChange,
+    added: RuntimeRules,
+    removed: RuntimeRules,
+}
+
+/// Rules added or removed at runtime, parsed once when they arrive: a rebuild never re-parses,
+/// and equality is the canonical rule's (`X.test.` removes what `x.test` added).
+#[derive(Clone, Default)]
+struct RuntimeRules {
+    allow: Vec<Rule>,
+    deny: Vec<Rule>,
+}
+
+impl RuntimeRules {
+    fn parse(change: &RuleChange) -> Result<RuntimeRules, ControlError> {
+        let parse = |texts: &[String]| {
+            texts
+                .iter()
+                .map(|text| text.parse::<Rule>().map_err(ControlError::Rule))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(RuntimeRules {
+            allow: parse(&change.allow)?,
+            deny: parse(&change.deny)?,
+        })
+    }
+
+    fn extend(&mut self, rules: &RuntimeRules) {
+        self.allow.extend(rules.allow.iter().cloned());
+        self.deny.extend(rules.deny.iter().cloned());
+    }
+
+    fn forget(&mut self, rules: &RuntimeRules) {
+        self.allow.retain(|r| !rules.allow.contains(r));
+        self.deny.retain(|r| !rules.deny.contains(r));
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -58,8 +91,8 @@ impl Hub {
         let state = State {
             config,
             mode: None,
-            added: RuleChange::default(),
-            removed: RuleChange::default(),
+            added: RuntimeRules::default(),
+            removed: RuntimeRules::default(),
         };
         Hub {
             hot,
@@ -73,9 +106,9 @@ impl Hub {
     }
 
     /// Builds the policy from `state`, swaps it in, and closes what it refuses.
-    fn install(&self, state: &State) -> Result<(), String> {
+    fn install(&self, state: &State) -> Result<(), ControlError> {
         if self.embedders.is_some() {
-            return Err("the policy engine belongs to the embedding application".to_owned());
+            return Err(ControlError::EmbeddersEngine);
         }
         let policy = build(state)?;
         self.hot.swap(policy.clone());
@@ -84,31 +117,26 @@ impl Hub {
     }
 }
 
-fn build(state: &State) -> Result<Policy, String> {
+fn build(state: &State) -> Result<Policy, ControlError> {
     let config = &state.config;
-    let mut builder =
-        PolicyBuilder::from_config(&config.policy).map_err(|e| format!("policy.{e}"))?;
-    for text in &state.added.allow {
-        builder = builder.allow(parse(text)?);
+    let mut builder = PolicyBuilder::from_config(&config.policy).map_err(ControlError::Policy)?;
+    for rule in &state.added.allow {
+        builder = builder.allow(rule.clone());
     }
-    for text in &state.added.deny {
-        builder = builder.deny(parse(text)?);
+    for rule in &state.added.deny {
+        builder = builder.deny(rule.clone());
     }
-    for text in &state.removed.allow {
-        builder.remove_allow(&parse(text)?);
+    for rule in &state.removed.allow {
+        builder.remove_allow(rule);
     }
-    for text in &state.removed.deny {
-        builder.remove_deny(&parse(text)?);
+    for rule in &state.removed.deny {
+        builder.remove_deny(rule);
     }
     builder
         .mode(state.mode.unwrap_or(config.mode))
         .tls_inspection(config.mitm.enabled)
         .build()
-        .map_err(|e| format!("policy.{e}"))
-}
-
-fn parse(text: &str) -> Result<Rule, String> {
-    text.parse().map_err(|e: policy::RuleError| e.to_string())
+        .map_err(ControlError::Policy)
 }
 
 impl Control for Hub {
@@ -151,7 +179,7 @@ impl Control for Hub {
         self.started.elapsed()
     }
 
-    fn set_mode(&self, mode: Mode) -> Result<Mode, String> {
+    fn set_mode(&self, mode: Mode) -> Result<Mode, ControlError> {
         let mut state = self.state.lock().expect("hub lock");
         let previous = state.mode.replace(mode);
         if let Err(error) = self.install(&state) {
@@ -161,14 +189,11 @@ impl Control for Hub {
         Ok(self.hot.current().mode())
     }
 
-    fn reload(&self) -> Result<(), String> {
-        let path = self
-            .path
-            .as_ref()
-            .ok_or("no config file to reload: leash runs on its embedded defaults")?;
-        let mut config = Config::load(path).map_err(|e| e.to_string())?;
+    fn reload(&self) -> Result<(), ControlError> {
+        let path = self.path.as_ref().ok_or(ControlError::NoConfigFile)?;
+        let mut config = Config::load(path).map_err(|e| ControlError::Config(e.to_string()))?;
         if let Some(overlay) = &self.overlay {
-            overlay(&mut config)?;
+            overlay(&mut config).map_err(ControlError::Config)?;
         }
         let mut state = self.state.lock().expect("hub lock");
         let previous = std::mem::replace(&mut state.config, config);
@@ -181,29 +206,17 @@ impl Control for Hub {
         result
     }
 
-    fn change_rules(&self, change: &RuleChange, add: bool) -> Result<(), String> {
-        // Canonical spellings, so `X.test.` removes what `x.test` added.
-        let canonical = |texts: &[String]| {
-            texts
-                .iter()
-                .map(|t| parse(t).map(|r| r.to_string()))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let change = RuleChange {
-            allow: canonical(&change.allow)?,
-            deny: canonical(&change.deny)?,
-        };
+    fn change_rules(&self, op: RuleOp, change: &RuleChange) -> Result<(), ControlError> {
+        let change = RuntimeRules::parse(change)?;
         let mut guard = self.state.lock().expect("hub lock");
         let state = &mut *guard;
         let (added, removed) = (state.added.clone(), state.removed.clone());
-        let (grow, shrink) = match add {
-            true => (&mut state.added, &mut state.removed),
-            false => (&mut state.removed, &mut state.added),
+        let (grow, shrink) = match op {
+            RuleOp::Add => (&mut state.added, &mut state.removed),
+            RuleOp::Remove => (&mut state.removed, &mut state.added),
         };
-        grow.allow.extend(change.allow.iter().cloned());
-        grow.deny.extend(change.deny.iter().cloned());
-        shrink.allow.retain(|r| !change.allow.contains(r));
-        shrink.deny.retain(|r| !change.deny.contains(r));
+        grow.extend(&change);
+        shrink.forget(&change);
         let result = self.install(state);
         if result.is_err() {
             (state.added, state.removed) = (added, removed);

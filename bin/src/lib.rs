@@ -24,8 +24,9 @@ pub use crate::{
     hot::HotPolicy,
     hub::ConfigOverlay,
 };
-/// What `Running::change_rules` adds or removes.
-pub use admin::RuleChange;
+/// What `Running::change_rules` adds or removes, whether it adds or removes them, and why a change
+/// was refused.
+pub use admin::{ControlError, RuleChange, RuleOp};
 
 /// The README's Rust examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

@@ -44,7 +44,17 @@ pub(crate) fn blocked_response(event: &DecisionEvent, id: EventId) -> Response<P
     let attempt = event.attempt.as_deref().map(escape_untrusted);
     let addrs = match reason {
         BlockReason::LocalAddress { addrs } if !addrs.is_empty() => Some(addrs.as_slice()),
-        _ => None,
+        BlockReason::LocalAddress { .. }
+        | BlockReason::AllowlistMiss
+        | BlockReason::Denylist { .. }
+        | BlockReason::MethodNotAllowed { .. }
+        | BlockReason::ProtocolNotAllowed
+        | BlockReason::MitmRequired
+        | BlockReason::InvalidTarget(_)
+        | BlockReason::AuthFailed
+        | BlockReason::InvalidRequest { .. }
+        | BlockReason::HostMismatch
+        | BlockReason::Declined => None,
     };
     let body = BlockBody {
         v: SCHEMA_VERSION,
@@ -80,7 +90,15 @@ pub(crate) fn blocked_response(event: &DecisionEvent, id: EventId) -> Response<P
         BlockReason::InvalidRequest { .. } => {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
-        _ => {}
+        BlockReason::AllowlistMiss
+        | BlockReason::Denylist { .. }
+        | BlockReason::LocalAddress { .. }
+        | BlockReason::MethodNotAllowed { .. }
+        | BlockReason::ProtocolNotAllowed
+        | BlockReason::MitmRequired
+        | BlockReason::InvalidTarget(_)
+        | BlockReason::HostMismatch
+        | BlockReason::Declined => {}
     }
     response
 }
@@ -148,7 +166,11 @@ pub(crate) fn upstream_error_response(
             (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
         }
         UpstreamError::Tls(_) => (StatusCode::BAD_GATEWAY, "tls_failed"),
-        _ => (StatusCode::BAD_GATEWAY, "connect_failed"),
+        UpstreamError::Dial(DialError::Blocked(_) | DialError::ConnectFailed(_))
+        | UpstreamError::Http(_) => (StatusCode::BAD_GATEWAY, "connect_failed"),
+        // `forward` answers a refusal as a block (403 and a log line) before it gets here; were
+        // one to arrive, the exchange still fails closed.
+        UpstreamError::Refused(_) => (StatusCode::BAD_GATEWAY, "connect_failed"),
     };
     let body = UpstreamErrorBody {
         v: SCHEMA_VERSION,
@@ -213,4 +235,147 @@ pub(crate) fn port_of(authority: &str) -> u16 {
         .rsplit_once(':')
         .and_then(|(_, port)| port.parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use policy::{Decision, Mode, Protocol};
+
+    use super::*;
+
+    /// One row per reason: status, `x-proxy-error`, and the header only that reason adds. The
+    /// exhaustive match makes a new reason state its response here.
+    fn row(reason: &BlockReason) -> (u16, &'static str, Option<&'static str>) {
+        match reason {
+            BlockReason::AllowlistMiss => (403, "blocked-by-allowlist", None),
+            BlockReason::Denylist { .. } => (403, "blocked-by-denylist", None),
+            BlockReason::LocalAddress { .. } => (403, "blocked-by-local-address", None),
+            BlockReason::MethodNotAllowed { .. } => (403, "blocked-by-method-policy", None),
+            BlockReason::ProtocolNotAllowed => (403, "blocked-by-method-policy", None),
+            BlockReason::MitmRequired => (403, "blocked-by-mitm-required", None),
+            BlockReason::InvalidTarget(_) => (403, "invalid-target", None),
+            BlockReason::AuthFailed => (407, "auth-failed", Some("proxy-authenticate")),
+            BlockReason::InvalidRequest { .. } => (400, "invalid-request", Some("connection")),
+            BlockReason::HostMismatch => (421, "host-mismatch", None),
+            BlockReason::Declined => (403, "blocked-by-decider", None),
+        }
+    }
+
+    fn event(reason: BlockReason) -> DecisionEvent {
+        DecisionEvent {
+            decision: Decision::Deny(reason),
+            host: "x.test".into(),
+            port: 443,
+            protocol: Protocol::Connect,
+            method: "CONNECT".into(),
+            mode: Mode::Full,
+            attempt: None,
+            client: None,
+            path: None,
+        }
+    }
+
+    #[test]
+    fn every_reason_has_its_response() {
+        for code in BlockReason::CODES {
+            let reason: BlockReason = code.parse().expect("a code");
+            let (status, error, header) = row(&reason);
+            let response = blocked_response(&event(reason), EventId(7));
+            let headers = response.headers();
+            assert_eq!(response.status().as_u16(), status, "{code}");
+            assert_eq!(headers["x-proxy-error"], error, "{code}");
+            assert_eq!(headers["x-leash-event"], "7", "{code}");
+            for extra in ["proxy-authenticate", "connection"] {
+                assert_eq!(
+                    headers.contains_key(extra),
+                    header == Some(extra),
+                    "{code}: {extra}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_name_refused_after_dns_shows_addresses() {
+        let body = |reason| {
+            let response = blocked_response(&event(reason), EventId(1));
+            let bytes = futures_body(response);
+            serde_json::from_slice::<serde_json::Value>(&bytes).expect("JSON")
+        };
+        let addrs = vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))];
+        let shown = body(BlockReason::LocalAddress { addrs });
+        assert_eq!(shown["addrs"], serde_json::json!(["10.0.0.1"]));
+        let none = body(BlockReason::LocalAddress { addrs: Vec::new() });
+        assert!(none.get("addrs").is_none(), "{none}");
+    }
+
+    fn futures_body(response: Response<ProxyBody>) -> Bytes {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes()
+        })
+    }
+
+    /// One row per upstream failure: status and `reason`.
+    #[test]
+    fn every_upstream_error_has_its_status() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let cases = [
+            (
+                UpstreamError::Dial(DialError::DnsFailed("x".into())),
+                502,
+                "dns_failed",
+            ),
+            (
+                UpstreamError::Dial(DialError::DnsTimeout),
+                502,
+                "dns_failed",
+            ),
+            (
+                UpstreamError::Dial(DialError::ConnectTimeout),
+                504,
+                "upstream_timeout",
+            ),
+            (UpstreamError::Timeout, 504, "upstream_timeout"),
+            (UpstreamError::Tls("bad".into()), 502, "tls_failed"),
+            (
+                UpstreamError::Dial(DialError::ConnectFailed(refused)),
+                502,
+                "connect_failed",
+            ),
+            (
+                UpstreamError::Dial(DialError::Blocked(Decision::Deny(
+                    BlockReason::AllowlistMiss,
+                ))),
+                502,
+                "connect_failed",
+            ),
+            (
+                UpstreamError::Dial(DialError::DnsBusy(listeners::LookupBound::PerClient(32))),
+                502,
+                "dns_failed",
+            ),
+            (
+                UpstreamError::Refused(Decision::Deny(BlockReason::MitmRequired)),
+                502,
+                "connect_failed",
+            ),
+        ];
+        for (error, status, reason) in cases {
+            let response = upstream_error_response(&error, "x.test", 443);
+            assert_eq!(response.status().as_u16(), status, "{error}");
+            let body =
+                serde_json::from_slice::<serde_json::Value>(&futures_body(response)).unwrap();
+            assert_eq!(body["reason"], reason, "{error}");
+        }
+    }
 }

@@ -49,6 +49,8 @@ pub struct AcceptLimits {
 pub struct Connection {
     id: u64,
     busy: AtomicUsize,
+    /// Requests parked (long polls): the connection is idle but goes first when room is needed.
+    parked: AtomicUsize,
     last_active_ms: AtomicU64,
     evict: Notify,
     tracker: Arc<Tracker>,
@@ -57,6 +59,11 @@ pub struct Connection {
 /// Marks its connection busy until dropped.
 #[derive(Debug)]
 pub struct Busy(Arc<Connection>);
+
+/// Marks its connection parked until dropped: waiting for an event that may never come, so the
+/// first one evicted (before any idle connection), whatever its age.
+#[derive(Debug)]
+pub struct Parked(Arc<Connection>);
 
 impl Connection {
     /// Busy until the returned guard is dropped (a request in flight, a tunnel open).
@@ -71,6 +78,13 @@ impl Connection {
     pub fn touch(&self) {
         self.last_active_ms
             .store(self.tracker.now_ms(), Ordering::SeqCst);
+    }
+
+    /// Parked until the returned guard is dropped (a long poll that can be answered at once, with
+    /// nothing, when room is needed). A parked connection must not also be busy to be evicted.
+    pub fn park(self: &Arc<Self>) -> Parked {
+        self.parked.fetch_add(1, Ordering::SeqCst);
+        Parked(self.clone())
     }
 
     /// Resolves when the server, full, chose this idle connection to make room.
@@ -98,6 +112,12 @@ impl Drop for Busy {
     }
 }
 
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The open connections. A connection counts until its handler and every `Busy` guard (a tunnel
 /// outliving the HTTP exchange that opened it) are gone: it unregisters itself when dropped.
 #[derive(Debug)]
@@ -116,6 +136,7 @@ impl Tracker {
         let connection = Arc::new(Connection {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             busy: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
             last_active_ms: AtomicU64::new(self.now_ms()),
             evict: Notify::new(),
             tracker: self.clone(),
@@ -127,14 +148,18 @@ impl Tracker {
         connection
     }
 
-    /// Asks the longest-idle connection to close; false when every connection is busy.
+    /// Asks a parked connection, else the longest-idle one, to close; false when every
+    /// connection is busy.
     fn evict_one(&self) -> bool {
         let open = self.open.lock().expect("tracker lock");
         let idle = open
             .values()
             .filter_map(Weak::upgrade)
             .filter(|c| c.busy.load(Ordering::SeqCst) == 0)
-            .min_by_key(|c| c.last_active_ms.load(Ordering::SeqCst));
+            .min_by_key(|c| {
+                let parked = c.parked.load(Ordering::SeqCst) > 0;
+                (!parked, c.last_active_ms.load(Ordering::SeqCst))
+            });
         match idle {
             Some(connection) => {
                 // Marked busy so the next eviction picks another; a permit is kept for it.

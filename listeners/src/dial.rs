@@ -110,9 +110,9 @@ pub struct Dialed {
     pub peer: SocketAddr,
 }
 
-/// Why a dial did not produce a connection.
+/// Why a dial did not produce a connection. Not `#[non_exhaustive]`: the protocol crates map it
+/// exhaustively, so a new failure makes the compiler list each place that must answer it.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum DialError {
     /// The policy refused an address the name resolved to (or the address itself).
     #[error("blocked after DNS")]

@@ -22,7 +22,7 @@ mod splice;
 mod tunnels;
 
 pub use crate::{
-    accept::{accept_loop, AcceptLimits, Busy, Connection, Stopping},
+    accept::{accept_loop, AcceptLimits, Busy, Connection, Parked, Stopping},
     dial::{
         BoxFuture, Connector, DialError, Dialed, Dialer, Resolver, StaticResolver, TcpConnector,
     },

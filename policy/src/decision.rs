@@ -177,7 +177,19 @@ impl Decision {
     pub fn rule(&self) -> Option<&Arc<str>> {
         match self {
             Decision::Allow { rule } | Decision::Deny(BlockReason::Denylist { rule }) => Some(rule),
-            _ => None,
+            Decision::Deny(
+                BlockReason::AllowlistMiss
+                | BlockReason::LocalAddress { .. }
+                | BlockReason::MethodNotAllowed { .. }
+                | BlockReason::ProtocolNotAllowed
+                | BlockReason::MitmRequired
+                | BlockReason::InvalidTarget(_)
+                | BlockReason::AuthFailed
+                | BlockReason::InvalidRequest { .. }
+                | BlockReason::HostMismatch
+                | BlockReason::Declined,
+            )
+            | Decision::Ask(_) => None,
         }
     }
 
@@ -357,6 +369,48 @@ impl<'a> Request<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One row per reason: its code (the log's `reason`, the metrics' `reason` label, the 403
+    /// body's `reason`). The exhaustive match makes a new reason state its code here.
+    fn code_row(reason: &BlockReason) -> &'static str {
+        match reason {
+            BlockReason::AllowlistMiss => "allowlist_miss",
+            BlockReason::Denylist { .. } => "denylist",
+            BlockReason::LocalAddress { .. } => "local_address",
+            BlockReason::MethodNotAllowed { .. } => "method_not_allowed",
+            BlockReason::ProtocolNotAllowed => "protocol_not_allowed",
+            BlockReason::MitmRequired => "mitm_required",
+            BlockReason::InvalidTarget(_) => "invalid_target",
+            BlockReason::AuthFailed => "auth_failed",
+            BlockReason::InvalidRequest { .. } => "invalid_request",
+            BlockReason::HostMismatch => "host_mismatch",
+            BlockReason::Declined => "declined",
+        }
+    }
+
+    #[test]
+    fn every_reason_has_its_code_and_index() {
+        for (index, code) in BlockReason::CODES.iter().enumerate() {
+            let reason: BlockReason = code.parse().unwrap();
+            assert_eq!((reason.code(), reason.index()), (code_row(&reason), index));
+        }
+    }
+
+    #[test]
+    fn only_allow_and_deny_rules_name_a_rule() {
+        let rule: Arc<str> = "x.test".into();
+        assert_eq!(Decision::Allow { rule: rule.clone() }.rule(), Some(&rule));
+        for code in BlockReason::CODES {
+            let reason: BlockReason = code.parse().unwrap();
+            let named = matches!(reason, BlockReason::Denylist { .. });
+            assert_eq!(
+                Decision::Deny(reason.clone()).rule().is_some(),
+                named,
+                "{code}"
+            );
+            assert_eq!(Decision::Ask(reason).rule(), None, "{code}");
+        }
+    }
 
     #[test]
     fn every_reason_code_parses_back_to_its_reason() {

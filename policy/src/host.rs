@@ -60,7 +60,7 @@ impl Host {
     pub fn name(&self) -> Option<&str> {
         match self {
             Host::Name(name) => Some(name),
-            _ => None,
+            Host::Ip(_) | Host::ScopedIp(_) => None,
         }
     }
 }

@@ -188,7 +188,10 @@ fn compile_local_rules(rules: &[Rule]) -> Result<RuleSet, PolicyError> {
                     expanded.push((Rule::new(host, rule.ports()), name.clone()));
                 }
             }
-            _ => {
+            RuleHost::Any
+            | RuleHost::Exact(_)
+            | RuleHost::Subdomains(_)
+            | RuleHost::ApexAndSubdomains(_) => {
                 return Err(PolicyError {
                     key: format!("allow_local[{index}]"),
                     error: RuleError::new(&rule.to_string(), RuleErrorKind::NotLocalRule),

@@ -118,7 +118,10 @@ impl RuleHost {
             }
             (RuleHost::Ip(rule), _) => host.ip() == Some(*rule),
             (RuleHost::Net(net), _) => host.ip().is_some_and(|ip| net.contains(ip)),
-            _ => false,
+            (
+                RuleHost::Exact(_) | RuleHost::Subdomains(_) | RuleHost::ApexAndSubdomains(_),
+                Host::Ip(_) | Host::ScopedIp(_),
+            ) => false,
         }
     }
 
@@ -135,7 +138,11 @@ impl RuleHost {
             (Ip(a), Ip(b)) => a == b,
             (Net(net), Ip(ip)) => net.contains(*ip),
             (Net(a), Net(b)) => a.covers(b),
-            _ => false,
+            (Exact(_), Any | Subdomains(_) | ApexAndSubdomains(_) | Ip(_) | Net(_))
+            | (Subdomains(_), Any | Ip(_) | Net(_))
+            | (ApexAndSubdomains(_), Any | Ip(_) | Net(_))
+            | (Ip(_), Any | Exact(_) | Subdomains(_) | ApexAndSubdomains(_) | Net(_))
+            | (Net(_), Any | Exact(_) | Subdomains(_) | ApexAndSubdomains(_)) => false,
         }
     }
 }
@@ -294,7 +301,7 @@ fn wildcard_base(base: &str) -> Result<Box<str>, RuleErrorKind> {
     }
     let name = match canonical_host(base)? {
         Host::Name(name) => name,
-        _ => return Err(RuleErrorKind::WildcardOnIp),
+        Host::Ip(_) | Host::ScopedIp(_) => return Err(RuleErrorKind::WildcardOnIp),
     };
     if is_public_suffix(&name) {
         return Err(RuleErrorKind::PublicSuffix(name.into()));

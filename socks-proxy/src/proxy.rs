@@ -184,6 +184,10 @@ impl SocksProxy {
         let target = match address.to_target() {
             Ok(target) => target,
             Err(error) => {
+                let refused = reply(
+                    &Outcome::Blocked(&BlockReason::InvalidTarget(error.clone())),
+                    None,
+                );
                 self.record(
                     scope,
                     Decision::invalid_target(error),
@@ -191,15 +195,16 @@ impl SocksProxy {
                     address.port(),
                     Protocol::Socks5,
                 );
-                let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
+                let _ = stream.write_all(&refused).await;
                 return;
             }
         };
         let request = Request::new(&target, "CONNECT", Protocol::Socks5);
         let decision = self.decide(scope, &request).await;
         if !decision.is_allowed() {
+            let refused = reply(&Outcome::refused(&decision), None);
             self.block(scope, decision, &target, Protocol::Socks5);
-            let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
+            let _ = stream.write_all(&refused).await;
             return;
         }
         let approved = is_approved(
@@ -260,13 +265,10 @@ impl SocksProxy {
         target: Target,
     ) {
         let Some(interceptor) = &self.interceptor else {
-            self.block(
-                scope,
-                Decision::Deny(BlockReason::MitmRequired),
-                &target,
-                Protocol::Socks5,
-            );
-            let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
+            let reason = BlockReason::MitmRequired;
+            let refused = reply(&Outcome::Blocked(&reason), None);
+            self.block(scope, Decision::Deny(reason), &target, Protocol::Socks5);
+            let _ = stream.write_all(&refused).await;
             return;
         };
         let info = TunnelInfo {
@@ -308,8 +310,9 @@ impl SocksProxy {
         {
             Ok(tunnel) => Some(tunnel),
             Err(refusal) => {
+                let refused = reply(&Outcome::refused(&refusal), None);
                 self.block(scope, refusal, target, Protocol::Socks5);
-                let _ = stream.write_all(&reply(&Outcome::Blocked, None)).await;
+                let _ = stream.write_all(&refused).await;
                 None
             }
         }
@@ -356,7 +359,7 @@ impl SocksProxy {
     ) {
         let method = match protocol {
             Protocol::Socks5Udp => "UDP",
-            _ => "CONNECT",
+            Protocol::Socks5 | Protocol::Connect | Protocol::Http | Protocol::Https => "CONNECT",
         };
         self.sink.record(&DecisionEvent {
             decision,

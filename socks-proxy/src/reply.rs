@@ -6,6 +6,7 @@ use std::{
 };
 
 use listeners::DialError;
+use policy::{BlockReason, Decision};
 
 use crate::wire::{
     encode_addr, REPLY_ADDRESS_TYPE_NOT_SUPPORTED, REPLY_COMMAND_NOT_SUPPORTED,
@@ -18,7 +19,7 @@ use crate::wire::{
 pub(crate) enum Outcome<'a> {
     Granted,
     /// Refused by policy (before or after DNS), or an invalid target.
-    Blocked,
+    Blocked(&'a BlockReason),
     Dial(&'a DialError),
     CommandNotSupported,
     AddressTypeNotSupported,
@@ -26,11 +27,22 @@ pub(crate) enum Outcome<'a> {
     Failed,
 }
 
+impl<'a> Outcome<'a> {
+    /// The outcome of a refusing decision (an allow here would be a bug: a general failure).
+    pub(crate) fn refused(decision: &'a Decision) -> Outcome<'a> {
+        match decision.reason() {
+            Some(reason) => Outcome::Blocked(reason),
+            None => Outcome::Failed,
+        }
+    }
+}
+
 /// The reply code for an outcome.
 pub(crate) fn reply_code(outcome: &Outcome<'_>) -> u8 {
     match outcome {
         Outcome::Granted => REPLY_SUCCEEDED,
-        Outcome::Blocked | Outcome::Dial(DialError::Blocked(_)) => REPLY_NOT_ALLOWED,
+        Outcome::Blocked(reason) => blocked_code(reason),
+        Outcome::Dial(DialError::Blocked(decision)) => reply_code(&Outcome::refused(decision)),
         // A lookup that fails or times out is a DNS failure (SPEC §1.4, §6).
         // So does one refused by a bound on the lookups in flight.
         Outcome::Dial(DialError::DnsFailed(_) | DialError::DnsTimeout | DialError::DnsBusy(_)) => {
@@ -42,9 +54,27 @@ pub(crate) fn reply_code(outcome: &Outcome<'_>) -> u8 {
         {
             REPLY_CONNECTION_REFUSED
         }
-        Outcome::Dial(_) | Outcome::Failed => REPLY_GENERAL_FAILURE,
+        Outcome::Dial(DialError::ConnectFailed(_)) | Outcome::Failed => REPLY_GENERAL_FAILURE,
         Outcome::CommandNotSupported => REPLY_COMMAND_NOT_SUPPORTED,
         Outcome::AddressTypeNotSupported => REPLY_ADDRESS_TYPE_NOT_SUPPORTED,
+    }
+}
+
+/// The reply code for a block. RFC 1928 has one code for a refusal by rule set; every reason
+/// gets it (the log line says which), and a new reason must say here whether it does too.
+fn blocked_code(reason: &BlockReason) -> u8 {
+    match reason {
+        BlockReason::AllowlistMiss
+        | BlockReason::Denylist { .. }
+        | BlockReason::LocalAddress { .. }
+        | BlockReason::MethodNotAllowed { .. }
+        | BlockReason::ProtocolNotAllowed
+        | BlockReason::MitmRequired
+        | BlockReason::InvalidTarget(_)
+        | BlockReason::AuthFailed
+        | BlockReason::InvalidRequest { .. }
+        | BlockReason::HostMismatch
+        | BlockReason::Declined => REPLY_NOT_ALLOWED,
     }
 }
 
@@ -67,6 +97,44 @@ mod tests {
 
     use super::*;
 
+    /// One row per reason: its reply code. The exhaustive match makes a new reason state its
+    /// code here.
+    fn row(reason: &BlockReason) -> u8 {
+        match reason {
+            BlockReason::AllowlistMiss => 0x02,
+            BlockReason::Denylist { .. } => 0x02,
+            BlockReason::LocalAddress { .. } => 0x02,
+            BlockReason::MethodNotAllowed { .. } => 0x02,
+            BlockReason::ProtocolNotAllowed => 0x02,
+            BlockReason::MitmRequired => 0x02,
+            BlockReason::InvalidTarget(_) => 0x02,
+            BlockReason::AuthFailed => 0x02,
+            BlockReason::InvalidRequest { .. } => 0x02,
+            BlockReason::HostMismatch => 0x02,
+            BlockReason::Declined => 0x02,
+        }
+    }
+
+    #[test]
+    fn every_reason_has_its_reply_before_and_after_dns() {
+        for code in BlockReason::CODES {
+            let reason: BlockReason = code.parse().expect("a code");
+            assert_eq!(
+                reply_code(&Outcome::Blocked(&reason)),
+                row(&reason),
+                "{code}"
+            );
+            let after_dns = DialError::Blocked(Decision::Deny(reason.clone()));
+            assert_eq!(
+                reply_code(&Outcome::Dial(&after_dns)),
+                row(&reason),
+                "{code}"
+            );
+        }
+        let allow = Decision::Allow { rule: "x".into() };
+        assert_eq!(reply_code(&Outcome::refused(&allow)), REPLY_GENERAL_FAILURE);
+    }
+
     #[test]
     fn codes_follow_the_spec() {
         let busy = DialError::DnsBusy(LookupBound::PerClient(32));
@@ -75,7 +143,7 @@ mod tests {
         let reset = DialError::ConnectFailed(io::Error::from(ErrorKind::ConnectionReset));
         let cases = [
             (Outcome::Granted, 0x00),
-            (Outcome::Blocked, 0x02),
+            (Outcome::Blocked(&BlockReason::AllowlistMiss), 0x02),
             (Outcome::Dial(&blocked), 0x02),
             (Outcome::Dial(&DialError::DnsFailed("x".into())), 0x04),
             (Outcome::Dial(&refused), 0x05),
@@ -91,7 +159,7 @@ mod tests {
             assert_eq!(reply_code(&outcome), code, "{outcome:?}");
         }
         assert_eq!(
-            reply(&Outcome::Blocked, None),
+            reply(&Outcome::Blocked(&BlockReason::Declined), None),
             [5, 2, 0, 1, 0, 0, 0, 0, 0, 0]
         );
     }

@@ -66,7 +66,7 @@ pub(crate) async fn associate(
         client: None,
         client_port: match requested {
             Address::Ip(addr) if addr.port() != 0 => Some(addr.port()),
-            _ => None,
+            Address::Ip(_) | Address::Domain(..) => None,
         },
         contacted: Contacted::default(),
     };

@@ -538,7 +538,10 @@ async fn a_policy_change_during_an_approval_reaches_the_tunnel() {
         allow: Vec::new(),
         deny: vec!["slow.test".into()],
     };
-    proxy.running().change_rules(&deny, true).unwrap();
+    proxy
+        .running()
+        .change_rules(leash::RuleOp::Add, &deny)
+        .unwrap();
     decider.release.notify_one();
     let response = connect.await.unwrap();
     assert!(response.starts_with("HTTP/1.1 403"), "{response}");

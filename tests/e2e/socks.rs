@@ -507,7 +507,10 @@ async fn udp_associate_relays_allowed_datagrams_only_from_the_client() {
         allow: Vec::new(),
         deny: vec!["127.0.0.1".into()],
     };
-    proxy.running().change_rules(&deny, true).unwrap();
+    proxy
+        .running()
+        .change_rules(leash::RuleOp::Add, &deny)
+        .unwrap();
     client
         .send_to(&udp_datagram(echo, b"again"), relay)
         .await
@@ -647,7 +650,10 @@ async fn udp_answers_stop_once_the_policy_refuses_their_sender() {
         allow: Vec::new(),
         deny: vec!["127.0.0.1".into()],
     };
-    proxy.running().change_rules(&deny, true).unwrap();
+    proxy
+        .running()
+        .change_rules(leash::RuleOp::Add, &deny)
+        .unwrap();
     remote.send_to(b"late answer", relay_out).await.unwrap();
     assert_eq!(
         recv_within(&client, Duration::from_millis(500)).await,

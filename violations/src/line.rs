@@ -47,7 +47,18 @@ pub(crate) fn render(seq: u64, ts: &str, event: &DecisionEvent) -> String {
         }
         Some(BlockReason::InvalidRequest { detail }) => (None, Some(escape_untrusted(detail))),
         Some(BlockReason::InvalidTarget(error)) => (None, Some(Cow::Owned(error.to_string()))),
-        _ => (None, None),
+        Some(
+            BlockReason::LocalAddress { .. }
+            | BlockReason::AllowlistMiss
+            | BlockReason::Denylist { .. }
+            | BlockReason::MethodNotAllowed { .. }
+            | BlockReason::ProtocolNotAllowed
+            | BlockReason::MitmRequired
+            | BlockReason::AuthFailed
+            | BlockReason::HostMismatch
+            | BlockReason::Declined,
+        )
+        | None => (None, None),
     };
     let (host, method) = (
         escape_untrusted(&event.host),
@@ -102,4 +113,116 @@ pub(crate) fn render_gap(ts: &str, gap: &Gap) -> String {
         reason: &gap.reason,
     };
     serde_json::to_string(&line).expect("plain data serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use policy::{Decision, InvalidTarget};
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// A reason with every detail it can carry.
+    fn detailed(reason: BlockReason) -> BlockReason {
+        match reason {
+            BlockReason::Denylist { .. } => BlockReason::Denylist {
+                rule: "x.test".into(),
+            },
+            BlockReason::LocalAddress { .. } => BlockReason::LocalAddress {
+                addrs: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))],
+            },
+            BlockReason::MethodNotAllowed { .. } => BlockReason::MethodNotAllowed {
+                method: "POST".into(),
+            },
+            BlockReason::InvalidTarget(_) => BlockReason::InvalidTarget(InvalidTarget::BadPort),
+            BlockReason::InvalidRequest { .. } => BlockReason::InvalidRequest {
+                detail: "bad\nchunk".into(),
+            },
+            reason @ (BlockReason::AllowlistMiss
+            | BlockReason::ProtocolNotAllowed
+            | BlockReason::MitmRequired
+            | BlockReason::AuthFailed
+            | BlockReason::HostMismatch
+            | BlockReason::Declined) => reason,
+        }
+    }
+
+    /// One row per reason: `reason`, `rule`, `addrs` and `detail` of its line. The exhaustive
+    /// match makes a new reason state its line here.
+    fn row(reason: &BlockReason) -> [Value; 4] {
+        let none = Value::Null;
+        match reason {
+            BlockReason::AllowlistMiss => {
+                [json!("allowlist_miss"), none.clone(), none.clone(), none]
+            }
+            BlockReason::Denylist { .. } => {
+                [json!("denylist"), json!("x.test"), none.clone(), none]
+            }
+            BlockReason::LocalAddress { .. } => [
+                json!("local_address"),
+                none.clone(),
+                json!(["10.0.0.1"]),
+                none,
+            ],
+            BlockReason::MethodNotAllowed { .. } => [
+                json!("method_not_allowed"),
+                none.clone(),
+                none.clone(),
+                none,
+            ],
+            BlockReason::ProtocolNotAllowed => [
+                json!("protocol_not_allowed"),
+                none.clone(),
+                none.clone(),
+                none,
+            ],
+            BlockReason::MitmRequired => [json!("mitm_required"), none.clone(), none.clone(), none],
+            BlockReason::InvalidTarget(_) => [
+                json!("invalid_target"),
+                none.clone(),
+                none,
+                json!(InvalidTarget::BadPort.to_string()),
+            ],
+            BlockReason::AuthFailed => [json!("auth_failed"), none.clone(), none.clone(), none],
+            BlockReason::InvalidRequest { .. } => [
+                json!("invalid_request"),
+                none.clone(),
+                none,
+                json!("bad\\u{000a}chunk"),
+            ],
+            BlockReason::HostMismatch => [json!("host_mismatch"), none.clone(), none.clone(), none],
+            BlockReason::Declined => [json!("declined"), none.clone(), none.clone(), none],
+        }
+    }
+
+    #[test]
+    fn every_reason_has_its_line() {
+        for code in BlockReason::CODES {
+            let reason = detailed(code.parse().expect("a code"));
+            let expected = row(&reason);
+            let event = DecisionEvent {
+                decision: Decision::Deny(reason),
+                host: "x.test".into(),
+                port: 443,
+                protocol: Protocol::Connect,
+                method: "CONNECT".into(),
+                mode: Mode::Full,
+                attempt: None,
+                client: None,
+                path: None,
+            };
+            let line: Value = serde_json::from_str(&render(3, "t", &event)).expect("JSON");
+            let got = ["reason", "rule", "addrs", "detail"]
+                .map(|k| line.get(k).cloned().unwrap_or(Value::Null));
+            assert_eq!(got, expected, "{code}");
+            assert_eq!(
+                (&line["blocked"], &line["event"]),
+                (&json!(true), &json!(3)),
+                "{code}"
+            );
+            assert!(line["message"].is_string(), "{code}");
+        }
+    }
 }
