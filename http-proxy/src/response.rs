@@ -11,6 +11,8 @@ use listeners::DialError;
 use policy::{escape_untrusted, BlockReason, DecisionEvent, EventId, SCHEMA_VERSION};
 use serde::Serialize;
 
+use crate::framing::HeadStatus;
+
 /// Every response body leash produces or forwards.
 pub(crate) type ProxyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
@@ -82,6 +84,23 @@ pub(crate) fn blocked_response(event: &DecisionEvent, id: EventId) -> Response<P
     response
 }
 
+/// The response for a refused request head (`framing.rs`): the `invalid_request` block, with the
+/// status the rule names.
+pub(crate) fn refused_head_response(
+    event: &DecisionEvent,
+    id: EventId,
+    status: HeadStatus,
+) -> Response<ProxyBody> {
+    let mut response = blocked_response(event, id);
+    *response.status_mut() = match status {
+        HeadStatus::BadRequest => StatusCode::BAD_REQUEST,
+        HeadStatus::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        HeadStatus::UriTooLong => StatusCode::URI_TOO_LONG,
+        HeadStatus::VersionNotSupported => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+    };
+    response
+}
+
 fn status_and_code(reason: &BlockReason) -> (StatusCode, &'static str) {
     match reason {
         BlockReason::AllowlistMiss => (StatusCode::FORBIDDEN, "blocked-by-allowlist"),
@@ -144,6 +163,7 @@ pub(crate) fn upstream_error_response(
             (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
         }
         UpstreamError::Tls(_) => (StatusCode::BAD_GATEWAY, "tls_failed"),
+        UpstreamError::UnrequestedUpgrade => (StatusCode::BAD_GATEWAY, "bad_upstream_response"),
         _ => (StatusCode::BAD_GATEWAY, "connect_failed"),
     };
     let body = UpstreamErrorBody {
@@ -166,6 +186,9 @@ pub(crate) enum UpstreamError {
     Http(hyper::Error),
     /// The upstream did not answer within `limits.upstream_timeout`.
     Timeout,
+    /// The upstream answered `101 Switching Protocols`, though no request leash sends asks for an
+    /// upgrade (`Upgrade` is hop-by-hop and stripped): never relayed.
+    UnrequestedUpgrade,
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -175,6 +198,9 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Tls(error) => write!(f, "upstream TLS failed: {error}"),
             UpstreamError::Http(error) => write!(f, "upstream HTTP error: {error}"),
             UpstreamError::Timeout => f.write_str("the upstream did not answer in time"),
+            UpstreamError::UnrequestedUpgrade => {
+                f.write_str("the upstream switched protocols though no upgrade was asked for")
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ mod control;
 mod corpus;
 mod exec;
 mod framing;
+mod head_rules;
 mod hints;
 mod http;
 mod limits;

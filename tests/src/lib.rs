@@ -6,6 +6,7 @@ mod binary;
 mod certs;
 mod clients;
 mod origin;
+mod raw;
 mod running;
 
 pub use crate::{
@@ -13,6 +14,7 @@ pub use crate::{
     certs::TestCa,
     clients::{curl, raw_request, CurlOutput},
     origin::{big_body, Origin, OriginPair, Seen, SeenRequest},
+    raw::{closed, exchange, log_line, read_head, read_response, Intercepting, RawResponse},
     running::{
         loopback, policy_config, start_proxy, start_proxy_from_file, start_proxy_with_decider,
         AdminClient, LoopbackNat, TestProxy,
