@@ -1,6 +1,7 @@
 //! leash's end-to-end tests: the real binary and real sockets, one integration test binary.
 
 mod admin;
+mod after_connect;
 mod bench;
 mod cli;
 mod connect;

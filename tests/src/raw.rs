@@ -60,38 +60,43 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     read_response(stream).await
 }
 
-/// Reads one response from `stream`.
+/// Reads one response from `stream`, and not a byte more (a pipelined answer stays to be read).
 pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> Option<RawResponse> {
     let mut response = read_head(stream).await?;
-    let length = response
+    match response
         .header("content-length")
-        .and_then(|v| v.parse::<usize>().ok());
-    while length.is_none_or(|l| response.body.len() < l) {
-        if !read_some(stream, &mut response.body).await {
-            break;
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(length) => {
+            response.body = vec![0; length];
+            let read = tokio::time::timeout(WAIT, stream.read_exact(&mut response.body)).await;
+            if !matches!(read, Ok(Ok(_))) {
+                return None;
+            }
         }
+        // No length: the body runs to the close.
+        None => while read_some(stream, &mut response.body).await {},
     }
     Some(response)
 }
 
-/// Reads one response head (what came after it is in `body`): for answers without a body whose
-/// end a reader cannot see, like a `CONNECT`'s `200`.
+/// Reads one response head, byte by byte so that nothing after it is taken: for answers whose
+/// body's end a reader cannot see, like a `CONNECT`'s `200`, and for pipelined answers.
 pub async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Option<RawResponse> {
     let mut bytes = Vec::new();
-    let end = loop {
-        if let Some(i) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+    while !bytes.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(WAIT, stream.read(&mut byte)).await {
+            Ok(Ok(1)) => bytes.push(byte[0]),
+            _ => return None,
         }
-        if !read_some(stream, &mut bytes).await {
-            return None;
-        }
-    };
-    let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+    }
+    let head = String::from_utf8_lossy(&bytes).into_owned();
     let status = head.split(' ').nth(1)?.parse().ok()?;
     Some(RawResponse {
         status,
         head,
-        body: bytes[end..].to_vec(),
+        body: Vec::new(),
     })
 }
 
