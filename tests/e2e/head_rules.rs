@@ -8,8 +8,11 @@
 //! line-level ones) have no h2 form, so `Row` will grow an `h2: Option<Expect>` column and the rows
 //! that have one (Host, request-target forms, fragments, CONNECT) will be sent as h2 frames.
 
-use tests::{closed, exchange, log_line, Intercepting, Origin, RawResponse, TestCa};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tests::{closed, exchange, log_line, Intercepting, Origin, RawResponse, SeenRequest, TestCa};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
 
 /// What a path must do with a head.
 #[derive(Clone, Copy, Debug)]
@@ -157,98 +160,174 @@ struct Logged {
     protocol: &'static str,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_head_rules_hold_on_every_path() {
-    let ca = TestCa::new("origin CA");
-    let plain = Origin::http().await;
-    let secure = Origin::https(ca.server_config(&["secure.test"], &[])).await;
-    let leash = Intercepting::start(secure.addr, &ca, &plain).await;
-    let plain_host = format!("origin.test:{}", plain.port());
-    let mut logged = Vec::new();
-    for row in rows() {
-        for path in [Path::Listener, Path::Intercepted] {
-            let (origin, host, absolute, target) = match path {
-                Path::Listener => (
-                    &plain,
-                    plain_host.as_str(),
-                    format!("http://{plain_host}"),
-                    format!("http://{plain_host}/p"),
-                ),
-                Path::Intercepted => (
-                    &secure,
-                    "secure.test",
+/// leash, with an origin behind each path.
+struct Bench {
+    leash: Intercepting,
+    plain: Origin,
+    secure: Origin,
+    plain_host: String,
+}
+
+/// What one head did on one path.
+struct Outcome {
+    what: String,
+    response: Option<RawResponse>,
+    closed: bool,
+    /// The requests the path's origin got meanwhile.
+    reached: Vec<SeenRequest>,
+    host: String,
+    protocol: &'static str,
+}
+
+impl Bench {
+    async fn start() -> Bench {
+        let ca = TestCa::new("origin CA");
+        let plain = Origin::http().await;
+        let secure = Origin::https(ca.server_config(&["secure.test"], &[])).await;
+        let leash = Intercepting::start(secure.addr, &ca, &plain).await;
+        let plain_host = format!("origin.test:{}", plain.port());
+        Bench {
+            leash,
+            plain,
+            secure,
+            plain_host,
+        }
+    }
+
+    async fn run(&self, row: &Row, path: Path) -> Outcome {
+        let (origin, host, absolute, protocol) = match path {
+            Path::Listener => {
+                let host = self.plain_host.clone();
+                (&self.plain, host.clone(), format!("http://{host}"), "http")
+            }
+            Path::Intercepted => {
+                let host = "secure.test".to_owned();
+                (
+                    &self.secure,
+                    host,
                     "https://secure.test".to_owned(),
-                    "/p".to_owned(),
-                ),
+                    "https",
+                )
+            }
+        };
+        let target = match path {
+            Path::Listener => format!("{absolute}/p"),
+            Path::Intercepted => "/p".to_owned(),
+        };
+        let head = (row.head.replace("{t}", &target))
+            .replace("{a}", &absolute)
+            .replace("{h}", &host);
+        let before = origin.seen.requests().len();
+        let must_close = matches!(path.expect(row), Refused(_, "invalid_request", _));
+        let (response, closed) = match path {
+            Path::Listener => {
+                let tcp = TcpStream::connect(self.leash.proxy.http).await.unwrap();
+                send(tcp, &head, must_close).await
+            }
+            Path::Intercepted => send(self.leash.tunnel().await, &head, must_close).await,
+        };
+        Outcome {
+            what: format!("{path:?}: {} ({head:?})", row.clause),
+            response,
+            closed,
+            reached: origin.seen.requests().split_off(before),
+            host,
+            protocol,
+        }
+    }
+}
+
+/// Whether `outcome` is what `expect` says; a refusal comes back to be found in the log.
+fn judge(expect: Expect, outcome: Outcome) -> Result<Option<Logged>, String> {
+    let what = outcome.what;
+    let Some(response) = outcome.response else {
+        return Err(format!("{what}: no response"));
+    };
+    let fail = |why: &str| Err(format!("{what}: {why}: {response:?}"));
+    match expect {
+        Refused(status, reason, detail) => {
+            let body: serde_json::Value =
+                serde_json::from_slice(&response.body).unwrap_or_default();
+            if response.status != status || body["reason"] != reason {
+                return fail(&format!("expected {status} {reason}"));
+            }
+            if !outcome.reached.is_empty() || !outcome.closed {
+                return fail("the origin got it, or the connection stayed open");
+            }
+            Ok(Some(Logged {
+                event: body["event"].as_u64().unwrap_or_default(),
+                what,
+                reason,
+                detail,
+                protocol: outcome.protocol,
+            }))
+        }
+        Forwarded(method, uri) => {
+            let [got] = outcome.reached.as_slice() else {
+                return fail(&format!(
+                    "{} requests reached the origin",
+                    outcome.reached.len()
+                ));
             };
-            let head = row
-                .head
-                .replace("{t}", &target)
-                .replace("{a}", &absolute)
-                .replace("{h}", host);
-            let what = format!("{path:?}: {} ({head:?})", row.clause);
-            let before = origin.seen.requests().len();
-            let must_close = matches!(path.expect(&row), Refused(_, "invalid_request", _));
-            let (response, closed) = match path {
-                Path::Listener => {
-                    let tcp = tokio::net::TcpStream::connect(leash.proxy.http)
-                        .await
-                        .unwrap();
-                    send(tcp, &head, must_close).await
-                }
-                Path::Intercepted => send(leash.tunnel().await, &head, must_close).await,
-            };
-            let response = response.unwrap_or_else(|| panic!("{what}: no response"));
-            let seen = origin.seen.requests();
-            match path.expect(&row) {
-                Refused(status, reason, detail) => {
-                    assert_eq!(response.status, status, "{what}: {response:?}");
-                    let body = response.json();
-                    assert_eq!(body["reason"], reason, "{what}: {body}");
-                    assert_eq!(seen.len(), before, "{what}: the origin got a request");
-                    assert!(closed, "{what}: the connection stays open");
-                    logged.push(Logged {
-                        what,
-                        event: body["event"].as_u64().expect("an event number"),
-                        reason,
-                        detail,
-                        protocol: match path {
-                            Path::Listener => "http",
-                            Path::Intercepted => "https",
-                        },
-                    });
-                }
-                Forwarded(method, uri) => {
-                    assert_eq!(response.status, 200, "{what}: {response:?}");
-                    assert_eq!(
-                        seen.len(),
-                        before + 1,
-                        "{what}: one request reaches the origin"
-                    );
-                    let got = seen.last().unwrap();
-                    assert_eq!(
-                        (got.method.as_str(), got.uri.as_str()),
-                        (method, uri),
-                        "{what}"
-                    );
-                    let hosts: Vec<&str> = got
-                        .headers
-                        .iter()
-                        .filter(|(k, _)| k == "host")
-                        .map(|(_, v)| v.as_str())
-                        .collect();
-                    assert_eq!(hosts, [host], "{what}: Host names the target, once");
-                }
+            let hosts: Vec<&str> = (got.headers.iter())
+                .filter(|(k, _)| k == "host")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            match (
+                response.status,
+                got.method.as_str(),
+                got.uri.as_str(),
+                hosts.as_slice(),
+            ) {
+                (200, m, u, [h]) if m == method && u == uri && *h == outcome.host => Ok(None),
+                _ => fail(&format!(
+                    "expected {method} {uri} with Host {}, got {got:?}",
+                    outcome.host
+                )),
             }
         }
     }
-    let lines = leash.proxy.stop().await;
-    for refusal in logged {
-        let what = &refusal.what;
-        let line = log_line(&lines, refusal.event).unwrap_or_else(|| panic!("{what}: no log line"));
-        assert_eq!(line["reason"], refusal.reason, "{what}: {line}");
-        assert_eq!(line["protocol"], refusal.protocol, "{what}: {line}");
-        let detail = line["detail"].as_str().unwrap_or_default();
-        assert!(detail.contains(refusal.detail), "{what}: {line}");
+}
+
+/// Whether the log has `refusal`'s line, with its reason, protocol and detail.
+fn in_log(lines: &[serde_json::Value], refusal: &Logged) -> Result<(), String> {
+    let what = &refusal.what;
+    let Some(line) = log_line(lines, refusal.event) else {
+        return Err(format!("{what}: no log line"));
+    };
+    let detail = line["detail"].as_str().unwrap_or_default();
+    match line["reason"] == refusal.reason
+        && line["protocol"] == refusal.protocol
+        && detail.contains(refusal.detail)
+    {
+        true => Ok(()),
+        false => Err(format!("{what}: {line}")),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_head_rules_hold_on_every_path() {
+    let bench = Bench::start().await;
+    let (mut failures, mut logged) = (Vec::new(), Vec::new());
+    for row in rows() {
+        for path in [Path::Listener, Path::Intercepted] {
+            match judge(path.expect(&row), bench.run(&row, path).await) {
+                Ok(refusal) => logged.extend(refusal),
+                Err(failure) => failures.push(failure),
+            }
+        }
+    }
+    let lines = bench.leash.proxy.stop().await;
+    failures.extend(
+        logged
+            .iter()
+            .filter_map(|refusal| in_log(&lines, refusal).err()),
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases fail:\n{}",
+        failures.len(),
+        2 * rows().len(),
+        failures.join("\n")
+    );
 }
