@@ -334,10 +334,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gated<S> {
             let before = buf.filled().len();
             std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
             let fresh = buf.filled().len() - before;
-            if fresh == 0 {
-                return Poll::Ready(Ok(())); // The client closed.
-            }
             let mut tracker = self.notes.lock();
+            if fresh == 0 {
+                // The client stopped sending. After a refused head hyper must not see the end:
+                // it would drop the connection (no half-close) before the refusal is written.
+                // The refusal closes the connection itself.
+                return match tracker.phase {
+                    Phase::Refused => Poll::Pending,
+                    _ => Poll::Ready(Ok(())),
+                };
+            }
             if tracker.passes(fresh) {
                 return Poll::Ready(Ok(()));
             }

@@ -131,7 +131,11 @@ impl HttpProxy {
                 attempt: None,
                 connection: None,
             };
-            return self.refuse_head(&scope, &refusal, Protocol::Http);
+            let protocol = match refusal.method == "CONNECT" {
+                true => Protocol::Connect,
+                false => Protocol::Http,
+            };
+            return self.refuse_head(&scope, &refusal, protocol);
         }
         let attempt = match authenticate(req.headers(), self.token.as_deref()) {
             Ok(attempt) => attempt,

@@ -210,6 +210,11 @@ impl Bench {
                 )
             }
         };
+        // A refused `CONNECT` on the listener is logged as a `connect`, whatever its form.
+        let protocol = match row.head.starts_with("CONNECT") {
+            true if protocol == "http" => "connect",
+            _ => protocol,
+        };
         let target = match path {
             Path::Listener => format!("{absolute}/p"),
             Path::Intercepted => "/p".to_owned(),
@@ -330,4 +335,32 @@ async fn request_head_rules_hold_on_every_path() {
         2 * rows().len(),
         failures.join("\n")
     );
+}
+
+/// A client that sends a bad head and stops sending (`printf … | nc`) still gets the refusal: the
+/// end of its stream must not make the proxy drop the connection before answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_head_is_answered_after_the_client_stops_sending() {
+    use tokio::io::AsyncWriteExt;
+    let bench = Bench::start().await;
+    let host = &bench.plain_host;
+    for (head, status) in [
+        (
+            format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nX: a\r\n b\r\n\r\n"),
+            400,
+        ),
+        (
+            format!("GET http://{host}/ HTTP/2.0\r\nHost: {host}\r\n\r\n"),
+            505,
+        ),
+        (format!("GET http://{host}/ HTTP/1.1\r\n\r\n"), 400),
+    ] {
+        let mut tcp = TcpStream::connect(bench.leash.proxy.http).await.unwrap();
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let answer = tests::read_response(&mut tcp).await;
+        let answer = answer.unwrap_or_else(|| panic!("{head:?}: no answer"));
+        assert_eq!(answer.status, status, "{head:?}: {answer:?}");
+        assert_eq!(answer.json()["reason"], "invalid_request", "{head:?}");
+    }
 }

@@ -113,3 +113,65 @@ fn an_endless_head_is_refused_at_the_limit() {
     input.resize(MAX + 10, b'a');
     check(&input, &[true], STAND_IN);
 }
+
+/// The status a head gets from the rules (`None`: accepted), for the cases the end-to-end table
+/// (`tests/e2e/head_rules.rs`) cannot tell apart by status alone.
+#[track_caller]
+fn status(head: &str) -> Option<HeadStatus> {
+    head::check(head.as_bytes(), MAX).err().map(|r| r.status)
+}
+
+#[test]
+fn versions_are_505_only_when_well_formed() {
+    use HeadStatus::*;
+    for (version, expected) in [
+        ("HTTP/1.1", None),
+        ("HTTP/1.0", None),
+        ("HTTP/1.2", Some(VersionNotSupported)),
+        ("HTTP/2.0", Some(VersionNotSupported)),
+        ("HTTP/9.9", Some(VersionNotSupported)),
+        ("HTTP/2", Some(BadRequest)),
+        ("HTTP/10.0", Some(BadRequest)),
+        ("HTTPS/1.1", Some(BadRequest)),
+        ("HTTP/1.1 x", Some(BadRequest)),
+    ] {
+        let head = format!("GET / {version}\r\nHost: a\r\n\r\n");
+        assert_eq!(status(&head), expected, "{head:?}");
+    }
+    // A space inside the target pushes a word into the version's place: 400, not 505.
+    assert_eq!(
+        status("GET /a HTTP/2.0 HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Some(HeadStatus::BadRequest)
+    );
+}
+
+#[test]
+fn hosts_must_be_one_valid_authority() {
+    for (host, ok) in [
+        ("a", true),
+        ("a:80", true),
+        ("a:", true),
+        ("[::1]", true),
+        ("[::1]:8080", true),
+        ("", true),
+        ("a:x", false),
+        ("a b", false),
+        ("u@a", false),
+        ("a/b", false),
+    ] {
+        let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        assert_eq!(status(&head).is_none(), ok, "{head:?}");
+    }
+}
+
+#[test]
+fn options_of_a_bare_authority_is_marked() {
+    let accepted = |head: &str| head::check(head.as_bytes(), MAX).unwrap().options_asterisk;
+    assert!(accepted("OPTIONS http://a HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert!(accepted(
+        "OPTIONS http://a:8080 HTTP/1.1\r\nHost: a\r\n\r\n"
+    ));
+    assert!(!accepted("OPTIONS http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert!(!accepted("OPTIONS http://a?q HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert!(!accepted("GET http://a HTTP/1.1\r\nHost: a\r\n\r\n"));
+}
