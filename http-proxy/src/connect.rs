@@ -117,8 +117,10 @@ async fn relay_upgraded(
 ) {
     match upgraded.downcast::<TokioIo<crate::server::ClientStream>>() {
         Ok(parts) => {
-            let client = parts.io.into_inner().into_inner();
-            relay_sockets(client, &parts.read_buf, dialed.stream, idle, mode, tunnel).await;
+            // What hyper had buffered, then what the gate had released and hyper not yet read.
+            let (client, released) = parts.io.into_inner().into_parts();
+            let early = [&parts.read_buf[..], &released[..]].concat();
+            relay_sockets(client, &early, dialed.stream, idle, mode, tunnel).await;
         }
         Err(upgraded) => relay(TokioIo::new(upgraded), dialed.stream, idle, tunnel).await,
     }

@@ -15,7 +15,7 @@ use hyper::{
         GetAll, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
         UPGRADE, WWW_AUTHENTICATE,
     },
-    Request, Response, Uri, Version,
+    Request, Response, StatusCode, Uri, Version,
 };
 use hyper_util::rt::TokioIo;
 use listeners::{DialError, ExchangeInfo, TunnelHandle, TunnelInfo};
@@ -32,6 +32,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::{
     count::{Counted, UpstreamBody},
+    framing::OptionsAsterisk,
     headers::strip_hop_by_hop,
     pool::{PoolKey, Returning, Upstream, UpstreamCache},
     proxy::{HttpProxy, Scope, Subject},
@@ -383,10 +384,8 @@ impl Sending<'_> {
         parts
             .headers
             .insert(HOST, host_header(&key.target, self.route.default_port()));
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        let asterisk = parts.extensions.get::<OptionsAsterisk>().is_some();
+        parts.uri = origin_form(&parts.uri, asterisk);
         parts.version = Version::HTTP_11;
         let tunnels = self.proxy.dialer.tunnels();
         let cut = Arc::new(AtomicBool::new(false));
@@ -412,6 +411,10 @@ impl Sending<'_> {
                 sent.map_err(UpstreamError::Http)?
             }
         };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection now speaks something else: it is dropped, never pooled.
+            return Err(UpstreamError::UnrequestedUpgrade);
+        }
         let (mut parts, body) = response.into_parts();
         upstream.private |=
             bound_auth || connection_bound_auth(parts.headers.get_all(WWW_AUTHENTICATE));
@@ -451,6 +454,21 @@ async fn unless_cut<T>(
             Err(UpstreamError::Refused(refusal))
         }
         sent = sending => Ok(sent),
+    }
+}
+
+/// The request-target sent upstream (RFC 9112 §3.2.1): the path and query, `/` for an empty path
+/// (`http://host?q` goes as `/?q`), and `*` for `OPTIONS http://host` (§3.2.4, `asterisk`). Never
+/// empty: an empty request-target would be read by the origin as anything it likes.
+fn origin_form(uri: &Uri, asterisk: bool) -> Uri {
+    match uri.path_and_query() {
+        _ if asterisk => Uri::from_static("*"),
+        Some(pq) if pq.as_str().starts_with('/') || pq.as_str() == "*" => Uri::from(pq.clone()),
+        None => Uri::from_static("/"),
+        // (`PathAndQuery`'s `Display` would add the slash, but only there.)
+        Some(pq) => format!("/{}", pq.as_str())
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("/")),
     }
 }
 

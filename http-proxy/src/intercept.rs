@@ -6,10 +6,11 @@
 use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use hyper::{
-    body::Incoming, header::HOST, server::conn::http1, service::service_fn, Request, Response,
+    body::Incoming, header::HOST, server::conn::http1, service::service_fn, Method, Request,
+    Response,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use listeners::{Interceptor, Observed, TunnelHandle};
+use listeners::{Interceptor, TunnelHandle};
 use policy::{BlockReason, Decision, Host, Protocol, Target};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -19,7 +20,7 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use crate::{
     forward::{deliver, Route},
-    framing::FramingNotes,
+    framing::{FramingNotes, Gated, HeadRefusal},
     pool::UpstreamCache,
     proxy::{HttpProxy, Scope, Subject},
     response::ProxyBody,
@@ -55,25 +56,29 @@ pub(crate) async fn intercept<S>(
     let Ok(tls) = start.into_stream(config).await else {
         return;
     };
-    let notes = Arc::new(FramingNotes::default());
-    let io = TokioIo::new(Observed::new(tls, notes.clone()));
+    let notes = Arc::new(FramingNotes::new(proxy.limits.max_request_head));
+    let io = TokioIo::new(Gated::new(tls, notes.clone()));
     let route = Route {
         protocol: Protocol::Https,
         tls: Some(mitm.upstream.clone()),
     };
     let cache = Arc::new(UpstreamCache::new(proxy.pool.clone()));
     let (target, limits) = (Arc::new(target), proxy.limits.clone());
-    let service = service_fn(move |req| {
-        let problem = notes.next_problem();
-        let (proxy, scope, target, route, cache) = (
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        let refusal = notes.take_note(&mut req);
+        let (proxy, scope, target, route, cache, notes) = (
             proxy.clone(),
             scope.clone(),
             target.clone(),
             route.clone(),
             cache.clone(),
+            notes.clone(),
         );
         async move {
-            Ok::<_, Infallible>(inner(&proxy, scope, &target, req, &cache, &route, problem).await)
+            let response = inner(&proxy, scope, &target, req, &cache, &route, refusal).await;
+            // An inner `CONNECT` is always refused: what follows it is checked as a request.
+            notes.connect_answered(false);
+            Ok::<_, Infallible>(response)
         }
     });
     let mut builder = http1::Builder::new();
@@ -104,11 +109,19 @@ async fn inner(
     req: Request<Incoming>,
     cache: &Arc<UpstreamCache>,
     route: &Route,
-    framing_problem: Option<&'static str>,
+    refused_head: Option<HeadRefusal>,
 ) -> Response<ProxyBody> {
     scope.engine = proxy.engine.snapshot();
-    if let Some(refusal) = proxy.check_head(&scope, &req, framing_problem, Protocol::Https) {
-        return refusal;
+    if let Some(refusal) = refused_head {
+        return proxy.refuse_head(&scope, &refusal, Protocol::Https);
+    }
+    if *req.method() == Method::CONNECT {
+        // A tunnel inside the tunnel could not be inspected, whichever host it names.
+        let reason = BlockReason::InvalidRequest {
+            detail: "CONNECT inside an intercepted tunnel".to_owned(),
+        };
+        let subject = subject(target.host().to_string(), target.port(), "CONNECT", None);
+        return proxy.block(&scope, Decision::Deny(reason), &subject);
     }
     if !names_target(&req, target) {
         let named = req

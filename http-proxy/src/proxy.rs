@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use hyper::{body::Incoming, Method, Request, Response, StatusCode};
+use hyper::{body::Incoming, Method, Request, Response};
 use listeners::{ClientKey, Connection, Dialer, RelayMode};
 use mitm::Interception;
 use policy::{
@@ -14,8 +14,9 @@ use policy::{
 use crate::{
     auth::{authenticate, AuthFailure},
     connect, forward,
+    framing::HeadRefusal,
     pool::{UpstreamCache, UpstreamPool},
-    response::{auth_challenge, blocked_response, ProxyBody},
+    response::{auth_challenge, blocked_response, refused_head_response, ProxyBody},
 };
 
 /// Limits for client connections (SPEC §3).
@@ -127,10 +128,24 @@ impl HttpProxy {
         req: Request<Incoming>,
         client: SocketAddr,
         cache: Arc<UpstreamCache>,
-        framing_problem: Option<&'static str>,
+        refused_head: Option<HeadRefusal>,
         connection: Arc<Connection>,
     ) -> Response<ProxyBody> {
         let engine = self.engine.snapshot();
+        if let Some(refusal) = refused_head {
+            // A head that broke the rules carries no credentials anyone read: refused as it is.
+            let scope = Scope {
+                engine,
+                client,
+                attempt: None,
+                connection: None,
+            };
+            let protocol = match refusal.method == "CONNECT" {
+                true => Protocol::Connect,
+                false => Protocol::Http,
+            };
+            return self.refuse_head(&scope, &refusal, protocol);
+        }
         let attempt = match authenticate(req.headers(), self.token.as_deref()) {
             Ok(attempt) => attempt,
             Err(failure) => return self.refuse_credentials(failure, engine, client, &req),
@@ -141,34 +156,33 @@ impl HttpProxy {
             attempt,
             connection: Some(connection),
         };
-        if let Some(refusal) = self.check_head(&scope, &req, framing_problem, Protocol::Http) {
-            return refusal;
-        }
         match *req.method() == Method::CONNECT {
             true => connect::handle(&self, scope, req).await,
             false => forward::handle(&self, &scope, req, &cache).await,
         }
     }
 
-    /// The checks every request head gets, outside a tunnel or inside an intercepted one:
-    /// size (431) and framing hyper accepts but leash refuses (400).
-    pub(crate) fn check_head(
+    /// A head the gate refused (`framing.rs`): logged as `invalid_request`, answered `400` (or
+    /// `431`, `414`, `505`) and closed, outside a tunnel or inside an intercepted one.
+    pub(crate) fn refuse_head(
         &self,
         scope: &Scope,
-        req: &Request<Incoming>,
-        framing_problem: Option<&'static str>,
+        refusal: &HeadRefusal,
         protocol: Protocol,
-    ) -> Option<Response<ProxyBody>> {
-        if head_size(req) > self.limits.max_request_head {
-            let detail = format!("request head over {} bytes", self.limits.max_request_head);
-            let mut response = self.invalid_request(scope, req, &detail, protocol);
-            *response.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-            return Some(response);
-        }
-        if let Some(detail) = framing_problem {
-            return Some(self.invalid_request(scope, req, detail, protocol));
-        }
-        None
+    ) -> Response<ProxyBody> {
+        let subject = Subject {
+            host: String::new(),
+            port: 0,
+            protocol,
+            method: &refusal.method,
+            path: Some(&refusal.target),
+        };
+        let reason = BlockReason::InvalidRequest {
+            detail: refusal.detail.clone(),
+        };
+        let event = self.event(scope, Decision::Deny(reason), &subject);
+        let id = self.sink.record(&event);
+        refused_head_response(&event, id, refusal.status)
     }
 
     fn refuse_credentials(
@@ -208,28 +222,6 @@ impl HttpProxy {
             path: None,
         };
         self.block(&scope, Decision::Deny(reason), &subject)
-    }
-
-    /// `400` and close, logged as `invalid_request`. (hyper's buffer limit is not an exact head
-    /// limit, so the configured limit is also checked on the parsed head, with `431`.)
-    fn invalid_request(
-        &self,
-        scope: &Scope,
-        req: &Request<Incoming>,
-        detail: &str,
-        protocol: Protocol,
-    ) -> Response<ProxyBody> {
-        let subject = Subject {
-            host: String::new(),
-            port: 0,
-            protocol,
-            method: req.method().as_str(),
-            path: Some(req.uri().path()),
-        };
-        let reason = BlockReason::InvalidRequest {
-            detail: detail.to_owned(),
-        };
-        self.block(scope, Decision::Deny(reason), &subject)
     }
 
     /// Records a block, then answers it: the log line exists before the client hears anything.
@@ -275,15 +267,4 @@ impl HttpProxy {
             path: subject.path.map(str::to_owned),
         }
     }
-}
-
-/// The size of a request head as sent: request line, and each header line with its `: ` and CRLF.
-fn head_size(req: &Request<Incoming>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
-    let headers: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    line + headers + 2
 }

@@ -11,6 +11,8 @@ use listeners::DialError;
 use policy::{escape_untrusted, BlockReason, DecisionEvent, EventId, SCHEMA_VERSION};
 use serde::Serialize;
 
+use crate::framing::HeadStatus;
+
 /// Every response body leash produces or forwards.
 pub(crate) type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BodyError>;
 
@@ -103,6 +105,23 @@ pub(crate) fn blocked_response(event: &DecisionEvent, id: EventId) -> Response<P
     response
 }
 
+/// The response for a refused request head (`framing.rs`): the `invalid_request` block, with the
+/// status the rule names.
+pub(crate) fn refused_head_response(
+    event: &DecisionEvent,
+    id: EventId,
+    status: HeadStatus,
+) -> Response<ProxyBody> {
+    let mut response = blocked_response(event, id);
+    *response.status_mut() = match status {
+        HeadStatus::BadRequest => StatusCode::BAD_REQUEST,
+        HeadStatus::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        HeadStatus::UriTooLong => StatusCode::URI_TOO_LONG,
+        HeadStatus::VersionNotSupported => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+    };
+    response
+}
+
 fn status_and_code(reason: &BlockReason) -> (StatusCode, &'static str) {
     match reason {
         BlockReason::AllowlistMiss => (StatusCode::FORBIDDEN, "blocked-by-allowlist"),
@@ -171,6 +190,7 @@ pub(crate) fn upstream_error_response(
         // `forward` answers a refusal as a block (403 and a log line) before it gets here; were
         // one to arrive, the exchange still fails closed.
         UpstreamError::Refused(_) => (StatusCode::BAD_GATEWAY, "connect_failed"),
+        UpstreamError::UnrequestedUpgrade => (StatusCode::BAD_GATEWAY, "bad_upstream_response"),
     };
     let body = UpstreamErrorBody {
         v: SCHEMA_VERSION,
@@ -194,6 +214,9 @@ pub(crate) enum UpstreamError {
     Timeout,
     /// A policy change refused the exchange while it was in flight (a block, not a failure).
     Refused(policy::Decision),
+    /// The upstream answered `101 Switching Protocols`, though no request leash sends asks for an
+    /// upgrade (`Upgrade` is hop-by-hop and stripped): never relayed.
+    UnrequestedUpgrade,
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -204,6 +227,9 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Http(error) => write!(f, "upstream HTTP error: {error}"),
             UpstreamError::Timeout => f.write_str("the upstream did not answer in time"),
             UpstreamError::Refused(_) => f.write_str("a policy change refused the exchange"),
+            UpstreamError::UnrequestedUpgrade => {
+                f.write_str("the upstream switched protocols though no upgrade was asked for")
+            }
         }
     }
 }
@@ -368,6 +394,11 @@ mod tests {
                 UpstreamError::Refused(Decision::Deny(BlockReason::MitmRequired)),
                 502,
                 "connect_failed",
+            ),
+            (
+                UpstreamError::UnrequestedUpgrade,
+                502,
+                "bad_upstream_response",
             ),
         ];
         for (error, status, reason) in cases {

@@ -16,13 +16,14 @@ use hyper::{
     body::{Body, Frame, SizeHint},
     server::conn::http1,
     service::service_fn,
+    Method,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use listeners::{accept_loop, AcceptLimits, Busy, Connection, Observed, Stopping};
+use listeners::{accept_loop, AcceptLimits, Busy, Connection, Stopping};
 use tokio::net::TcpStream;
 
 use crate::{
-    framing::FramingNotes,
+    framing::{FramingNotes, Gated},
     pool::UpstreamCache,
     proxy::HttpProxy,
     response::{BodyError, ProxyBody},
@@ -35,8 +36,8 @@ static OVERFLOW: LazyLock<Vec<u8>> = LazyLock::new(|| {
     format!("{head}content-length: {}\r\n\r\n{body}", body.len()).into_bytes()
 });
 
-/// A client connection as hyper sees it: the socket, with its framing followed.
-pub(crate) type ClientStream = Observed<TcpStream, FramingNotes>;
+/// A client connection as hyper sees it: the socket, behind the head gate.
+pub(crate) type ClientStream = Gated<TcpStream>;
 
 /// Serves `listener` (bound earlier, see `listeners::ListenPlan`) until `shutdown` resolves.
 pub async fn serve(
@@ -67,17 +68,21 @@ async fn serve_connection(
     mut stopping: Stopping,
 ) {
     let cache = Arc::new(UpstreamCache::new(proxy.pool.clone()));
-    let notes = Arc::new(FramingNotes::default());
-    let stream: ClientStream = Observed::new(stream, notes.clone());
+    let notes = Arc::new(FramingNotes::new(proxy.limits.max_request_head));
+    let stream: ClientStream = Gated::new(stream, notes.clone());
     let (service_proxy, service_connection) = (proxy.clone(), connection.clone());
-    let service = service_fn(move |req| {
-        let (proxy, cache) = (service_proxy.clone(), cache.clone());
-        let problem = notes.next_problem();
+    let service = service_fn(move |mut req: hyper::Request<_>| {
+        let (proxy, cache, notes) = (service_proxy.clone(), cache.clone(), notes.clone());
+        let refusal = notes.take_note(&mut req);
         // Busy from the request until its response body has been sent.
         let busy = service_connection.busy();
         let connection = service_connection.clone();
+        let connect = *req.method() == Method::CONNECT;
         async move {
-            let response = proxy.handle(req, client, cache, problem, connection).await;
+            let response = proxy.handle(req, client, cache, refusal, connection).await;
+            if connect {
+                notes.connect_answered(response.status().is_success());
+            }
             Ok::<_, Infallible>(response.map(|body| Guarded { body, _busy: busy }.boxed()))
         }
     });

@@ -132,7 +132,7 @@ async fn an_upstream_that_never_answers_is_cut_with_504() {
     let mut config = policy_config(&["silent.test"], &[], &[format!("127.0.0.1:{port}")]);
     config.limits.upstream_timeout = "300ms".parse().unwrap();
     let proxy = start_proxy(config, resolver, None);
-    let raw = format!("GET http://silent.test:{port}/ HTTP/1.1\r\nProxy-Authorization: Basic YTE6dG9r\r\nConnection: close\r\n\r\n");
+    let raw = format!("GET http://silent.test:{port}/ HTTP/1.1\r\nHost: silent.test:{port}\r\nProxy-Authorization: Basic YTE6dG9r\r\nConnection: close\r\n\r\n");
     let response = raw_request(proxy.http, raw.as_bytes()).await;
     assert!(response.starts_with("HTTP/1.1 504"), "{response}");
     assert!(

@@ -2,6 +2,7 @@
 
 mod admin;
 mod admin_limits;
+mod after_connect;
 mod bench;
 mod cli;
 mod connect;
@@ -10,6 +11,7 @@ mod corpus;
 mod dns;
 mod exec;
 mod framing;
+mod head_rules;
 mod hints;
 mod http;
 mod inflight;

@@ -7,6 +7,7 @@ mod certs;
 mod clients;
 mod netns;
 mod origin;
+mod raw;
 mod running;
 
 pub use crate::{
@@ -15,6 +16,7 @@ pub use crate::{
     clients::{curl, raw_request, CurlOutput},
     netns::{skip_unless_root, NetNs},
     origin::{big_body, Origin, OriginPair, Seen, SeenRequest},
+    raw::{closed, exchange, log_line, read_head, read_response, Intercepting, RawResponse},
     running::{
         loopback, policy_config, start_proxy, start_proxy_from_file, start_proxy_logging_into,
         start_proxy_on_configured_listeners, start_proxy_with_decider, AdminClient, LoopbackNat,
