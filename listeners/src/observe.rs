@@ -1,5 +1,5 @@
 //! A stream wrapper that shows every byte read to an observer and changes nothing: the relay uses
-//! it to notice activity, the HTTP proxy to follow message framing.
+//! it to notice activity and count bytes.
 
 use std::{
     io,
