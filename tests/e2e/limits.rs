@@ -141,3 +141,71 @@ async fn an_upstream_that_never_answers_is_cut_with_504() {
     );
     held.abort();
 }
+
+/// After the `504` of an upstream timeout, the rest of a streaming request body must not go on to
+/// the origin (an open write channel to it for as long as the client likes): the upstream
+/// connection is closed at the timeout, while the client is still sending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_timeout_closes_the_upstream_while_the_client_still_sends() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // The origin reads whatever comes and never answers; it reports when its connection ends.
+    let (ended_tx, mut ended) = tokio::sync::mpsc::channel::<usize>(1);
+    let origin = tokio::spawn(async move {
+        let (mut stream, _) = silent.accept().await.unwrap();
+        let mut received = 0;
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            received += n;
+        }
+        let _ = ended_tx.send(received).await;
+    });
+    let resolver = Arc::new(StaticResolver::new().answer("silent.test", &[loopback()]));
+    let mut config = policy_config(&["silent.test"], &[], &[format!("127.0.0.1:{port}")]);
+    config.limits.upstream_timeout = "300ms".parse().unwrap();
+    let proxy = start_proxy(config, resolver, None);
+    let mut client = TcpStream::connect(proxy.http).await.unwrap();
+    let head = format!("POST http://silent.test:{port}/ HTTP/1.1\r\nHost: silent.test:{port}\r\nProxy-Authorization: Basic YTE6dG9r\r\nTransfer-Encoding: chunked\r\n\r\n");
+    client.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("400\r\n{}\r\n", "x".repeat(0x400));
+    let (mut read, mut write) = client.split();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Feed a chunk every 100 ms (bounded) until the 504 arrives, then 20 more.
+    let mut after = None;
+    for round in 0..200 {
+        if after == Some(20) {
+            break;
+        }
+        if write.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+        after = after.map(|n| n + 1);
+        if let Ok(Ok(n @ 1..)) =
+            tokio::time::timeout(Duration::from_millis(100), read.read(&mut buf)).await
+        {
+            answer.extend_from_slice(&buf[..n]);
+            after.get_or_insert(0);
+        }
+        assert!(
+            round < 150,
+            "no answer: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        if after.is_none() {
+            continue;
+        }
+        // Once answered, the origin's connection must end while the client is still sending.
+        if let Ok(received) = ended.try_recv() {
+            let text = String::from_utf8_lossy(&answer);
+            assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+            assert!(received > 0, "the request reached the origin first");
+            origin.await.unwrap();
+            return;
+        }
+    }
+    panic!(
+        "the origin's connection stayed open through 2 s of body after the 504: {}",
+        String::from_utf8_lossy(&answer)
+    );
+}
