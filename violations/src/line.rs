@@ -36,6 +36,9 @@ struct LogLine<'a> {
     addrs: Option<&'a [IpAddr]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<Cow<'a, str>>,
+    /// How long the request was held for an answer (SPEC §14), when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held_ms: Option<u64>,
 }
 
 /// The JSON line for `event` (without the newline).
@@ -84,6 +87,7 @@ pub(crate) fn render(seq: u64, ts: &str, event: &DecisionEvent) -> String {
         path: event.path.as_deref().map(escape_untrusted),
         addrs,
         detail,
+        held_ms: event.held_ms,
     };
     serde_json::to_string(&line).expect("plain data serialises")
 }
@@ -212,6 +216,7 @@ mod tests {
                 attempt: None,
                 client: None,
                 path: None,
+                held_ms: None,
             };
             let line: Value = serde_json::from_str(&render(3, "t", &event)).expect("JSON");
             let got = ["reason", "rule", "addrs", "detail"]
