@@ -194,7 +194,12 @@ impl LeashBuilder {
         }
         let tunnels = dialer.tunnels().clone();
         // The one place every `ask` waits; the embedder's decider is one of its approvers.
-        let pending = Arc::new(Pending::new(config.ask.hold.get(), self.decider));
+        let pending = Arc::new(Pending::new(
+            config.ask.hold.get(),
+            self.decider,
+            sink.clone(),
+            engine.clone(),
+        ));
         let hub = Arc::new(Hub::new(
             hot,
             tunnels.clone(),

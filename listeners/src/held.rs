@@ -12,8 +12,9 @@ use std::{
 };
 
 use policy::{
-    Answer, ApprovedBy, AskAnswer, AskContext, AskScope, Decider, Decision, Held, Hold, Holder,
-    PolicyEngine, Protocol, Request, RequestShape, Target,
+    Answer, AnswerEvent, ApprovedBy, AskAnswer, AskContext, AskScope, Decider, Decision,
+    DecisionEvent, DecisionSink, EventId, Held, Hold, Holder, PolicyEngine, Protocol, Request,
+    RequestShape, Target, Verdict,
 };
 use serde::Serialize;
 use tokio::sync::watch;
@@ -42,6 +43,8 @@ pub struct PendingItem {
     pub waiting: usize,
     /// When it started waiting (seconds since the epoch).
     pub since: u64,
+    /// The logged ask (its `seq`); the answer line names it.
+    pub event: u64,
 }
 
 /// Why `Pending::answer` answered nothing.
@@ -92,6 +95,8 @@ struct Item {
     asked: Asked,
     path: Option<String>,
     since: u64,
+    started: Instant,
+    event: EventId,
     waiting: usize,
     outcome: watch::Sender<Option<Hold>>,
 }
@@ -113,6 +118,10 @@ struct State {
 pub struct Pending {
     hold: Duration,
     decider: Option<Arc<dyn Decider>>,
+    /// Where asks are logged when held, and their answers.
+    sink: Arc<dyn DecisionSink>,
+    /// The live policy (its mode goes into the logged ask).
+    engine: Arc<dyn PolicyEngine>,
     state: Mutex<State>,
     /// Bumped on every change of the list, for long polls.
     changed: watch::Sender<u64>,
@@ -120,10 +129,18 @@ pub struct Pending {
 
 impl Pending {
     /// Holds asks up to `hold`; `decider`, the embedder's, is one approver among the others.
-    pub fn new(hold: Duration, decider: Option<Arc<dyn Decider>>) -> Pending {
+    /// Held asks and their answers are logged to `sink`; `engine` is the live policy.
+    pub fn new(
+        hold: Duration,
+        decider: Option<Arc<dyn Decider>>,
+        sink: Arc<dyn DecisionSink>,
+        engine: Arc<dyn PolicyEngine>,
+    ) -> Pending {
         Pending {
             hold,
             decider,
+            sink,
+            engine,
             state: Mutex::default(),
             changed: watch::Sender::new(0),
         }
@@ -192,10 +209,11 @@ impl Pending {
         }
         *state.answered.entry((answer, scope, by)).or_default() += 1;
         drop(state);
-        let hold = match answer {
-            AskAnswer::Allow => Hold::Approved,
-            AskAnswer::Deny => Hold::Declined,
+        let (hold, verdict) = match answer {
+            AskAnswer::Allow => (Hold::Approved, Verdict::Allow),
+            AskAnswer::Deny => (Hold::Declined, Verdict::Deny),
         };
+        self.log_answer(&item, verdict, Some(scope), by);
         item.outcome.send_replace(Some(hold));
         self.bump();
         Ok(view)
@@ -218,6 +236,7 @@ impl Pending {
         }
         for (id, decision) in decided {
             if let Some(item) = state.items.remove(&id) {
+                self.log_answer(&item, decision.verdict(), None, ApprovedBy::Policy);
                 item.outcome.send_replace(Some(Hold::Redecided(decision)));
             }
         }
@@ -225,19 +244,57 @@ impl Pending {
         self.bump();
     }
 
-    fn approver_present(&self, state: &State) -> bool {
-        let recent = state
-            .last_poll
-            .is_some_and(|at| at.elapsed() <= POLLER_GRACE);
-        self.decider.is_some() || state.pollers > 0 || recent
+    /// The answer line (SPEC §14 "Log"), naming the logged ask.
+    fn log_answer(&self, item: &Item, answer: Verdict, scope: Option<AskScope>, by: ApprovedBy) {
+        self.sink.record_answer(&AnswerEvent {
+            event: item.event,
+            answer,
+            scope,
+            by,
+            held_ms: millis(item.started.elapsed()),
+        });
+    }
+
+    /// Logs the ask an item is opened for: its `seq` is what the answer line names.
+    fn log_ask(&self, ask: &AskContext<'_>) -> EventId {
+        let request = ask.request;
+        self.sink.record(&DecisionEvent {
+            decision: self.engine.decide(request),
+            host: request.target.host().to_string(),
+            port: request.target.port(),
+            protocol: request.protocol,
+            method: request.method.to_owned(),
+            mode: self.engine.mode(),
+            attempt: ask.attempt.map(str::to_owned),
+            client: None,
+            path: None,
+            held_ms: None,
+        })
     }
 
     fn poller_present(&self) -> bool {
-        let state = self.state();
-        state.pollers > 0
-            || state
-                .last_poll
-                .is_some_and(|at| at.elapsed() <= POLLER_GRACE)
+        poller_present(&self.state())
+    }
+
+    /// No person can answer: the embedder's `Decider`, if any, answers directly and nothing is
+    /// held or listed (an `ask` from it, or no decider at all, is refused at once as before
+    /// holding existed).
+    async fn ask_decider_alone(&self, ask: &AskContext<'_>) -> Hold {
+        let Some(decider) = self.decider.as_deref() else {
+            return Hold::Unanswered;
+        };
+        let context = AskContext {
+            request: ask.request,
+            attempt: ask.attempt,
+        };
+        let (answer, hold) = match decider.decide(context).await {
+            Answer::Allow => (AskAnswer::Allow, Hold::Approved),
+            Answer::Deny => (AskAnswer::Deny, Hold::Declined),
+            Answer::Ask => return Hold::Unanswered,
+        };
+        let key = (answer, AskScope::Once, ApprovedBy::Decider);
+        *self.state().answered.entry(key).or_default() += 1;
+        hold
     }
 
     /// Joins (or opens) the item for `ask`; `None` when nobody could answer it.
@@ -249,7 +306,7 @@ impl Pending {
             Some(AskAnswer::Deny) => return Err(Some(Hold::Declined)),
             None => {}
         }
-        if !self.approver_present(&state) {
+        if !poller_present(&state) {
             return Err(None);
         }
         state.counts.held += 1;
@@ -262,6 +319,7 @@ impl Pending {
             None => {
                 state.next_id += 1;
                 let id = state.next_id;
+                let event = self.log_ask(ask);
                 let (outcome, receiver) = watch::channel(None);
                 let item = Item {
                     key,
@@ -270,6 +328,8 @@ impl Pending {
                     since: SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs()),
+                    started: Instant::now(),
+                    event,
                     waiting: 1,
                     outcome,
                 };
@@ -284,18 +344,15 @@ impl Pending {
             id,
             outcome,
             first,
+            timed_out: false,
         })
     }
 
     async fn wait(&self, ask: AskContext<'_>) -> Held {
         let mut waiter = match self.join(&ask) {
             Ok(waiter) => waiter,
-            Err(hold) => {
-                return Held {
-                    hold: hold.unwrap_or(Hold::Unanswered),
-                    held_ms: None,
-                }
-            }
+            Err(Some(remembered)) => return unheld(remembered),
+            Err(None) => return unheld(self.ask_decider_alone(&ask).await),
         };
         let started = Instant::now();
         let answered = async {
@@ -309,18 +366,19 @@ impl Pending {
             () = decider => return Held { hold: Hold::Unanswered, held_ms: None },
             () = tokio::time::sleep(self.hold) => None,
         };
-        let held_ms = Some(started.elapsed().as_millis().try_into().unwrap_or(u64::MAX));
+        let held_ms = Some(millis(started.elapsed()));
         let hold = hold.unwrap_or_else(|| {
             self.state().counts.timed_out += 1;
+            waiter.timed_out = true;
             Hold::Unanswered
         });
         drop(waiter);
         Held { hold, held_ms }
     }
 
-    /// The embedder's `Decider`, asked once per item (by its first request); its answer answers
-    /// the item. An `ask` from it with no other approver present ends the wait at once, as before
-    /// holding existed. Pends forever otherwise (the other branches decide).
+    /// The embedder's `Decider` as one approver of a held item, asked once per item (by its first
+    /// request), racing the people polling `/pending`; its answer answers the item. An `ask` from
+    /// it leaves the item to them. Pends forever otherwise (the other branches decide).
     async fn ask_decider(&self, ask: &AskContext<'_>, id: u64, first: bool) {
         let Some(decider) = self.decider.as_deref().filter(|_| first) else {
             return std::future::pending().await;
@@ -333,7 +391,7 @@ impl Pending {
             Answer::Allow => AskAnswer::Allow,
             Answer::Deny => AskAnswer::Deny,
             Answer::Ask if self.poller_present() => return std::future::pending().await,
-            // Nobody else to ask: refused now (the other waiters of the item time out).
+            // The people polling went away meanwhile: refused now, as with nobody to ask.
             Answer::Ask => return,
         };
         // Gone already (answered by someone else): that answer is on its way to the waiter.
@@ -355,6 +413,8 @@ struct Waiter<'a> {
     id: u64,
     outcome: watch::Receiver<Option<Hold>>,
     first: bool,
+    /// It waited `ask.hold` for nothing: if it is the last, the item ends as a timeout.
+    timed_out: bool,
 }
 
 impl Drop for Waiter<'_> {
@@ -364,10 +424,15 @@ impl Drop for Waiter<'_> {
             return;
         };
         item.waiting -= 1;
-        if item.waiting == 0 {
-            state.items.remove(&self.id);
-        }
+        let withdrawn = match item.waiting {
+            0 => state.items.remove(&self.id),
+            _ => None,
+        };
         drop(state);
+        if let Some(item) = withdrawn.filter(|_| self.timed_out) {
+            let pending = self.pending;
+            pending.log_answer(&item, Verdict::Ask, None, ApprovedBy::Timeout);
+        }
         self.pending.bump();
     }
 }
@@ -439,6 +504,26 @@ impl Item {
             attempt: self.key.attempt.clone(),
             waiting: self.waiting,
             since: self.since,
+            event: self.event.0,
         }
     }
+}
+
+/// A person is there to answer: a `GET /pending` in progress or recent (SPEC §14).
+fn poller_present(state: &State) -> bool {
+    let recent = state
+        .last_poll
+        .is_some_and(|at| at.elapsed() <= POLLER_GRACE);
+    state.pollers > 0 || recent
+}
+
+fn unheld(hold: Hold) -> Held {
+    Held {
+        hold,
+        held_ms: None,
+    }
+}
+
+fn millis(elapsed: Duration) -> u64 {
+    elapsed.as_millis().try_into().unwrap_or(u64::MAX)
 }

@@ -6,7 +6,10 @@ use std::{fmt, future::Future, pin::Pin, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{decision::Decision, engine::AskContext};
+use crate::{
+    decision::{Decision, Verdict},
+    engine::{AskContext, EventId},
+};
 
 /// A person's (or a program's) answer to an `ask`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -118,4 +121,19 @@ pub struct Ruling {
     pub decision: Decision,
     /// Milliseconds held, when the request was held.
     pub held_ms: Option<u64>,
+}
+
+/// The outcome of a held ask, one more log line (SPEC §14 "Log").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnswerEvent {
+    /// The logged ask it answers.
+    pub event: EventId,
+    /// `allow` or `deny`; `ask` when nobody answered in time.
+    pub answer: Verdict,
+    /// How far it reaches; none for a timeout or a policy change.
+    pub scope: Option<AskScope>,
+    /// Who answered.
+    pub by: ApprovedBy,
+    /// Milliseconds from the ask being held to the answer.
+    pub held_ms: u64,
 }

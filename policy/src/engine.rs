@@ -13,7 +13,7 @@ use std::{
 };
 
 use crate::{
-    ask::{Held, Hold, Holder, Ruling},
+    ask::{AnswerEvent, Held, Hold, Holder, Ruling},
     decision::{Decision, Mode, Protocol, Request},
     explain::Explanation,
     host::Target,
@@ -123,6 +123,12 @@ pub trait DecisionSink: fmt::Debug + Send + Sync {
     /// An allowed decision that is not recorded (so metrics still count it). Must be cheap.
     fn allowed(&self, protocol: Protocol) {
         let _ = protocol;
+    }
+
+    /// Records the outcome of a held ask (SPEC §14 "Log"); sinks that keep no file drop it.
+    fn record_answer(&self, answer: &AnswerEvent) -> EventId {
+        let _ = answer;
+        EventId(0)
     }
 }
 

@@ -40,7 +40,7 @@ mod policy;
 mod rule;
 
 pub use crate::{
-    ask::{ApprovedBy, AskAnswer, AskScope, Held, Hold, Holder, Ruling},
+    ask::{AnswerEvent, ApprovedBy, AskAnswer, AskScope, Held, Hold, Holder, Ruling},
     config::{AllowLocalConfig, PolicyConfig},
     credentials::{check_credentials, is_attempt_id, CredentialError},
     decision::{BlockReason, Decision, Mode, Protocol, Request, RequestShape, Verdict},

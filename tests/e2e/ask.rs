@@ -117,6 +117,35 @@ async fn a_held_ask_answered_deny_gets_the_structured_403() {
     assert!(text.contains(r#""held_ms":"#), "{text}");
     let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
     assert_eq!(status, 404, "answered already");
+    // The ask was logged when held; the answer is one more line naming it.
+    let lines = proxy.log_lines();
+    let held = lines
+        .iter()
+        .find(|l| l["seq"] == item["event"])
+        .expect("the held ask's line");
+    assert_eq!(
+        (&held["decision"], &held["host"]),
+        (&json!("ask"), &json!("origin.test"))
+    );
+    let answer = lines
+        .iter()
+        .find(|l| l["kind"] == "answer")
+        .expect("an answer line");
+    assert_eq!(
+        (
+            &answer["event"],
+            &answer["answer"],
+            &answer["scope"],
+            &answer["by"]
+        ),
+        (
+            &item["event"],
+            &json!("deny"),
+            &json!("once"),
+            &json!("api")
+        )
+    );
+    assert!(answer["held_ms"].is_u64(), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +172,20 @@ async fn nobody_answers_then_403_with_held_ms_and_no_approver_refuses_at_once() 
     assert!(text.contains(r#""decision":"ask""#), "{text}");
     assert!(text.contains(r#""held_ms":"#), "{text}");
     let lines = proxy.log_lines();
-    assert!(lines.iter().any(|l| l["held_ms"].is_u64()), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["held_ms"].is_u64() && l["blocked"] == true),
+        "{lines:?}"
+    );
+    let timeout = lines
+        .iter()
+        .find(|l| l["kind"] == "answer")
+        .expect("an answer line");
+    assert_eq!(
+        (&timeout["answer"], &timeout["by"]),
+        (&json!("ask"), &json!("timeout"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,4 +299,48 @@ async fn scopes_not_built_yet_answer_400_and_leave_the_item() {
     let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
     assert_eq!(status, 200);
     assert_eq!(held.await.unwrap().text(), "hello from origin");
+}
+
+/// A held curl, as a process the test can kill.
+fn held_process(args: &[String]) -> tokio::process::Child {
+    tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "30"])
+        .args(args)
+        .env_remove("http_proxy")
+        .env_remove("all_proxy")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("curl runs")
+}
+
+/// Long-polls `/pending` until no item is left (bounded: 20 polls of 1 s).
+async fn no_item_left(proxy: &TestProxy) {
+    let admin = proxy.admin_client();
+    for _ in 0..20 {
+        let (_, page) = call(&admin, "GET", "/pending?since=1000000&wait=1", None, None).await;
+        if page["pending"] == json!([]) {
+            return;
+        }
+    }
+    panic!("the pending item was never withdrawn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_client_stops_waiting_and_the_last_one_withdraws_the_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking(dir.path(), "30s").await;
+    become_approver(&proxy).await;
+    for (way, args) in three_ways(&proxy, &origins) {
+        let mut first = held_process(&args);
+        let mut second = held_process(&args);
+        pending_item(&proxy, 2).await;
+        first.kill().await.unwrap();
+        let item = pending_item(&proxy, 1).await;
+        second.kill().await.unwrap();
+        no_item_left(&proxy).await;
+        let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
+        assert_eq!(status, 404, "{way}: withdrawn");
+    }
 }

@@ -5,7 +5,8 @@
 use std::{borrow::Cow, net::IpAddr};
 
 use policy::{
-    escape_untrusted, BlockReason, DecisionEvent, Mode, Protocol, Verdict, SCHEMA_VERSION,
+    escape_untrusted, AnswerEvent, ApprovedBy, AskScope, BlockReason, DecisionEvent, Mode,
+    Protocol, Verdict, SCHEMA_VERSION,
 };
 use serde::Serialize;
 
@@ -39,6 +40,37 @@ struct LogLine<'a> {
     /// How long the request was held for an answer (SPEC §14), when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     held_ms: Option<u64>,
+}
+
+/// The outcome of a held ask (SPEC §14 "Log").
+#[derive(Serialize)]
+struct AnswerLine<'a> {
+    v: u32,
+    seq: u64,
+    ts: &'a str,
+    kind: &'static str,
+    event: u64,
+    answer: Verdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<AskScope>,
+    by: ApprovedBy,
+    held_ms: u64,
+}
+
+/// The JSON line for `answer` (without the newline).
+pub(crate) fn render_answer(seq: u64, ts: &str, answer: &AnswerEvent) -> String {
+    let line = AnswerLine {
+        v: SCHEMA_VERSION,
+        seq,
+        ts,
+        kind: "answer",
+        event: answer.event.0,
+        answer: answer.answer,
+        scope: answer.scope,
+        by: answer.by,
+        held_ms: answer.held_ms,
+    };
+    serde_json::to_string(&line).expect("plain data serialises")
 }
 
 /// The JSON line for `event` (without the newline).
