@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use listeners::Tunnels;
+use listeners::{Pending, Tunnels};
 use policy::Protocol;
 use prometheus_client::{
     collector::Collector,
@@ -22,9 +22,17 @@ use violations::{LogStats, ViolationLog};
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Renders every metric.
-pub(crate) fn render(log: Option<Arc<ViolationLog>>, tunnels: Arc<Tunnels>) -> String {
+pub(crate) fn render(
+    log: Option<Arc<ViolationLog>>,
+    tunnels: Arc<Tunnels>,
+    pending: Option<Arc<Pending>>,
+) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape { log, tunnels }));
+    registry.register_collector(Box::new(Scrape {
+        log,
+        tunnels,
+        pending,
+    }));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)
         .expect("writing to a String cannot fail");
@@ -36,6 +44,7 @@ pub(crate) fn render(log: Option<Arc<ViolationLog>>, tunnels: Arc<Tunnels>) -> S
 struct Scrape {
     log: Option<Arc<ViolationLog>>,
     tunnels: Arc<Tunnels>,
+    pending: Option<Arc<Pending>>,
 }
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
@@ -90,9 +99,38 @@ impl Collector for Scrape {
             Gauge,
         )?)?;
 
+        held(&mut encoder, self.pending.as_deref())?;
         let stats = self.log.as_ref().map(|log| log.stats()).unwrap_or_default();
         log_lines(&mut encoder, &stats)
     }
+}
+
+/// Held asks (SPEC §14): held, timed out, answered by answer, scope and approver.
+fn held(encoder: &mut DescriptorEncoder<'_>, pending: Option<&Pending>) -> std::fmt::Result {
+    let counts = pending.map(Pending::counts).unwrap_or_default();
+    let help = "Requests held for an answer.";
+    counters(encoder, "leash_held", help, &[(vec![], counts.held)])?;
+    let help = "Held requests nobody answered within ask.hold.";
+    counters(
+        encoder,
+        "leash_held_timed_out",
+        help,
+        &[(vec![], counts.timed_out)],
+    )?;
+    let answered: Vec<(Labels<'_>, u64)> = counts
+        .answered
+        .iter()
+        .map(|((answer, scope, by), count)| {
+            let labels = vec![
+                ("answer", answer.as_str()),
+                ("scope", scope.as_str()),
+                ("by", by.as_str()),
+            ];
+            (labels, *count)
+        })
+        .collect();
+    let help = "Answers to held asks, by answer, scope and approver.";
+    counters(encoder, "leash_answered", help, &answered)
 }
 
 /// Where every event went: `events = written + in_gaps + queued + unrecorded`.

@@ -9,9 +9,10 @@ use hyper::{
     header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER},
     Method, Request, Response, StatusCode,
 };
+use listeners::AnswerError;
 use policy::{
-    check_credentials, AllowLocal, ExplainReport, Explanation, Host, Mode, Protocol,
-    Request as PolicyRequest, Target,
+    check_credentials, AllowLocal, ApprovedBy, AskAnswer, AskScope, ExplainReport, Explanation,
+    Host, Mode, Protocol, Request as PolicyRequest, Target,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -47,6 +48,8 @@ enum Endpoint {
     Reload,
     Rules(RuleOp),
     Metrics,
+    Pending,
+    Answer,
 }
 
 /// Every path once, with its methods and what each does: dispatch, `404` vs `405` and `Allow` all
@@ -73,7 +76,20 @@ const ROUTES: &[(&str, &[(Method, Endpoint)])] = &[
         ],
     ),
     ("/metrics", &[(Method::GET, Endpoint::Metrics)]),
+    ("/pending", &[(Method::GET, Endpoint::Pending)]),
+    ("/pending/{id}", &[(Method::POST, Endpoint::Answer)]),
 ];
+
+/// Whether `path` is `pattern`, where a last segment `{id}` in the pattern stands for one
+/// non-empty segment of the path.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    match pattern.strip_suffix("{id}") {
+        Some(prefix) => path
+            .strip_prefix(prefix)
+            .is_some_and(|id| !id.is_empty() && !id.contains('/')),
+        None => pattern == path,
+    }
+}
 
 /// Why no endpoint answers a request.
 #[derive(Debug, PartialEq)]
@@ -86,7 +102,10 @@ enum Miss {
 
 /// The endpoint for `method` on `path`.
 fn find(method: &Method, path: &str) -> Result<Endpoint, Miss> {
-    let (_, methods) = ROUTES.iter().find(|(p, _)| *p == path).ok_or(Miss::Path)?;
+    let (_, methods) = ROUTES
+        .iter()
+        .find(|(p, _)| path_matches(p, path))
+        .ok_or(Miss::Path)?;
     match methods.iter().find(|(m, _)| m == method) {
         Some((_, endpoint)) => Ok(*endpoint),
         None => Err(Miss::Method(methods)),
@@ -140,8 +159,14 @@ async fn dispatch(
         Endpoint::Metrics => respond(
             StatusCode::OK,
             metrics::CONTENT_TYPE,
-            metrics::render(admin.log.clone(), admin.tunnels.clone()),
+            metrics::render(
+                admin.log.clone(),
+                admin.tunnels.clone(),
+                admin.pending.clone(),
+            ),
         ),
+        Endpoint::Pending => pending(admin, &query, exchange).await,
+        Endpoint::Answer => answer(admin, req).await,
     }
 }
 
@@ -233,6 +258,78 @@ async fn blocked(
         page.next
     );
     respond(StatusCode::OK, "application/json", body)
+}
+
+/// `GET /pending?since=ID&wait=S` (SPEC §14): the held asks; with `wait`, parks until the list
+/// holds an item newer than `since` (or changes), like `/blocked`. A poll makes its client an
+/// approver, now and for a while after.
+async fn pending(
+    admin: &Admin,
+    query: &HashMap<String, String>,
+    mut exchange: Exchange,
+) -> AdminResponse {
+    let number = |key: &str| query.get(key).map_or(Ok(0), |v| v.parse::<u64>());
+    let (Ok(since), Ok(wait)) = (number("since"), number("wait")) else {
+        return error(StatusCode::BAD_REQUEST, "since and wait are whole numbers");
+    };
+    let Some(pending) = admin.pending.as_ref() else {
+        return ok(json!({ "pending": [], "next": since }));
+    };
+    let _approver = pending.poll();
+    let newer = |items: &[listeners::PendingItem]| items.iter().any(|i| i.id > since);
+    let mut items = pending.list();
+    let wait = Duration::from_secs(wait).min(MAX_WAIT);
+    if !newer(&items) && !wait.is_zero() {
+        let Ok(_place) = admin.parking.try_acquire() else {
+            return too_many_waiting();
+        };
+        let _parked = exchange.park();
+        let mut changes = pending.subscribe();
+        let arrived = async {
+            while changes.changed().await.is_ok() {
+                if newer(&pending.list()) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(wait, arrived) => {}
+            () = exchange.closing() => {}
+        }
+        items = pending.list();
+    }
+    let next = items.iter().map(|i| i.id).max().unwrap_or(since).max(since);
+    ok(json!({ "pending": items, "next": next }))
+}
+
+/// The body of `POST /pending/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerBody {
+    answer: AskAnswer,
+    scope: AskScope,
+}
+
+/// `POST /pending/{id}`: answers a held ask; `404` when it is gone.
+async fn answer(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
+    let id = req.uri().path().rsplit('/').next().unwrap_or_default();
+    let Ok(id) = id.parse::<u64>() else {
+        return error(StatusCode::NOT_FOUND, "a pending id is a whole number");
+    };
+    let body = match read_json::<AnswerBody>(req).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let Some(pending) = admin.pending.as_ref() else {
+        return error(StatusCode::NOT_FOUND, &AnswerError::Gone.to_string());
+    };
+    match pending.answer(id, body.answer, body.scope, ApprovedBy::Api) {
+        Ok(item) => ok(json!({ "answered": item, "answer": body.answer, "scope": body.scope })),
+        Err(AnswerError::Gone) => error(StatusCode::NOT_FOUND, &AnswerError::Gone.to_string()),
+        Err(unsupported @ AnswerError::Unsupported(_)) => {
+            error(StatusCode::BAD_REQUEST, &unsupported.to_string())
+        }
+    }
 }
 
 /// `429` for a long poll past `MAX_PARKED`: a page would look like "no events" to a client that
@@ -427,7 +524,20 @@ mod tests {
             Endpoint::Rules(RuleOp::Add) => ("/rules", Method::POST),
             Endpoint::Rules(RuleOp::Remove) => ("/rules", Method::DELETE),
             Endpoint::Metrics => ("/metrics", Method::GET),
+            Endpoint::Pending => ("/pending", Method::GET),
+            Endpoint::Answer => ("/pending/{id}", Method::POST),
         }
+    }
+
+    #[test]
+    fn a_path_parameter_is_one_non_empty_segment() {
+        assert_eq!(find(&Method::POST, "/pending/7"), Ok(Endpoint::Answer));
+        assert_eq!(find(&Method::POST, "/pending/"), Err(Miss::Path));
+        assert_eq!(find(&Method::POST, "/pending/7/x"), Err(Miss::Path));
+        assert!(matches!(
+            find(&Method::GET, "/pending/7"),
+            Err(Miss::Method(_))
+        ));
     }
 
     #[test]
@@ -441,7 +551,7 @@ mod tests {
                 seen.push((*path, method.clone()));
             }
         }
-        assert_eq!(seen.len(), 11, "every endpoint of `place` is in the table");
+        assert_eq!(seen.len(), 13, "every endpoint of `place` is in the table");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::{convert::Infallible, future::Future, io, sync::Arc, time::Duration};
 
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use listeners::{accept_loop, AcceptLimits, Busy, Connection, Parked, Stopping, Tunnels};
+use listeners::{accept_loop, AcceptLimits, Busy, Connection, Parked, Pending, Stopping, Tunnels};
 use tokio::{
     net::TcpStream,
     sync::{watch, Semaphore},
@@ -30,6 +30,8 @@ pub struct Admin {
     pub(crate) token: Option<String>,
     /// Places for parked long polls (`MAX_PARKED`).
     pub(crate) parking: Semaphore,
+    /// Held asks (SPEC §14); none: `/pending` is always empty.
+    pub(crate) pending: Option<Arc<Pending>>,
 }
 
 impl Admin {
@@ -47,7 +49,14 @@ impl Admin {
             tunnels,
             token: token.filter(|t| !t.is_empty()),
             parking: Semaphore::new(MAX_PARKED),
+            pending: None,
         }
+    }
+
+    /// Serves `GET /pending` and `POST /pending/{id}` from `pending`.
+    pub fn with_pending(mut self, pending: Arc<Pending>) -> Admin {
+        self.pending = Some(pending);
+        self
     }
 }
 

@@ -41,6 +41,26 @@ pub struct Config {
     pub dns: DnsConfig,
     /// How tunnels move bytes.
     pub tunnel: TunnelConfig,
+    /// Asking a person (SPEC §14).
+    pub ask: AskConfig,
+}
+
+/// `[ask]` (SPEC §14): how long a held `ask` waits for an answer.
+#[serde_as]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AskConfig {
+    /// How long a held request waits before it is refused as `ask`.
+    #[serde_as(as = "DisplayFromStr")]
+    pub hold: Timeout,
+}
+
+impl Default for AskConfig {
+    fn default() -> Self {
+        AskConfig {
+            hold: Timeout::new(std::time::Duration::from_secs(60)).expect("a valid default"),
+        }
+    }
 }
 
 /// `[tunnel]` (an addition to SPEC §10).

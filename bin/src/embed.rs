@@ -11,7 +11,7 @@ use admin::{Admin, Control, ControlError, RuleChange, RuleOp};
 use http_proxy::{HttpProxy, Limits, TlsInterceptor};
 use listeners::{
     Connector, Dialer, DnsConfigError, DnsResolver, DnsSettings, ListenError, ListenPlan,
-    LookupLimits, ReadyRecord, Reserved, Resolver,
+    LookupLimits, Pending, ReadyRecord, Reserved, Resolver,
 };
 use mitm::{Interception, MitmError};
 use policy::{AllowLocal, Decider, DecisionSink, Mode, PolicyEngine, PolicyError};
@@ -193,6 +193,13 @@ impl LeashBuilder {
             dialer = dialer.with_connector(connector);
         }
         let tunnels = dialer.tunnels().clone();
+        // The one place every `ask` waits; the embedder's decider is one of its approvers.
+        let pending = Arc::new(Pending::new(
+            config.ask.hold.get(),
+            self.decider,
+            sink.clone(),
+            engine.clone(),
+        ));
         let hub = Arc::new(Hub::new(
             hot,
             tunnels.clone(),
@@ -200,18 +207,22 @@ impl LeashBuilder {
             self.config_file,
             self.overlay,
             embedders_engine,
+            pending.clone(),
         ));
         let admin_auth = match config.admin.enabled {
             true => AdminAuth::resolve(&config.admin.token, config.admin.token_file.as_deref())
                 .map_err(BuildError::AdminToken)?,
             false => AdminAuth::Off,
         };
-        let admin = Arc::new(Admin::new(
-            hub.clone(),
-            log.clone(),
-            tunnels,
-            admin_auth.token().map(str::to_owned),
-        ));
+        let admin = Arc::new(
+            Admin::new(
+                hub.clone(),
+                log.clone(),
+                tunnels,
+                admin_auth.token().map(str::to_owned),
+            )
+            .with_pending(pending.clone()),
+        );
         let token = Some(config.auth.token.clone()).filter(|t| !t.is_empty());
         let mut proxy = HttpProxy::new(
             engine.clone(),
@@ -221,10 +232,8 @@ impl LeashBuilder {
             limits(&config),
         );
         let mut socks = SocksProxy::new(engine, sink, dialer, socks_options(&config));
-        if let Some(decider) = self.decider {
-            proxy = proxy.with_decider(decider.clone());
-            socks = socks.with_decider(decider);
-        }
+        proxy = proxy.with_holder(pending.clone());
+        socks = socks.with_holder(pending);
         let mut ca_files = None;
         if let Some(interception) = interception(&config)? {
             ca_files = Some(ca_files_for(&interception)?);

@@ -9,7 +9,7 @@ use std::{
 };
 
 use admin::{Control, ControlError, RuleChange, RuleOp};
-use listeners::Tunnels;
+use listeners::{Pending, Tunnels};
 use policy::{Mode, Policy, PolicyBuilder, PolicyEngine, Rule};
 
 use crate::{hot::HotPolicy, Config};
@@ -28,6 +28,8 @@ pub(crate) struct Hub {
     embedders: Option<Arc<dyn PolicyEngine>>,
     started: Instant,
     state: Mutex<State>,
+    /// Held requests, decided again on every swap.
+    pending: Arc<Pending>,
 }
 
 /// Everything a rebuild starts from; one lock makes rebuild-and-swap atomic.
@@ -87,6 +89,7 @@ impl Hub {
         path: Option<PathBuf>,
         overlay: Option<ConfigOverlay>,
         engine: Option<Arc<dyn PolicyEngine>>,
+        pending: Arc<Pending>,
     ) -> Hub {
         let state = State {
             config,
@@ -102,6 +105,7 @@ impl Hub {
             embedders: engine,
             started: Instant::now(),
             state: Mutex::new(state),
+            pending,
         }
     }
 
@@ -113,6 +117,8 @@ impl Hub {
         let policy = build(state)?;
         self.hot.swap(policy.clone());
         self.tunnels.close_refused(&policy);
+        // Held requests the new policy decides (a deny rule added while they wait) answer now.
+        self.pending.redecide(&policy);
         Ok(())
     }
 }

@@ -43,13 +43,14 @@ pub(crate) async fn handle(
     };
     let subject = subject(target.host().to_string(), target.port());
     let request = PolicyRequest::new(&target, "CONNECT", Protocol::Connect);
-    let decision = proxy.decide(&scope, &request).await;
-    if !decision.is_allowed() {
-        return proxy.block(&scope, decision, &subject);
+    let ruling = proxy.decide(&scope, &request).await;
+    if !ruling.decision.is_allowed() {
+        return proxy.block_held(&scope, ruling, &subject);
     }
+    let decision = ruling.decision;
     let approved = is_approved(
         scope.engine.as_ref(),
-        proxy.decider.as_deref(),
+        proxy.holder.as_deref(),
         &request,
         &decision,
     );

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use listeners::{DialError, ExchangeInfo, TunnelHandle, TunnelInfo};
 use policy::{
     is_approved, BlockReason, Decision, Host, Protocol, Request as PolicyRequest, RequestShape,
-    Target,
+    Ruling, Target,
 };
 use rustls::pki_types::ServerName;
 use tokio::{
@@ -122,10 +122,11 @@ pub(crate) async fn deliver(
         )
     };
     let shape = Shape::of(&req);
-    let (decision, approved) = decide(proxy, scope, target, &req, &shape, route.protocol).await;
-    if !decision.is_allowed() {
-        return proxy.block(scope, decision, &subject());
+    let (ruling, approved) = decide(proxy, scope, target, &req, &shape, route.protocol).await;
+    if !ruling.decision.is_allowed() {
+        return proxy.block_held(scope, ruling, &subject());
     }
+    let decision = ruling.decision;
     let key = PoolKey {
         target: target.clone(),
         protocol: route.protocol,
@@ -208,7 +209,7 @@ async fn decide(
     req: &Request<Incoming>,
     shape: &Shape,
     protocol: Protocol,
-) -> (Decision, bool) {
+) -> (Ruling, bool) {
     let overrides: Vec<&str> = shape.method_overrides.iter().map(String::as_str).collect();
     let request = PolicyRequest {
         target,
@@ -220,10 +221,10 @@ async fn decide(
             method_overrides: &overrides,
         },
     };
-    let decision = proxy.decide(scope, &request).await;
-    let decider = proxy.decider.as_deref();
-    let approved = is_approved(scope.engine.as_ref(), decider, &request, &decision);
-    (decision, approved)
+    let ruling = proxy.decide(scope, &request).await;
+    let holder = proxy.holder.as_deref();
+    let approved = is_approved(scope.engine.as_ref(), holder, &request, &ruling.decision);
+    (ruling, approved)
 }
 
 /// What limited mode looks at besides the method (SPEC §4), read once from the head: for the

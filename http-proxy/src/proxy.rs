@@ -7,8 +7,8 @@ use hyper::{body::Incoming, Method, Request, Response};
 use listeners::{ClientKey, Connection, Dialer, RelayMode};
 use mitm::Interception;
 use policy::{
-    decide_with, BlockReason, Decider, Decision, DecisionEvent, DecisionSink, PolicyEngine,
-    Protocol, Request as PolicyRequest,
+    decide_with, BlockReason, Decision, DecisionEvent, DecisionSink, Holder, PolicyEngine,
+    Protocol, Request as PolicyRequest, Ruling,
 };
 
 use crate::{
@@ -47,7 +47,8 @@ pub struct HttpProxy {
     pub(crate) mitm: Option<Arc<Interception>>,
     /// Kept-alive upstream connections, shared by every client connection.
     pub(crate) pool: Arc<UpstreamPool>,
-    pub(crate) decider: Option<Arc<dyn Decider>>,
+    /// Holds an `ask` until someone answers (SPEC §14); none: refused at once.
+    pub(crate) holder: Option<Arc<dyn Holder>>,
 }
 
 /// What one request carries besides the request itself.
@@ -96,21 +97,21 @@ impl HttpProxy {
             limits,
             mitm: None,
             pool: Arc::default(),
-            decider: None,
+            holder: None,
         }
     }
 
-    /// Consults `decider` for every `ask` (it can never loosen a `deny`).
-    pub fn with_decider(mut self, decider: Arc<dyn Decider>) -> HttpProxy {
-        self.decider = Some(decider);
+    /// Holds every `ask` in `holder` until an approver answers (it can never loosen a `deny`).
+    pub fn with_holder(mut self, holder: Arc<dyn Holder>) -> HttpProxy {
+        self.holder = Some(holder);
         self
     }
 
-    /// The policy's decision, with the decider's say on an `ask`.
-    pub(crate) async fn decide(&self, scope: &Scope, request: &PolicyRequest<'_>) -> Decision {
+    /// The policy's decision, held for an answer on an `ask`.
+    pub(crate) async fn decide(&self, scope: &Scope, request: &PolicyRequest<'_>) -> Ruling {
         decide_with(
             scope.engine.as_ref(),
-            self.decider.as_deref(),
+            self.holder.as_deref(),
             request,
             scope.attempt.as_deref(),
         )
@@ -231,7 +232,26 @@ impl HttpProxy {
         decision: Decision,
         subject: &Subject<'_>,
     ) -> Response<ProxyBody> {
-        let event = self.event(scope, decision, subject);
+        self.block_held(
+            scope,
+            Ruling {
+                decision,
+                held_ms: None,
+            },
+            subject,
+        )
+    }
+
+    /// `block` for a decision that may have been held (its `held_ms` goes into the log line and
+    /// the body).
+    pub(crate) fn block_held(
+        &self,
+        scope: &Scope,
+        ruling: Ruling,
+        subject: &Subject<'_>,
+    ) -> Response<ProxyBody> {
+        let mut event = self.event(scope, ruling.decision, subject);
+        event.held_ms = ruling.held_ms;
         let id = self.sink.record(&event);
         blocked_response(&event, id)
     }
@@ -265,6 +285,7 @@ impl HttpProxy {
             attempt: scope.attempt.clone(),
             client: Some(scope.client),
             path: subject.path.map(str::to_owned),
+            held_ms: None,
         }
     }
 }

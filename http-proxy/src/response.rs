@@ -36,6 +36,9 @@ struct BlockBody<'a> {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     addrs: Option<&'a [std::net::IpAddr]>,
+    /// How long the request was held for an answer (SPEC §14), when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held_ms: Option<u64>,
 }
 
 /// The response for a recorded block: status by reason, the SPEC §3 headers, the JSON body.
@@ -73,6 +76,7 @@ pub(crate) fn blocked_response(event: &DecisionEvent, id: EventId) -> Response<P
         event: id.0,
         message: event.decision.message(&host, &method).unwrap_or_default(),
         addrs,
+        held_ms: event.held_ms,
     };
     let (status, code) = status_and_code(reason);
     let mut response = json_response(status, code, &body);
@@ -300,6 +304,7 @@ mod tests {
             attempt: None,
             client: None,
             path: None,
+            held_ms: None,
         }
     }
 

@@ -10,6 +10,7 @@
 mod accept;
 mod dial;
 mod dns;
+mod held;
 mod intercept;
 mod interfaces;
 mod lookups;
@@ -27,6 +28,7 @@ pub use crate::{
         BoxFuture, Connector, DialError, Dialed, Dialer, Resolver, StaticResolver, TcpConnector,
     },
     dns::{check_resolv_conf, DnsConfigError, DnsResolver, DnsSettings, MAX_CACHE_TTL},
+    held::{AnswerError, Pending, PendingCounts, PendingItem, PollGuard},
     intercept::Interceptor,
     lookups::{ClientKey, LookupBound, LookupLimits},
     observe::{Observed, ReadObserver},

@@ -13,6 +13,7 @@ use std::{
 };
 
 use crate::{
+    ask::{AnswerEvent, Held, Hold, Holder, Ruling},
     decision::{Decision, Mode, Protocol, Request},
     explain::Explanation,
     host::Target,
@@ -85,6 +86,8 @@ pub struct EventId(pub u64);
 /// One decision, with everything a log line or a 403 body says about it (SPEC §3, §7).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecisionEvent {
+    /// Milliseconds the request was held waiting for an answer (SPEC §14), when it was.
+    pub held_ms: Option<u64>,
     /// The decision (verdict, reason, rule, addresses).
     pub decision: Decision,
     /// The host as canonicalised, or as the client sent it (escaped by the writer) when invalid.
@@ -120,6 +123,12 @@ pub trait DecisionSink: fmt::Debug + Send + Sync {
     /// An allowed decision that is not recorded (so metrics still count it). Must be cheap.
     fn allowed(&self, protocol: Protocol) {
         let _ = protocol;
+    }
+
+    /// Records the outcome of a held ask (SPEC §14 "Log"); sinks that keep no file drop it.
+    fn record_answer(&self, answer: &AnswerEvent) -> EventId {
+        let _ = answer;
+        EventId(0)
     }
 }
 
@@ -190,33 +199,40 @@ pub trait Decider: fmt::Debug + Send + Sync {
 /// The rule an allow approved by a `Decider` names.
 pub const APPROVED_BY: &str = "decider";
 
-/// Whether an allowed `decision` for `request` stands on a `Decider`'s approval, not on a rule
-/// (the engine alone would not allow it). Tunnels remember it for later policy changes. Without a
-/// decider nothing is ever approved, and the engine is not asked twice.
+/// Whether an allowed `decision` for `request` stands on an approval, not on a rule (the engine
+/// alone would not allow it). Tunnels remember it for later policy changes. Without a holder
+/// nothing is ever approved, and the engine is not asked twice.
 pub fn is_approved(
     engine: &dyn PolicyEngine,
-    decider: Option<&dyn Decider>,
+    holder: Option<&dyn Holder>,
     request: &Request<'_>,
     decision: &Decision,
 ) -> bool {
-    decider.is_some() && decision.is_allowed() && !engine.decide(request).is_allowed()
+    holder.is_some() && decision.is_allowed() && !engine.decide(request).is_allowed()
 }
 
-/// `engine.decide`, then the decider for an `ask`: the one place both are combined, for every
-/// protocol.
+/// `engine.decide`, then holding an `ask` until someone answers: the one place both are
+/// combined, for every protocol. An approval goes through `decide_approved`, which keeps every
+/// step but the allowlist.
 pub async fn decide_with(
     engine: &dyn PolicyEngine,
-    decider: Option<&dyn Decider>,
+    holder: Option<&dyn Holder>,
     request: &Request<'_>,
     attempt: Option<&str>,
-) -> Decision {
+) -> Ruling {
     let decision = engine.decide(request);
-    let (Decision::Ask(_), Some(decider)) = (&decision, decider) else {
-        return decision;
+    let (Decision::Ask(_), Some(holder)) = (&decision, holder) else {
+        return Ruling {
+            decision,
+            held_ms: None,
+        };
     };
-    match decider.decide(AskContext { request, attempt }).await {
-        Answer::Allow => engine.decide_approved(request, Arc::from(APPROVED_BY)),
-        Answer::Deny => Decision::Deny(crate::BlockReason::Declined),
-        Answer::Ask => decision,
-    }
+    let Held { hold, held_ms } = holder.hold(AskContext { request, attempt }).await;
+    let decision = match hold {
+        Hold::Approved => engine.decide_approved(request, Arc::from(APPROVED_BY)),
+        Hold::Declined => Decision::Deny(crate::BlockReason::Declined),
+        Hold::Unanswered => decision,
+        Hold::Redecided(decision) => decision,
+    };
+    Ruling { decision, held_ms }
 }

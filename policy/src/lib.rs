@@ -23,6 +23,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod ask;
 mod config;
 mod credentials;
 mod decision;
@@ -39,6 +40,7 @@ mod policy;
 mod rule;
 
 pub use crate::{
+    ask::{AnswerEvent, ApprovedBy, AskAnswer, AskScope, Held, Hold, Holder, Ruling},
     config::{AllowLocalConfig, PolicyConfig},
     credentials::{check_credentials, is_attempt_id, CredentialError},
     decision::{BlockReason, Decision, Mode, Protocol, Request, RequestShape, Verdict},

@@ -8,8 +8,8 @@ use listeners::{
     TunnelInfo,
 };
 use policy::{
-    decide_with, is_approved, BlockReason, CredentialError, Decider, Decision, DecisionEvent,
-    DecisionSink, PolicyEngine, Protocol, Request, Target,
+    decide_with, is_approved, BlockReason, CredentialError, Decision, DecisionEvent, DecisionSink,
+    Holder, PolicyEngine, Protocol, Request, Ruling, Target,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
@@ -45,7 +45,8 @@ pub struct SocksProxy {
     pub(crate) dialer: Dialer,
     pub(crate) options: SocksOptions,
     interceptor: Option<Arc<dyn Interceptor>>,
-    pub(crate) decider: Option<Arc<dyn Decider>>,
+    /// Holds an `ask` until someone answers (SPEC §14); none: refused at once.
+    pub(crate) holder: Option<Arc<dyn Holder>>,
 }
 
 /// One request's view: its policy snapshot, client and attempt.
@@ -78,21 +79,21 @@ impl SocksProxy {
             dialer,
             options: SocksOptions { token, ..options },
             interceptor: None,
-            decider: None,
+            holder: None,
         }
     }
 
-    /// Consults `decider` for every `ask` (it can never loosen a `deny`).
-    pub fn with_decider(mut self, decider: Arc<dyn Decider>) -> SocksProxy {
-        self.decider = Some(decider);
+    /// Holds every `ask` in `holder` until an approver answers (it can never loosen a `deny`).
+    pub fn with_holder(mut self, holder: Arc<dyn Holder>) -> SocksProxy {
+        self.holder = Some(holder);
         self
     }
 
-    /// The policy's decision, with the decider's say on an `ask`.
-    pub(crate) async fn decide(&self, scope: &Scope, request: &Request<'_>) -> Decision {
+    /// The policy's decision, held for an answer on an `ask`.
+    pub(crate) async fn decide(&self, scope: &Scope, request: &Request<'_>) -> Ruling {
         decide_with(
             scope.engine.as_ref(),
-            self.decider.as_deref(),
+            self.holder.as_deref(),
             request,
             scope.attempt.as_deref(),
         )
@@ -200,16 +201,21 @@ impl SocksProxy {
             }
         };
         let request = Request::new(&target, "CONNECT", Protocol::Socks5);
-        let decision = self.decide(scope, &request).await;
-        if !decision.is_allowed() {
-            let refused = reply(&Outcome::refused(&decision), None);
-            self.block(scope, decision, &target, Protocol::Socks5);
+        // A client that goes away while its request is held stops waiting (SPEC §14).
+        let ruling = tokio::select! {
+            ruling = self.decide(scope, &request) => ruling,
+            () = closed(&stream) => return,
+        };
+        if !ruling.decision.is_allowed() {
+            let refused = reply(&Outcome::refused(&ruling.decision), None);
+            self.record_held(scope, ruling, &target, Protocol::Socks5);
             let _ = stream.write_all(&refused).await;
             return;
         }
+        let decision = ruling.decision;
         let approved = is_approved(
             scope.engine.as_ref(),
-            self.decider.as_deref(),
+            self.holder.as_deref(),
             &request,
             &decision,
         );
@@ -349,10 +355,37 @@ impl SocksProxy {
         }
     }
 
+    /// Records a block that may have been held (its `held_ms` goes into the log line).
+    pub(crate) fn record_held(
+        &self,
+        scope: &Scope,
+        ruling: Ruling,
+        target: &Target,
+        protocol: Protocol,
+    ) {
+        let host = target.host().to_string();
+        self.record_event(scope, ruling, host, target.port(), protocol);
+    }
+
     pub(crate) fn record(
         &self,
         scope: &Scope,
         decision: Decision,
+        host: String,
+        port: u16,
+        protocol: Protocol,
+    ) {
+        let ruling = Ruling {
+            decision,
+            held_ms: None,
+        };
+        self.record_event(scope, ruling, host, port, protocol);
+    }
+
+    fn record_event(
+        &self,
+        scope: &Scope,
+        ruling: Ruling,
         host: String,
         port: u16,
         protocol: Protocol,
@@ -362,7 +395,8 @@ impl SocksProxy {
             Protocol::Socks5 | Protocol::Connect | Protocol::Http | Protocol::Https => "CONNECT",
         };
         self.sink.record(&DecisionEvent {
-            decision,
+            decision: ruling.decision,
+            held_ms: ruling.held_ms,
             host,
             port,
             protocol,
@@ -372,5 +406,15 @@ impl SocksProxy {
             client: Some(scope.client),
             path: None,
         });
+    }
+}
+
+/// Resolves when the client closed its end (a SOCKS5 client sends nothing while it waits for the
+/// reply); bytes sent early are left for the relay, and then this never resolves.
+async fn closed(stream: &TcpStream) {
+    let mut probe = [0u8; 1];
+    match stream.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }

@@ -239,12 +239,13 @@ impl Association<'_> {
     /// What is allowed comes back as the remote it will be written to.
     async fn vet(&self, scope: &Scope, target: Target) -> Option<(Decision, TunnelInfo)> {
         let request = Request::new(&target, "UDP", Protocol::Socks5Udp);
-        let decision = self.proxy.decide(scope, &request).await;
-        if !decision.is_allowed() {
+        let ruling = self.proxy.decide(scope, &request).await;
+        if !ruling.decision.is_allowed() {
             self.proxy
-                .block(scope, decision, &target, Protocol::Socks5Udp);
+                .record_held(scope, ruling, &target, Protocol::Socks5Udp);
             return None;
         }
+        let decision = ruling.decision;
         let engine = scope.engine.as_ref();
         let addrs = match self
             .proxy
@@ -260,7 +261,7 @@ impl Association<'_> {
             }
             Err(_) => return None,
         };
-        let approved = is_approved(engine, self.proxy.decider.as_deref(), &request, &decision);
+        let approved = is_approved(engine, self.proxy.holder.as_deref(), &request, &decision);
         let remote = TunnelInfo {
             approved,
             peer: Some(SocketAddr::new(addrs[0], target.port())),

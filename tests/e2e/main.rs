@@ -3,6 +3,7 @@
 mod admin;
 mod admin_limits;
 mod after_connect;
+mod ask;
 mod bench;
 mod cli;
 mod connect;

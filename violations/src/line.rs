@@ -5,7 +5,8 @@
 use std::{borrow::Cow, net::IpAddr};
 
 use policy::{
-    escape_untrusted, BlockReason, DecisionEvent, Mode, Protocol, Verdict, SCHEMA_VERSION,
+    escape_untrusted, AnswerEvent, ApprovedBy, AskScope, BlockReason, DecisionEvent, Mode,
+    Protocol, Verdict, SCHEMA_VERSION,
 };
 use serde::Serialize;
 
@@ -36,6 +37,40 @@ struct LogLine<'a> {
     addrs: Option<&'a [IpAddr]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<Cow<'a, str>>,
+    /// How long the request was held for an answer (SPEC §14), when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held_ms: Option<u64>,
+}
+
+/// The outcome of a held ask (SPEC §14 "Log").
+#[derive(Serialize)]
+struct AnswerLine<'a> {
+    v: u32,
+    seq: u64,
+    ts: &'a str,
+    kind: &'static str,
+    event: u64,
+    answer: Verdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<AskScope>,
+    by: ApprovedBy,
+    held_ms: u64,
+}
+
+/// The JSON line for `answer` (without the newline).
+pub(crate) fn render_answer(seq: u64, ts: &str, answer: &AnswerEvent) -> String {
+    let line = AnswerLine {
+        v: SCHEMA_VERSION,
+        seq,
+        ts,
+        kind: "answer",
+        event: answer.event.0,
+        answer: answer.answer,
+        scope: answer.scope,
+        by: answer.by,
+        held_ms: answer.held_ms,
+    };
+    serde_json::to_string(&line).expect("plain data serialises")
 }
 
 /// The JSON line for `event` (without the newline).
@@ -84,6 +119,7 @@ pub(crate) fn render(seq: u64, ts: &str, event: &DecisionEvent) -> String {
         path: event.path.as_deref().map(escape_untrusted),
         addrs,
         detail,
+        held_ms: event.held_ms,
     };
     serde_json::to_string(&line).expect("plain data serialises")
 }
@@ -212,6 +248,7 @@ mod tests {
                 attempt: None,
                 client: None,
                 path: None,
+                held_ms: None,
             };
             let line: Value = serde_json::from_str(&render(3, "t", &event)).expect("JSON");
             let got = ["reason", "rule", "addrs", "detail"]

@@ -15,13 +15,13 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use policy::{DecisionEvent, DecisionSink, EventId};
+use policy::{AnswerEvent, DecisionEvent, DecisionSink, EventId};
 use tokio::sync::watch;
 
 use crate::{
     counts::DecisionCounts,
     file::{Failed, LogFile},
-    line::{render, render_gap},
+    line::{render, render_answer, render_gap},
     queue::{Queue, Taken},
     ring::{Ring, RingPage},
     time::rfc3339_millis,
@@ -259,17 +259,16 @@ impl ViolationLog {
     }
 }
 
-impl DecisionSink for ViolationLog {
-    fn record(&self, event: &DecisionEvent) -> EventId {
-        self.counts.count(event.protocol, &event.decision);
-        // One lock numbers, stamps, queues and rings the line, so `seq` and `ts` rise together
-        // and the queue is in `seq` order.
+impl ViolationLog {
+    /// Numbers, stamps and queues one line built by `line`; `ring` also keeps it for `/blocked`.
+    /// One lock does it all, so `seq` and `ts` rise together and the queue is in `seq` order.
+    fn push_line(&self, line: impl FnOnce(u64, &str) -> String, ring: bool) -> EventId {
         let mut state = self.shared.state();
         let ts = rfc3339_millis(SystemTime::now());
         state.seq += 1;
         state.stats.events += 1;
         let seq = state.seq;
-        let line = render(seq, &ts, event);
+        let line = line(seq, &ts);
         let write = match state.closed {
             true => {
                 state.stats.unrecorded += 1;
@@ -283,19 +282,31 @@ impl DecisionSink for ViolationLog {
                 failing.is_none()
             }
         };
-        // The ring serves `/blocked`: allowed decisions (`log_allowed`) go to the file only.
-        let blocked = !event.decision.is_allowed();
-        if blocked {
+        if ring {
             state.ring.push(seq, line);
         }
         drop(state);
         if write {
             self.shared.write_if_healthy();
         }
-        if blocked {
+        if ring {
             self.latest.send_replace(seq);
         }
         EventId(seq)
+    }
+}
+
+impl DecisionSink for ViolationLog {
+    fn record(&self, event: &DecisionEvent) -> EventId {
+        self.counts.count(event.protocol, &event.decision);
+        // The ring serves `/blocked`: allowed decisions (`log_allowed`) go to the file only.
+        let blocked = !event.decision.is_allowed();
+        self.push_line(|seq, ts| render(seq, ts, event), blocked)
+    }
+
+    /// Answer lines go to the file only: `/blocked` serves blocks.
+    fn record_answer(&self, answer: &AnswerEvent) -> EventId {
+        self.push_line(|seq, ts| render_answer(seq, ts, answer), false)
     }
 
     fn wants_allowed(&self) -> bool {

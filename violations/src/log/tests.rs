@@ -15,6 +15,7 @@ fn event(host: &str, decision: Decision) -> DecisionEvent {
         attempt: Some("a1".to_owned()),
         client: Some(SocketAddr::from(([127, 0, 0, 1], 5555))),
         path: None,
+        held_ms: None,
     }
 }
 

@@ -1,0 +1,529 @@
+//! Held requests (SPEC §14): an `ask` that someone can answer waits here, merged with every other
+//! ask for the same (attempt, host, port, protocol) into one pending item, until an answer, a
+//! policy change, the client leaving, or `ask.hold`. Every approver answers through `Pending`:
+//! admin long polls (`GET /pending`, `POST /pending/{id}`) and the embedder's `Decider` alike.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use policy::{
+    Answer, AnswerEvent, ApprovedBy, AskAnswer, AskContext, AskScope, Decider, Decision,
+    DecisionEvent, DecisionSink, EventId, Held, Hold, Holder, PolicyEngine, Protocol, Request,
+    RequestShape, Target, Verdict,
+};
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// A poller counts as present this long after its last `GET /pending` ended (SPEC §14).
+const POLLER_GRACE: Duration = Duration::from_secs(10);
+
+/// One pending item as `GET /pending` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PendingItem {
+    /// Its id, for `POST /pending/{id}`.
+    pub id: u64,
+    /// The canonical host.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// How the first request arrived.
+    pub protocol: Protocol,
+    /// The first request's method.
+    pub method: String,
+    /// The first request's path (HTTP and MITM only).
+    pub path: Option<String>,
+    /// The attempt id, if any.
+    pub attempt: Option<String>,
+    /// How many requests wait for this answer.
+    pub waiting: usize,
+    /// When it started waiting (seconds since the epoch).
+    pub since: u64,
+    /// The logged ask (its `seq`); the answer line names it.
+    pub event: u64,
+}
+
+/// Why `Pending::answer` answered nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// No such item: answered already, withdrawn, or never there.
+    #[error("no pending item with that id (answered, withdrawn or timed out)")]
+    Gone,
+    /// A scope this build cannot keep yet.
+    #[error("scope {0} is not yet supported")]
+    Unsupported(AskScope),
+}
+
+/// Counts for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct PendingCounts {
+    /// Requests held.
+    pub held: u64,
+    /// Requests that waited `ask.hold` and were refused.
+    pub timed_out: u64,
+    /// Answers given, by answer, scope and approver.
+    pub answered: Vec<((AskAnswer, AskScope, ApprovedBy), u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    attempt: Option<String>,
+    host: String,
+    port: u16,
+    protocol: Protocol,
+}
+
+/// What a held request is decided again with after a policy change (the whole request, shape
+/// included, so limited mode sees what it saw the first time).
+#[derive(Debug)]
+struct Asked {
+    target: Target,
+    method: String,
+    protocol: Protocol,
+    has_body: bool,
+    upgrade: bool,
+    overrides: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Item {
+    key: Key,
+    asked: Asked,
+    path: Option<String>,
+    since: u64,
+    started: Instant,
+    event: EventId,
+    waiting: usize,
+    outcome: watch::Sender<Option<Hold>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    items: BTreeMap<u64, Item>,
+    /// `session` answers, by host and port, until leash exits.
+    session: HashMap<(String, u16), AskAnswer>,
+    pollers: usize,
+    last_poll: Option<Instant>,
+    counts: PendingCounts,
+    answered: HashMap<(AskAnswer, AskScope, ApprovedBy), u64>,
+}
+
+/// The pending asks and everything that answers them.
+#[derive(Debug)]
+pub struct Pending {
+    hold: Duration,
+    decider: Option<Arc<dyn Decider>>,
+    /// Where asks are logged when held, and their answers.
+    sink: Arc<dyn DecisionSink>,
+    /// The live policy (its mode goes into the logged ask).
+    engine: Arc<dyn PolicyEngine>,
+    state: Mutex<State>,
+    /// Bumped on every change of the list, for long polls.
+    changed: watch::Sender<u64>,
+}
+
+impl Pending {
+    /// Holds asks up to `hold`; `decider`, the embedder's, is one approver among the others.
+    /// Held asks and their answers are logged to `sink`; `engine` is the live policy.
+    pub fn new(
+        hold: Duration,
+        decider: Option<Arc<dyn Decider>>,
+        sink: Arc<dyn DecisionSink>,
+        engine: Arc<dyn PolicyEngine>,
+    ) -> Pending {
+        Pending {
+            hold,
+            decider,
+            sink,
+            engine,
+            state: Mutex::default(),
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|version| *version += 1);
+    }
+
+    /// The items waiting now, oldest first.
+    pub fn list(&self) -> Vec<PendingItem> {
+        let state = self.state();
+        state
+            .items
+            .iter()
+            .map(|(id, item)| item.view(*id))
+            .collect()
+    }
+
+    /// Changes of the list, for long polls.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// A `GET /pending` begins: an approver is present until `PollGuard` drops, and
+    /// `POLLER_GRACE` after.
+    pub fn poll(self: &Arc<Self>) -> PollGuard {
+        self.state().pollers += 1;
+        PollGuard(self.clone())
+    }
+
+    /// Counts for `/metrics`.
+    pub fn counts(&self) -> PendingCounts {
+        let state = self.state();
+        let mut counts = state.counts.clone();
+        counts.answered = state.answered.iter().map(|(k, v)| (*k, *v)).collect();
+        counts
+    }
+
+    /// Answers item `id`: releases every request waiting for it, and for `session` remembers the
+    /// answer for later asks of the same host and port.
+    pub fn answer(
+        &self,
+        id: u64,
+        answer: AskAnswer,
+        scope: AskScope,
+        by: ApprovedBy,
+    ) -> Result<PendingItem, AnswerError> {
+        match scope {
+            AskScope::Once | AskScope::Session => {}
+            AskScope::Attempt | AskScope::Always => return Err(AnswerError::Unsupported(scope)),
+        }
+        let mut state = self.state();
+        let item = state.items.remove(&id).ok_or(AnswerError::Gone)?;
+        let view = item.view(id);
+        if scope == AskScope::Session {
+            state
+                .session
+                .insert((item.key.host.clone(), item.key.port), answer);
+        }
+        *state.answered.entry((answer, scope, by)).or_default() += 1;
+        drop(state);
+        let (hold, verdict) = match answer {
+            AskAnswer::Allow => (Hold::Approved, Verdict::Allow),
+            AskAnswer::Deny => (Hold::Declined, Verdict::Deny),
+        };
+        self.log_answer(&item, verdict, Some(scope), by);
+        item.outcome.send_replace(Some(hold));
+        self.bump();
+        Ok(view)
+    }
+
+    /// A policy change: every held request that the new policy no longer asks about is answered
+    /// with the new decision at once (a deny rule added while it waits refuses it).
+    pub fn redecide(&self, engine: &dyn PolicyEngine) {
+        let mut state = self.state();
+        let decided: Vec<(u64, Decision)> = state
+            .items
+            .iter()
+            .filter_map(|(id, item)| {
+                let decision = item.asked.decide(engine);
+                (!matches!(decision, Decision::Ask(_))).then_some((*id, decision))
+            })
+            .collect();
+        if decided.is_empty() {
+            return;
+        }
+        for (id, decision) in decided {
+            if let Some(item) = state.items.remove(&id) {
+                self.log_answer(&item, decision.verdict(), None, ApprovedBy::Policy);
+                item.outcome.send_replace(Some(Hold::Redecided(decision)));
+            }
+        }
+        drop(state);
+        self.bump();
+    }
+
+    /// The answer line (SPEC §14 "Log"), naming the logged ask.
+    fn log_answer(&self, item: &Item, answer: Verdict, scope: Option<AskScope>, by: ApprovedBy) {
+        self.sink.record_answer(&AnswerEvent {
+            event: item.event,
+            answer,
+            scope,
+            by,
+            held_ms: millis(item.started.elapsed()),
+        });
+    }
+
+    /// Logs the ask an item is opened for: its `seq` is what the answer line names.
+    fn log_ask(&self, ask: &AskContext<'_>) -> EventId {
+        let request = ask.request;
+        self.sink.record(&DecisionEvent {
+            decision: self.engine.decide(request),
+            host: request.target.host().to_string(),
+            port: request.target.port(),
+            protocol: request.protocol,
+            method: request.method.to_owned(),
+            mode: self.engine.mode(),
+            attempt: ask.attempt.map(str::to_owned),
+            client: None,
+            path: None,
+            held_ms: None,
+        })
+    }
+
+    fn poller_present(&self) -> bool {
+        poller_present(&self.state())
+    }
+
+    /// No person can answer: the embedder's `Decider`, if any, answers directly and nothing is
+    /// held or listed (an `ask` from it, or no decider at all, is refused at once as before
+    /// holding existed).
+    async fn ask_decider_alone(&self, ask: &AskContext<'_>) -> Hold {
+        let Some(decider) = self.decider.as_deref() else {
+            return Hold::Unanswered;
+        };
+        let context = AskContext {
+            request: ask.request,
+            attempt: ask.attempt,
+        };
+        let (answer, hold) = match decider.decide(context).await {
+            Answer::Allow => (AskAnswer::Allow, Hold::Approved),
+            Answer::Deny => (AskAnswer::Deny, Hold::Declined),
+            Answer::Ask => return Hold::Unanswered,
+        };
+        let key = (answer, AskScope::Once, ApprovedBy::Decider);
+        *self.state().answered.entry(key).or_default() += 1;
+        hold
+    }
+
+    /// Joins (or opens) the item for `ask`; `None` when nobody could answer it.
+    fn join(&self, ask: &AskContext<'_>) -> Result<Waiter<'_>, Option<Hold>> {
+        let key = Key::of(ask);
+        let mut state = self.state();
+        match state.session.get(&(key.host.clone(), key.port)) {
+            Some(AskAnswer::Allow) => return Err(Some(Hold::Approved)),
+            Some(AskAnswer::Deny) => return Err(Some(Hold::Declined)),
+            None => {}
+        }
+        if !poller_present(&state) {
+            return Err(None);
+        }
+        state.counts.held += 1;
+        let found = state.items.iter_mut().find(|(_, item)| item.key == key);
+        let (id, outcome, first) = match found {
+            Some((id, item)) => {
+                item.waiting += 1;
+                (*id, item.outcome.subscribe(), false)
+            }
+            None => {
+                state.next_id += 1;
+                let id = state.next_id;
+                let event = self.log_ask(ask);
+                let (outcome, receiver) = watch::channel(None);
+                let item = Item {
+                    key,
+                    asked: Asked::of(ask.request),
+                    path: None,
+                    since: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    started: Instant::now(),
+                    event,
+                    waiting: 1,
+                    outcome,
+                };
+                state.items.insert(id, item);
+                (id, receiver, true)
+            }
+        };
+        drop(state);
+        self.bump();
+        Ok(Waiter {
+            pending: self,
+            id,
+            outcome,
+            first,
+            timed_out: false,
+        })
+    }
+
+    async fn wait(&self, ask: AskContext<'_>) -> Held {
+        let mut waiter = match self.join(&ask) {
+            Ok(waiter) => waiter,
+            Err(Some(remembered)) => return unheld(remembered),
+            Err(None) => return unheld(self.ask_decider_alone(&ask).await),
+        };
+        let started = Instant::now();
+        let answered = async {
+            let decided = waiter.outcome.wait_for(Option::is_some).await;
+            decided.ok().and_then(|hold| hold.clone())
+        };
+        let decider = self.ask_decider(&ask, waiter.id, waiter.first);
+        let hold = tokio::select! {
+            hold = answered => hold,
+            // The embedder's decider kept the `ask` and nobody else can answer: as before holding.
+            () = decider => return Held { hold: Hold::Unanswered, held_ms: None },
+            () = tokio::time::sleep(self.hold) => None,
+        };
+        let held_ms = Some(millis(started.elapsed()));
+        let hold = hold.unwrap_or_else(|| {
+            self.state().counts.timed_out += 1;
+            waiter.timed_out = true;
+            Hold::Unanswered
+        });
+        drop(waiter);
+        Held { hold, held_ms }
+    }
+
+    /// The embedder's `Decider` as one approver of a held item, asked once per item (by its first
+    /// request), racing the people polling `/pending`; its answer answers the item. An `ask` from
+    /// it leaves the item to them. Pends forever otherwise (the other branches decide).
+    async fn ask_decider(&self, ask: &AskContext<'_>, id: u64, first: bool) {
+        let Some(decider) = self.decider.as_deref().filter(|_| first) else {
+            return std::future::pending().await;
+        };
+        let context = AskContext {
+            request: ask.request,
+            attempt: ask.attempt,
+        };
+        let answer = match decider.decide(context).await {
+            Answer::Allow => AskAnswer::Allow,
+            Answer::Deny => AskAnswer::Deny,
+            Answer::Ask if self.poller_present() => return std::future::pending().await,
+            // The people polling went away meanwhile: refused now, as with nobody to ask.
+            Answer::Ask => return,
+        };
+        // Gone already (answered by someone else): that answer is on its way to the waiter.
+        let _ = self.answer(id, answer, AskScope::Once, ApprovedBy::Decider);
+        std::future::pending().await
+    }
+}
+
+impl Holder for Pending {
+    fn hold<'a>(&'a self, ask: AskContext<'a>) -> Pin<Box<dyn Future<Output = Held> + Send + 'a>> {
+        Box::pin(self.wait(ask))
+    }
+}
+
+/// One request waiting for an item; leaving (answered, timed out, or the client gone) takes it
+/// off the count, and the last one leaving withdraws the item.
+struct Waiter<'a> {
+    pending: &'a Pending,
+    id: u64,
+    outcome: watch::Receiver<Option<Hold>>,
+    first: bool,
+    /// It waited `ask.hold` for nothing: if it is the last, the item ends as a timeout.
+    timed_out: bool,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut state = self.pending.state();
+        let Some(item) = state.items.get_mut(&self.id) else {
+            return;
+        };
+        item.waiting -= 1;
+        let withdrawn = match item.waiting {
+            0 => state.items.remove(&self.id),
+            _ => None,
+        };
+        drop(state);
+        if let Some(item) = withdrawn.filter(|_| self.timed_out) {
+            let pending = self.pending;
+            pending.log_answer(&item, Verdict::Ask, None, ApprovedBy::Timeout);
+        }
+        self.pending.bump();
+    }
+}
+
+/// A `GET /pending` in progress (see `Pending::poll`).
+#[derive(Debug)]
+pub struct PollGuard(Arc<Pending>);
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.pollers -= 1;
+        state.last_poll = Some(Instant::now());
+    }
+}
+
+impl Key {
+    fn of(ask: &AskContext<'_>) -> Key {
+        Key {
+            attempt: ask.attempt.map(str::to_owned),
+            host: ask.request.target.host().to_string(),
+            port: ask.request.target.port(),
+            protocol: ask.request.protocol,
+        }
+    }
+}
+
+impl Asked {
+    fn of(request: &Request<'_>) -> Asked {
+        Asked {
+            target: request.target.clone(),
+            method: request.method.to_owned(),
+            protocol: request.protocol,
+            has_body: request.shape.has_body,
+            upgrade: request.shape.upgrade,
+            overrides: request
+                .shape
+                .method_overrides
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+        }
+    }
+
+    fn decide(&self, engine: &dyn PolicyEngine) -> Decision {
+        let overrides: Vec<&str> = self.overrides.iter().map(String::as_str).collect();
+        engine.decide(&Request {
+            target: &self.target,
+            method: &self.method,
+            protocol: self.protocol,
+            shape: RequestShape {
+                has_body: self.has_body,
+                upgrade: self.upgrade,
+                method_overrides: &overrides,
+            },
+        })
+    }
+}
+
+impl Item {
+    fn view(&self, id: u64) -> PendingItem {
+        PendingItem {
+            id,
+            host: self.key.host.clone(),
+            port: self.key.port,
+            protocol: self.key.protocol,
+            method: self.asked.method.clone(),
+            path: self.path.clone(),
+            attempt: self.key.attempt.clone(),
+            waiting: self.waiting,
+            since: self.since,
+            event: self.event.0,
+        }
+    }
+}
+
+/// A person is there to answer: a `GET /pending` in progress or recent (SPEC §14).
+fn poller_present(state: &State) -> bool {
+    let recent = state
+        .last_poll
+        .is_some_and(|at| at.elapsed() <= POLLER_GRACE);
+    state.pollers > 0 || recent
+}
+
+fn unheld(hold: Hold) -> Held {
+    Held {
+        hold,
+        held_ms: None,
+    }
+}
+
+fn millis(elapsed: Duration) -> u64 {
+    elapsed.as_millis().try_into().unwrap_or(u64::MAX)
+}

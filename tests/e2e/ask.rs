@@ -1,0 +1,346 @@
+//! Asking a person (SPEC §14): an `ask` is held while an approver long-polls `/pending`, and the
+//! answer, a timeout or a policy change ends the wait. Real curl, real loopback origins.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tests::{curl, policy_config, start_proxy, CurlOutput, OriginPair, TestProxy};
+
+use crate::admin::call;
+
+/// A proxy asking about everything (no allow rule; `allow_local` covers the origins' addresses),
+/// holding asks up to `hold`.
+async fn asking(dir: &std::path::Path, hold: &str) -> (TestProxy, OriginPair) {
+    let origins = OriginPair::start(dir).await;
+    let mut config = policy_config(&[], &[], &origins.allow_local);
+    config.ask = serde_json::from_value(json!({ "hold": hold })).expect("an [ask] table");
+    let proxy = start_proxy(config, origins.resolver.clone(), None);
+    (proxy, origins)
+}
+
+/// Long-polls `/pending` until an item has `waiting` requests (bounded: 20 polls of 1 s).
+async fn pending_item(proxy: &TestProxy, waiting: u64) -> Value {
+    let admin = proxy.admin_client();
+    for _ in 0..20 {
+        let (status, page) = call(&admin, "GET", "/pending?wait=1", None, None).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["pending"].as_array().cloned().unwrap_or_default();
+        if let Some(item) = items.iter().find(|i| i["waiting"] == json!(waiting)) {
+            return item.clone();
+        }
+    }
+    panic!("no pending item with {waiting} waiting");
+}
+
+/// Makes the test client an approver (a `GET /pending` now counts for 10 s).
+async fn become_approver(proxy: &TestProxy) {
+    let (status, _) = call(&proxy.admin_client(), "GET", "/pending", None, None).await;
+    assert_eq!(status, 200);
+}
+
+async fn answer(proxy: &TestProxy, id: &Value, answer: &str, scope: &str) -> (u16, Value) {
+    let body = json!({ "answer": answer, "scope": scope }).to_string();
+    let path = format!("/pending/{id}");
+    call(&proxy.admin_client(), "POST", &path, Some(&body), None).await
+}
+
+fn spawn_curl(args: Vec<String>) -> tokio::task::JoinHandle<CurlOutput> {
+    tokio::spawn(async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&args).await
+    })
+}
+
+/// The three ways in: absolute-form HTTP, CONNECT to the HTTPS origin, `socks5h://`.
+fn three_ways(proxy: &TestProxy, origins: &OriginPair) -> Vec<(String, Vec<String>)> {
+    let plain = format!("http://origin.test:{}/", origins.plain.port());
+    let secure = format!("https://secure.test:{}/", origins.secure.port());
+    let socks = format!(
+        "socks5h://a1:tok@{}",
+        proxy.socks.expect("a SOCKS5 listener")
+    );
+    let ca = origins.ca_pem.to_str().unwrap().to_owned();
+    let http = proxy.proxy_url("a1:tok");
+    vec![
+        (
+            "http".into(),
+            vec!["-i".into(), "-x".into(), http.clone(), plain.clone()],
+        ),
+        (
+            "connect".into(),
+            vec!["-x".into(), http, "--cacert".into(), ca, secure],
+        ),
+        ("socks5".into(), vec!["-x".into(), socks, plain]),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_ask_answered_allow_reaches_the_origin_on_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking(dir.path(), "30s").await;
+    become_approver(&proxy).await;
+    for (way, args) in three_ways(&proxy, &origins) {
+        let held = spawn_curl(args);
+        let item = pending_item(&proxy, 1).await;
+        let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
+        assert_eq!(status, 200, "{way}");
+        let out = held.await.unwrap();
+        assert!(
+            out.text().ends_with("hello from origin"),
+            "{way}: {} {}",
+            out.text(),
+            out.stderr
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_ask_answered_deny_gets_the_structured_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking(dir.path(), "30s").await;
+    become_approver(&proxy).await;
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+    let held = spawn_curl(vec![
+        "-i".into(),
+        "-x".into(),
+        proxy.proxy_url("a1:tok"),
+        url,
+    ]);
+    let item = pending_item(&proxy, 1).await;
+    assert_eq!(item["host"], "origin.test");
+    assert_eq!(item["protocol"], "http");
+    let (status, _) = answer(&proxy, &item["id"], "deny", "once").await;
+    assert_eq!(status, 200);
+    let text = held.await.unwrap().text();
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(text.contains(r#""reason":"declined""#), "{text}");
+    assert!(text.contains(r#""held_ms":"#), "{text}");
+    let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
+    assert_eq!(status, 404, "answered already");
+    // The ask was logged when held; the answer is one more line naming it.
+    let lines = proxy.log_lines();
+    let held = lines
+        .iter()
+        .find(|l| l["seq"] == item["event"])
+        .expect("the held ask's line");
+    assert_eq!(
+        (&held["decision"], &held["host"]),
+        (&json!("ask"), &json!("origin.test"))
+    );
+    let answer = lines
+        .iter()
+        .find(|l| l["kind"] == "answer")
+        .expect("an answer line");
+    assert_eq!(
+        (
+            &answer["event"],
+            &answer["answer"],
+            &answer["scope"],
+            &answer["by"]
+        ),
+        (
+            &item["event"],
+            &json!("deny"),
+            &json!("once"),
+            &json!("api")
+        )
+    );
+    assert!(answer["held_ms"].is_u64(), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_answers_then_403_with_held_ms_and_no_approver_refuses_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking(dir.path(), "1s").await;
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+    let args = || {
+        vec![
+            "-i".into(),
+            "-x".into(),
+            proxy.proxy_url("a1:tok"),
+            url.clone(),
+        ]
+    };
+    // Nobody has polled: refused at once, never held.
+    let text = spawn_curl(args()).await.unwrap().text();
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(text.contains(r#""reason":"allowlist_miss""#), "{text}");
+    assert!(!text.contains("held_ms"), "{text}");
+    become_approver(&proxy).await;
+    let text = spawn_curl(args()).await.unwrap().text();
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(text.contains(r#""decision":"ask""#), "{text}");
+    assert!(text.contains(r#""held_ms":"#), "{text}");
+    let lines = proxy.log_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["held_ms"].is_u64() && l["blocked"] == true),
+        "{lines:?}"
+    );
+    let timeout = lines
+        .iter()
+        .find(|l| l["kind"] == "answer")
+        .expect("an answer line");
+    assert_eq!(
+        (&timeout["answer"], &timeout["by"]),
+        (&json!("ask"), &json!("timeout"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_asks_are_one_item_and_one_answer_releases_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking(dir.path(), "30s").await;
+    become_approver(&proxy).await;
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+    let held: Vec<_> = (0..50)
+        .map(|_| spawn_curl(vec!["-x".into(), proxy.proxy_url("a1:tok"), url.clone()]))
+        .collect();
+    let item = pending_item(&proxy, 50).await;
+    let (_, page) = call(&proxy.admin_client(), "GET", "/pending", None, None).await;
+    assert_eq!(page["pending"].as_array().map(Vec::len), Some(1), "{page}");
+    let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
+    assert_eq!(status, 200);
+    for curl in held {
+        assert_eq!(curl.await.unwrap().text(), "hello from origin");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_allows_only_the_waiting_requests_and_session_allows_later_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking(dir.path(), "2s").await;
+    become_approver(&proxy).await;
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+    let args = || {
+        vec![
+            "-i".into(),
+            "-x".into(),
+            proxy.proxy_url("a1:tok"),
+            url.clone(),
+        ]
+    };
+    let held = spawn_curl(args());
+    let item = pending_item(&proxy, 1).await;
+    answer(&proxy, &item["id"], "allow", "once").await;
+    assert!(held.await.unwrap().text().ends_with("hello from origin"));
+    // `once`: the next request is asked about again (nobody answers: the hold times out).
+    let text = spawn_curl(args()).await.unwrap().text();
+    assert!(text.contains(r#""held_ms":"#), "{text}");
+    let held = spawn_curl(args());
+    let item = pending_item(&proxy, 1).await;
+    let (status, _) = answer(&proxy, &item["id"], "allow", "session").await;
+    assert_eq!(status, 200);
+    assert!(held.await.unwrap().text().ends_with("hello from origin"));
+    // `session`: later requests pass without being held.
+    let text = spawn_curl(args()).await.unwrap().text();
+    assert!(text.ends_with("hello from origin"), "{text}");
+    let (_, page) = call(&proxy.admin_client(), "GET", "/pending", None, None).await;
+    assert_eq!(page["pending"], json!([]));
+    let metrics = curl(&[
+        "-s",
+        &format!("http://{}/metrics", proxy.admin_client().addr),
+        "-H",
+        &format!(
+            "Authorization: Bearer {}",
+            proxy.admin_client().token.unwrap_or_default()
+        ),
+    ])
+    .await
+    .text();
+    assert!(
+        metrics.contains(r#"leash_answered_total{answer="allow",scope="session",by="api"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("leash_held_timed_out_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_rule_added_while_held_answers_with_the_deny_block_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking(dir.path(), "30s").await;
+    become_approver(&proxy).await;
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+    let held = spawn_curl(vec![
+        "-i".into(),
+        "-x".into(),
+        proxy.proxy_url("a1:tok"),
+        url,
+    ]);
+    pending_item(&proxy, 1).await;
+    let body = json!({ "deny": ["origin.test"] }).to_string();
+    let (status, _) = call(&proxy.admin_client(), "POST", "/rules", Some(&body), None).await;
+    assert_eq!(status, 200);
+    let text = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("answered well before ask.hold")
+        .unwrap()
+        .text();
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(text.contains(r#""reason":"denylist""#), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_not_built_yet_answer_400_and_leave_the_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking(dir.path(), "30s").await;
+    become_approver(&proxy).await;
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+    let held = spawn_curl(vec!["-x".into(), proxy.proxy_url("a1:tok"), url]);
+    let item = pending_item(&proxy, 1).await;
+    for scope in ["always", "attempt"] {
+        let (status, body) = answer(&proxy, &item["id"], "allow", scope).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
+    assert_eq!(status, 200);
+    assert_eq!(held.await.unwrap().text(), "hello from origin");
+}
+
+/// A held curl, as a process the test can kill.
+fn held_process(args: &[String]) -> tokio::process::Child {
+    tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "30"])
+        .args(args)
+        .env_remove("http_proxy")
+        .env_remove("all_proxy")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("curl runs")
+}
+
+/// Long-polls `/pending` until no item is left (bounded: 20 polls of 1 s).
+async fn no_item_left(proxy: &TestProxy) {
+    let admin = proxy.admin_client();
+    for _ in 0..20 {
+        let (_, page) = call(&admin, "GET", "/pending?since=1000000&wait=1", None, None).await;
+        if page["pending"] == json!([]) {
+            return;
+        }
+    }
+    panic!("the pending item was never withdrawn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_client_stops_waiting_and_the_last_one_withdraws_the_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking(dir.path(), "30s").await;
+    become_approver(&proxy).await;
+    for (way, args) in three_ways(&proxy, &origins) {
+        let mut first = held_process(&args);
+        let mut second = held_process(&args);
+        pending_item(&proxy, 2).await;
+        first.kill().await.unwrap();
+        let item = pending_item(&proxy, 1).await;
+        second.kill().await.unwrap();
+        no_item_left(&proxy).await;
+        let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
+        assert_eq!(status, 404, "{way}: withdrawn");
+    }
+}
