@@ -10,7 +10,7 @@ use hyper::{
     Method, Request, Response, StatusCode,
 };
 use policy::{
-    check_credentials, AllowLocal, ExplainReport, Explanation, Host, Mode, Protocol,
+    check_credentials, AllowLocal, BindError, ExplainReport, Explanation, Host, Mode, Protocol,
     Request as PolicyRequest, Target,
 };
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use violations::{LogHealth, ViolationLog};
 
 use crate::{
-    control::{ControlError, RuleChange, RuleOp},
+    control::{AttemptRequest, ControlError, RuleChange, RuleOp},
     guard, metrics,
     server::{Admin, Exchange, MAX_PARKED},
 };
@@ -47,6 +47,8 @@ enum Endpoint {
     Reload,
     Rules(RuleOp),
     Metrics,
+    BindAttempt,
+    EndAttempt,
 }
 
 /// Every path once, with its methods and what each does: dispatch, `404` vs `405` and `Allow` all
@@ -73,6 +75,8 @@ const ROUTES: &[(&str, &[(Method, Endpoint)])] = &[
         ],
     ),
     ("/metrics", &[(Method::GET, Endpoint::Metrics)]),
+    ("/attempts", &[(Method::POST, Endpoint::BindAttempt)]),
+    ("/attempts/{id}", &[(Method::DELETE, Endpoint::EndAttempt)]),
 ];
 
 /// Why no endpoint answers a request.
@@ -86,10 +90,26 @@ enum Miss {
 
 /// The endpoint for `method` on `path`.
 fn find(method: &Method, path: &str) -> Result<Endpoint, Miss> {
-    let (_, methods) = ROUTES.iter().find(|(p, _)| *p == path).ok_or(Miss::Path)?;
+    let (_, methods) = ROUTES
+        .iter()
+        .find(|(p, _)| path_matches(p, path))
+        .ok_or(Miss::Path)?;
     match methods.iter().find(|(m, _)| m == method) {
         Some((_, endpoint)) => Ok(*endpoint),
         None => Err(Miss::Method(methods)),
+    }
+}
+
+/// Whether `path` fits `pattern`, where a `{name}` segment stands for one non-empty segment.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let (mut pattern, mut path) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (pattern.next(), path.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if p.starts_with('{') && !s.is_empty() => {}
+            (Some(p), Some(s)) if p == s => {}
+            _ => return false,
+        }
     }
 }
 
@@ -142,6 +162,26 @@ async fn dispatch(
             metrics::CONTENT_TYPE,
             metrics::render(admin.log.clone(), admin.tunnels.clone()),
         ),
+        Endpoint::BindAttempt => bind_attempt(admin, req).await,
+        Endpoint::EndAttempt => end_attempt(admin, req.uri().path()),
+    }
+}
+
+async fn bind_attempt(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
+    match read_json::<AttemptRequest>(req).await {
+        Ok(request) => match admin.control.bind_attempt(&request) {
+            Ok(granted) => ok(granted),
+            Err(refused) => control_error(&refused),
+        },
+        Err(response) => response,
+    }
+}
+
+fn end_attempt(admin: &Admin, path: &str) -> AdminResponse {
+    let id = path.rsplit('/').next().unwrap_or_default();
+    match admin.control.end_attempt(id) {
+        Ok(()) => ok(json!({ "ended": id })),
+        Err(refused) => control_error(&refused),
     }
 }
 
@@ -333,7 +373,14 @@ fn control_status(refused: &ControlError) -> StatusCode {
         | ControlError::NoConfigFile
         | ControlError::Config(_)
         | ControlError::Rule(_)
-        | ControlError::Policy(_) => StatusCode::BAD_REQUEST,
+        | ControlError::Policy(_)
+        | ControlError::AttemptRequest(_)
+        | ControlError::Bind(BindError::BadId | BindError::BadSecret) => StatusCode::BAD_REQUEST,
+        ControlError::AttemptsNotBound | ControlError::Bind(BindError::Taken(_)) => {
+            StatusCode::CONFLICT
+        }
+        ControlError::Bind(BindError::Full) => StatusCode::SERVICE_UNAVAILABLE,
+        ControlError::NoSuchAttempt(_) => StatusCode::NOT_FOUND,
     }
 }
 
@@ -427,7 +474,24 @@ mod tests {
             Endpoint::Rules(RuleOp::Add) => ("/rules", Method::POST),
             Endpoint::Rules(RuleOp::Remove) => ("/rules", Method::DELETE),
             Endpoint::Metrics => ("/metrics", Method::GET),
+            Endpoint::BindAttempt => ("/attempts", Method::POST),
+            Endpoint::EndAttempt => ("/attempts/{id}", Method::DELETE),
         }
+    }
+
+    #[test]
+    fn a_path_parameter_is_one_non_empty_segment() {
+        assert_eq!(
+            find(&Method::DELETE, "/attempts/step-7"),
+            Ok(Endpoint::EndAttempt)
+        );
+        for path in ["/attempts/", "/attempts/a/b", "/attempts//", "/attemptsx/a"] {
+            assert_eq!(find(&Method::DELETE, path), Err(Miss::Path), "{path}");
+        }
+        assert!(matches!(
+            find(&Method::GET, "/attempts/a"),
+            Err(Miss::Method(_))
+        ));
     }
 
     #[test]
@@ -441,7 +505,7 @@ mod tests {
                 seen.push((*path, method.clone()));
             }
         }
-        assert_eq!(seen.len(), 11, "every endpoint of `place` is in the table");
+        assert_eq!(seen.len(), 13, "every endpoint of `place` is in the table");
     }
 
     #[test]
@@ -473,6 +537,13 @@ mod tests {
             ControlError::Config(_) => (StatusCode::BAD_REQUEST, "leash.toml:3"),
             ControlError::Rule(_) => (StatusCode::BAD_REQUEST, "invalid rule `a..b`"),
             ControlError::Policy(_) => (StatusCode::BAD_REQUEST, "policy.`allow_local[0]`"),
+            ControlError::AttemptsNotBound => (StatusCode::CONFLICT, "auth.attempts"),
+            ControlError::Bind(BindError::BadId) => (StatusCode::BAD_REQUEST, "attempt id"),
+            ControlError::Bind(BindError::BadSecret) => (StatusCode::BAD_REQUEST, "secret"),
+            ControlError::Bind(BindError::Taken(_)) => (StatusCode::CONFLICT, "already bound"),
+            ControlError::Bind(BindError::Full) => (StatusCode::SERVICE_UNAVAILABLE, "too many"),
+            ControlError::AttemptRequest(_) => (StatusCode::BAD_REQUEST, "ttl"),
+            ControlError::NoSuchAttempt(_) => (StatusCode::NOT_FOUND, "no bound attempt"),
         }
     }
 
@@ -492,6 +563,13 @@ mod tests {
             ControlError::Config("leash.toml:3: bad key".into()),
             ControlError::Rule(rule),
             ControlError::Policy(policy),
+            ControlError::AttemptsNotBound,
+            ControlError::Bind(BindError::BadId),
+            ControlError::Bind(BindError::BadSecret),
+            ControlError::Bind(BindError::Taken("a".into())),
+            ControlError::Bind(BindError::Full),
+            ControlError::AttemptRequest("ttl: not a duration".into()),
+            ControlError::NoSuchAttempt("a".into()),
         ];
         for refused in &refusals {
             let (status, word) = expected(refused);

@@ -23,6 +23,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod attempts;
 mod config;
 mod credentials;
 mod decision;
@@ -39,8 +40,11 @@ mod policy;
 mod rule;
 
 pub use crate::{
+    attempts::{Attempts, BindError, MAX_BOUND_ATTEMPTS},
     config::{AllowLocalConfig, PolicyConfig},
-    credentials::{check_credentials, is_attempt_id, CredentialError},
+    credentials::{
+        check_credentials, check_proxy_credentials, is_attempt_id, CredentialError, ProxyAuth,
+    },
     decision::{BlockReason, Decision, Mode, Protocol, Request, RequestShape, Verdict},
     engine::{
         decide_with, is_approved, Answer, AskContext, Decider, DecisionEvent, DecisionSink,
