@@ -3,6 +3,7 @@
 mod admin;
 mod admin_limits;
 mod after_connect;
+mod attempts;
 mod bench;
 mod cli;
 mod connect;
