@@ -197,8 +197,9 @@ async fn free_mode_keeps_free_form_attempt_ids_and_binds_nothing() {
     assert_eq!(lines[0]["attempt"], "anything-goes");
 }
 
-/// `leash exec` binds its command's attempt: the command's own proxy variables get through, a
-/// forged attempt from inside the command does not, and the log names the bound `exec-…` id.
+/// `leash exec` binds its command's attempt: the command's own proxy variables get through; from
+/// inside the command, a made-up secret gets 407 and its own secret under another name is still
+/// its own attempt (the log names the bound `exec-…` id, never the claimed one).
 #[test]
 fn leash_exec_runs_its_command_on_a_bound_attempt() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -206,20 +207,32 @@ fn leash_exec_runs_its_command_on_a_bound_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{}/", origin.port());
     let script = format!(
-        "forged=$(printf %s \"$HTTP_PROXY\" | sed 's#//[^@]*@#//exec-forged:0123456789abcdef0123456789abcdef@#'); \
-         curl -sS -o /dev/null -w '%{{http_code}}\\n' -x \"$forged\" {url}; curl -sS {url}"
+        "made_up=$(printf %s \"$HTTP_PROXY\" | sed 's#//[^@]*@#//exec-forged:0123456789abcdef0123456789abcdef@#'); \
+         renamed=$(printf %s \"$HTTP_PROXY\" | sed 's#//[^:]*:#//exec-forged:#'); \
+         curl -sS -o /dev/null -w '%{{http_code}}\\n' -x \"$made_up\" {url}; \
+         curl -sS -x \"$renamed\" {url}; echo; curl -sS {url}"
     );
     let out = exec(dir.path(), &origin, &["sh", "-c", &script]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stdout(&out), format!("407\n{BODY}"));
+    assert_eq!(stdout(&out), format!("407\n{BODY}\n{BODY}"));
     let text = std::fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let allowed: Vec<&Value> = lines.iter().filter(|l| l["decision"] == "allow").collect();
-    assert_eq!(allowed.len(), 1, "{lines:?}");
-    assert!(allowed[0]["attempt"].as_str().unwrap().starts_with("exec-"));
+    let allowed: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["decision"] == "allow")
+        .map(|l| l["attempt"].as_str().unwrap())
+        .collect();
+    assert_eq!(allowed.len(), 2, "{lines:?}");
+    assert!(
+        allowed
+            .iter()
+            .all(|a| a.starts_with("exec-") && *a != "exec-forged"),
+        "{allowed:?}"
+    );
+    assert_eq!(allowed[0], allowed[1]);
     assert_eq!(
         lines
             .iter()
@@ -227,7 +240,7 @@ fn leash_exec_runs_its_command_on_a_bound_attempt() {
             .count(),
         1
     );
-    assert_eq!(origin.seen.requests().len(), 1);
+    assert_eq!(origin.seen.requests().len(), 2);
 }
 
 fn exec(dir: &Path, origin: &Origin, command: &[&str]) -> std::process::Output {
