@@ -8,8 +8,8 @@ use leash::AttemptsMode;
 use listeners::StaticResolver;
 use serde_json::{json, Value};
 use tests::{
-    curl, leash_bin, policy_config, raw_request, start_proxy, stderr, stdout, AdminClient, Origin,
-    TestProxy,
+    curl, leash_bin, policy_config, raw_request, start_proxy, stderr, stdout, AdminClient,
+    BinaryProxy, Origin, TestProxy,
 };
 
 /// `(status, JSON body)` of one admin request.
@@ -265,4 +265,88 @@ fn exec(dir: &Path, origin: &Origin, command: &[&str]) -> std::process::Output {
         .args(command)
         .output()
         .expect("leash exec runs")
+}
+
+/// `leash env --bind` asks a running `leash proxy` (through its ready record and admin token
+/// file) for a bound attempt: the printed variables get curl through, named by that attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leash_env_bind_asks_a_running_proxy_for_a_bound_attempt() {
+    let origin = Origin::http().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("leash.toml");
+    std::fs::write(
+        &config,
+        "[auth]\nattempts = \"bound\"\n[log]\nlog_allowed = true\n",
+    )
+    .unwrap();
+    let ready = dir.path().join("ready.json");
+    let log = dir.path().join("log.jsonl");
+    let mut command = Command::new(leash_bin());
+    command
+        .current_dir(dir.path())
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .args(["proxy", "--ephemeral", "--config", config.to_str().unwrap()])
+        .args(["--allow-local", &format!("127.0.0.1:{}", origin.port())])
+        .args([
+            "--ready-file",
+            ready.to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+        ]);
+    let proxy = BinaryProxy::start(command, Duration::from_secs(30));
+    let env = |attempt: Option<&str>| {
+        let mut command = Command::new(leash_bin());
+        command.args([
+            "env",
+            "--ready-file",
+            ready.to_str().unwrap(),
+            "--bind",
+            "--shell",
+            "json",
+        ]);
+        if let Some(attempt) = attempt {
+            command.args(["--attempt", attempt]);
+        }
+        command
+            .env_remove("LEASH_CONFIG")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = env(Some("shell-1"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let vars: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let http = vars["HTTP_PROXY"].as_str().unwrap();
+    assert!(http.starts_with("http://shell-1:"), "{http}");
+    let url = format!("http://127.0.0.1:{}/", origin.port());
+    assert_eq!(fetch(http, &url).await, (Some(0), BODY.to_owned()));
+    assert_eq!(
+        fetch(vars["ALL_PROXY"].as_str().unwrap(), &url).await,
+        (Some(0), BODY.to_owned())
+    );
+    // The id is taken now: a clear refusal, not a second secret for it.
+    let taken = env(Some("shell-1"));
+    assert_eq!(taken.status.code(), Some(2));
+    assert!(
+        stderr(&taken).contains("already bound"),
+        "{}",
+        stderr(&taken)
+    );
+    // Without --attempt: a fresh id.
+    let fresh: Value = serde_json::from_str(&stdout(&env(None))).unwrap();
+    assert!(
+        fresh["HTTP_PROXY"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://attempt-"),
+        "{fresh}"
+    );
+    let output = proxy.terminate();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let attempts: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["attempt"].clone())
+        .collect();
+    assert_eq!(attempts, [json!("shell-1"), json!("shell-1")]);
 }
