@@ -3,7 +3,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use policy::{Mode, Policy, PolicyEngine, PolicyError, RuleError};
+use policy::{BindError, Mode, Policy, PolicyEngine, PolicyError, RuleError};
 use serde::Deserialize;
 
 /// Rules to add or remove at runtime (`POST`/`DELETE /rules`).
@@ -14,6 +14,18 @@ pub struct RuleChange {
     pub allow: Vec<String>,
     /// Deny rules.
     pub deny: Vec<String>,
+}
+
+/// `POST /attempts` (SPEC §18): a bound attempt to create.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttemptRequest {
+    /// The attempt id; a fresh `attempt-…` id when absent.
+    pub id: Option<String>,
+    /// How long the attempt lives (`"10m"`); for ever (until `DELETE`) when absent.
+    pub ttl: Option<String>,
+    /// Allow rules for this attempt only (not built yet: a non-empty list is refused).
+    pub allow: Vec<String>,
 }
 
 /// Whether a `RuleChange` adds its rules or removes them (`POST` or `DELETE /rules`).
@@ -44,6 +56,18 @@ pub enum ControlError {
     /// The rules parse but do not make a policy.
     #[error("policy.{0}")]
     Policy(PolicyError),
+    /// Bound attempts need `auth.attempts = "bound"`: otherwise a client names any attempt.
+    #[error("auth.attempts is not \"bound\": attempts are free-form ids here")]
+    AttemptsNotBound,
+    /// The attempt cannot be bound as asked.
+    #[error("{0}")]
+    Bind(BindError),
+    /// A field of `POST /attempts` is not usable (names the field).
+    #[error("{0}")]
+    AttemptRequest(String),
+    /// No bound attempt has this id.
+    #[error("no bound attempt {0}")]
+    NoSuchAttempt(String),
 }
 
 /// The running instance, as the admin API sees it. Every change is an atomic policy swap.
@@ -70,4 +94,10 @@ pub trait Control: fmt::Debug + Send + Sync {
 
     /// Adds or removes rules; an invalid rule changes nothing.
     fn change_rules(&self, op: RuleOp, change: &RuleChange) -> Result<(), ControlError>;
+
+    /// Binds a new attempt to a fresh secret; answers `{"id","token","http","socks","env"}`.
+    fn bind_attempt(&self, request: &AttemptRequest) -> Result<serde_json::Value, ControlError>;
+
+    /// Ends bound attempt `id`: its secret is refused from the next request on.
+    fn end_attempt(&self, id: &str) -> Result<(), ControlError>;
 }

@@ -11,15 +11,15 @@ use hyper::{
 };
 use listeners::AnswerError;
 use policy::{
-    check_credentials, AllowLocal, ApprovedBy, AskAnswer, AskScope, ExplainReport, Explanation,
-    Host, Mode, Protocol, Request as PolicyRequest, Target,
+    check_credentials, AllowLocal, ApprovedBy, AskAnswer, AskScope, BindError, ExplainReport,
+    Explanation, Host, Mode, Protocol, Request as PolicyRequest, Target,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 use violations::{LogHealth, ViolationLog};
 
 use crate::{
-    control::{ControlError, RuleChange, RuleOp},
+    control::{AttemptRequest, ControlError, RuleChange, RuleOp},
     guard, metrics,
     server::{Admin, Exchange, MAX_PARKED},
 };
@@ -50,6 +50,8 @@ enum Endpoint {
     Metrics,
     Pending,
     Answer,
+    BindAttempt,
+    EndAttempt,
 }
 
 /// Every path once, with its methods and what each does: dispatch, `404` vs `405` and `Allow` all
@@ -78,18 +80,9 @@ const ROUTES: &[(&str, &[(Method, Endpoint)])] = &[
     ("/metrics", &[(Method::GET, Endpoint::Metrics)]),
     ("/pending", &[(Method::GET, Endpoint::Pending)]),
     ("/pending/{id}", &[(Method::POST, Endpoint::Answer)]),
+    ("/attempts", &[(Method::POST, Endpoint::BindAttempt)]),
+    ("/attempts/{id}", &[(Method::DELETE, Endpoint::EndAttempt)]),
 ];
-
-/// Whether `path` is `pattern`, where a last segment `{id}` in the pattern stands for one
-/// non-empty segment of the path.
-fn path_matches(pattern: &str, path: &str) -> bool {
-    match pattern.strip_suffix("{id}") {
-        Some(prefix) => path
-            .strip_prefix(prefix)
-            .is_some_and(|id| !id.is_empty() && !id.contains('/')),
-        None => pattern == path,
-    }
-}
 
 /// Why no endpoint answers a request.
 #[derive(Debug, PartialEq)]
@@ -109,6 +102,19 @@ fn find(method: &Method, path: &str) -> Result<Endpoint, Miss> {
     match methods.iter().find(|(m, _)| m == method) {
         Some((_, endpoint)) => Ok(*endpoint),
         None => Err(Miss::Method(methods)),
+    }
+}
+
+/// Whether `path` fits `pattern`, where a `{name}` segment stands for one non-empty segment.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let (mut pattern, mut path) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (pattern.next(), path.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if p.starts_with('{') && !s.is_empty() => {}
+            (Some(p), Some(s)) if p == s => {}
+            _ => return false,
+        }
     }
 }
 
@@ -167,6 +173,26 @@ async fn dispatch(
         ),
         Endpoint::Pending => pending(admin, &query, exchange).await,
         Endpoint::Answer => answer(admin, req).await,
+        Endpoint::BindAttempt => bind_attempt(admin, req).await,
+        Endpoint::EndAttempt => end_attempt(admin, req.uri().path()),
+    }
+}
+
+async fn bind_attempt(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
+    match read_json::<AttemptRequest>(req).await {
+        Ok(request) => match admin.control.bind_attempt(&request) {
+            Ok(granted) => ok(granted),
+            Err(refused) => control_error(&refused),
+        },
+        Err(response) => response,
+    }
+}
+
+fn end_attempt(admin: &Admin, path: &str) -> AdminResponse {
+    let id = path.rsplit('/').next().unwrap_or_default();
+    match admin.control.end_attempt(id) {
+        Ok(()) => ok(json!({ "ended": id })),
+        Err(refused) => control_error(&refused),
     }
 }
 
@@ -430,7 +456,14 @@ fn control_status(refused: &ControlError) -> StatusCode {
         | ControlError::NoConfigFile
         | ControlError::Config(_)
         | ControlError::Rule(_)
-        | ControlError::Policy(_) => StatusCode::BAD_REQUEST,
+        | ControlError::Policy(_)
+        | ControlError::AttemptRequest(_)
+        | ControlError::Bind(BindError::BadId | BindError::BadSecret) => StatusCode::BAD_REQUEST,
+        ControlError::AttemptsNotBound | ControlError::Bind(BindError::Taken(_)) => {
+            StatusCode::CONFLICT
+        }
+        ControlError::Bind(BindError::Full) => StatusCode::SERVICE_UNAVAILABLE,
+        ControlError::NoSuchAttempt(_) => StatusCode::NOT_FOUND,
     }
 }
 
@@ -526,11 +559,20 @@ mod tests {
             Endpoint::Metrics => ("/metrics", Method::GET),
             Endpoint::Pending => ("/pending", Method::GET),
             Endpoint::Answer => ("/pending/{id}", Method::POST),
+            Endpoint::BindAttempt => ("/attempts", Method::POST),
+            Endpoint::EndAttempt => ("/attempts/{id}", Method::DELETE),
         }
     }
 
     #[test]
     fn a_path_parameter_is_one_non_empty_segment() {
+        assert_eq!(
+            find(&Method::DELETE, "/attempts/step-7"),
+            Ok(Endpoint::EndAttempt)
+        );
+        for path in ["/attempts/", "/attempts/a/b", "/attempts//", "/attemptsx/a"] {
+            assert_eq!(find(&Method::DELETE, path), Err(Miss::Path), "{path}");
+        }
         assert_eq!(find(&Method::POST, "/pending/7"), Ok(Endpoint::Answer));
         assert_eq!(find(&Method::POST, "/pending/"), Err(Miss::Path));
         assert_eq!(find(&Method::POST, "/pending/7/x"), Err(Miss::Path));
@@ -551,7 +593,7 @@ mod tests {
                 seen.push((*path, method.clone()));
             }
         }
-        assert_eq!(seen.len(), 13, "every endpoint of `place` is in the table");
+        assert_eq!(seen.len(), 15, "every endpoint of `place` is in the table");
     }
 
     #[test]
@@ -583,6 +625,13 @@ mod tests {
             ControlError::Config(_) => (StatusCode::BAD_REQUEST, "leash.toml:3"),
             ControlError::Rule(_) => (StatusCode::BAD_REQUEST, "invalid rule `a..b`"),
             ControlError::Policy(_) => (StatusCode::BAD_REQUEST, "policy.`allow_local[0]`"),
+            ControlError::AttemptsNotBound => (StatusCode::CONFLICT, "auth.attempts"),
+            ControlError::Bind(BindError::BadId) => (StatusCode::BAD_REQUEST, "attempt id"),
+            ControlError::Bind(BindError::BadSecret) => (StatusCode::BAD_REQUEST, "secret"),
+            ControlError::Bind(BindError::Taken(_)) => (StatusCode::CONFLICT, "already bound"),
+            ControlError::Bind(BindError::Full) => (StatusCode::SERVICE_UNAVAILABLE, "too many"),
+            ControlError::AttemptRequest(_) => (StatusCode::BAD_REQUEST, "ttl"),
+            ControlError::NoSuchAttempt(_) => (StatusCode::NOT_FOUND, "no bound attempt"),
         }
     }
 
@@ -602,6 +651,13 @@ mod tests {
             ControlError::Config("leash.toml:3: bad key".into()),
             ControlError::Rule(rule),
             ControlError::Policy(policy),
+            ControlError::AttemptsNotBound,
+            ControlError::Bind(BindError::BadId),
+            ControlError::Bind(BindError::BadSecret),
+            ControlError::Bind(BindError::Taken("a".into())),
+            ControlError::Bind(BindError::Full),
+            ControlError::AttemptRequest("ttl: not a duration".into()),
+            ControlError::NoSuchAttempt("a".into()),
         ];
         for refused in &refusals {
             let (status, word) = expected(refused);

@@ -139,8 +139,23 @@ pub struct MitmConfig {
 #[derive(Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// The proxy password required from clients; empty means none.
+    /// The proxy password required from clients; empty means none. Not accepted with bound
+    /// attempts, where each attempt has a secret of its own.
     pub token: String,
+    /// `free` (SPEC §2: any attempt id a client names) or `bound` (SPEC §18: the attempt is the
+    /// one the client's secret is bound to, through `POST /attempts`).
+    pub attempts: AttemptsMode,
+}
+
+/// `auth.attempts`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptsMode {
+    /// The username is the attempt id, whatever it is (the password is the proxy token, if set).
+    #[default]
+    Free,
+    /// The password is a bound attempt's secret and names the attempt.
+    Bound,
 }
 
 /// `[admin]`.
@@ -182,7 +197,7 @@ macro_rules! redacted_debug {
     };
 }
 
-redacted_debug!(AuthConfig {});
+redacted_debug!(AuthConfig { attempts });
 redacted_debug!(AdminConfig {
     enabled,
     token_file

@@ -7,25 +7,26 @@ use std::{
     sync::Arc,
 };
 
-use admin::{Admin, Control, ControlError, RuleChange, RuleOp};
+use admin::{Admin, AttemptRequest, Control, ControlError, RuleChange, RuleOp};
 use http_proxy::{HttpProxy, Limits, TlsInterceptor};
 use listeners::{
     Connector, Dialer, DnsConfigError, DnsResolver, DnsSettings, ListenError, ListenPlan,
     LookupLimits, Pending, ReadyRecord, Reserved, Resolver,
 };
 use mitm::{Interception, MitmError};
-use policy::{AllowLocal, Decider, DecisionSink, Mode, PolicyEngine, PolicyError};
+use policy::{AllowLocal, Attempts, Decider, DecisionSink, Mode, PolicyEngine, PolicyError};
 use socks_proxy::{SocksOptions, SocksProxy};
 use tokio::{sync::watch, task::JoinHandle};
 use violations::{LogOptions, ViolationLog, ViolationLogError};
 
 use crate::{
     admin_token::AdminAuth,
+    attempts::Issuer,
     child_env::{child_env, CaFiles, EnvSpec},
-    config::Rotation,
+    config::{AttemptsMode, Rotation},
     hot::HotPolicy,
-    hub::{ConfigOverlay, Hub},
-    Config,
+    hub::{ConfigOverlay, Hub, Live},
+    BoundAttempt, Config,
 };
 
 /// Entry point of the embedding API.
@@ -200,14 +201,26 @@ impl LeashBuilder {
             sink.clone(),
             engine.clone(),
         ));
-        let hub = Arc::new(Hub::new(
+        let interception = interception(&config)?;
+        let ca_files = interception.as_ref().map(ca_files_for).transpose()?;
+        let attempts = (config.auth.attempts == AttemptsMode::Bound).then(Arc::<Attempts>::default);
+        let issuer = attempts.clone().map(|attempts| Issuer {
+            attempts,
+            addrs,
+            ca: ca_files.clone(),
+        });
+        let live = Live {
             hot,
-            tunnels.clone(),
+            tunnels: tunnels.clone(),
+            pending: pending.clone(),
+        };
+        let hub = Arc::new(Hub::new(
+            live,
             config.clone(),
             self.config_file,
             self.overlay,
             embedders_engine,
-            pending.clone(),
+            issuer,
         ));
         let admin_auth = match config.admin.enabled {
             true => AdminAuth::resolve(&config.admin.token, config.admin.token_file.as_deref())
@@ -234,9 +247,11 @@ impl LeashBuilder {
         let mut socks = SocksProxy::new(engine, sink, dialer, socks_options(&config));
         proxy = proxy.with_holder(pending.clone());
         socks = socks.with_holder(pending);
-        let mut ca_files = None;
-        if let Some(interception) = interception(&config)? {
-            ca_files = Some(ca_files_for(&interception)?);
+        if let Some(attempts) = attempts {
+            proxy = proxy.with_bound_attempts(attempts.clone());
+            socks = socks.with_bound_attempts(attempts);
+        }
+        if let Some(interception) = interception {
             proxy = proxy.with_interception(Arc::new(interception));
         }
         let proxy = Arc::new(proxy);
@@ -500,6 +515,21 @@ impl Running {
             leash_bin,
         };
         child_env(&spec)
+    }
+
+    /// Binds a new attempt with a fresh secret (SPEC §18; needs `auth.attempts = "bound"`): its
+    /// `env` is `env_with`'s for that attempt, its id and secret in every proxy URL.
+    pub fn bind_attempt(
+        &self,
+        request: &AttemptRequest,
+        leash_bin: Option<&Path>,
+    ) -> Result<BoundAttempt, ControlError> {
+        self.hub.bind_attempt_with(request, leash_bin)
+    }
+
+    /// Ends a bound attempt: its secret is refused from the next request on.
+    pub fn end_attempt(&self, id: &str) -> Result<(), ControlError> {
+        self.hub.end_attempt(id)
     }
 
     /// Up to `limit` logged events newer than `since`, each a log line as JSON (empty with a

@@ -27,9 +27,13 @@ pub(crate) struct EnvArgs {
     /// The SOCKS5 proxy address.
     #[arg(long, value_name = "ADDR")]
     socks: Option<SocketAddr>,
-    /// The attempt id the child's requests carry.
-    #[arg(long, default_value = "shell")]
-    attempt: String,
+    /// The attempt id the child's requests carry (default `shell`; with `--bind`, a fresh id).
+    #[arg(long)]
+    attempt: Option<String>,
+    /// Ask the running proxy (`--ready-file`, through its admin API) for a bound attempt (SPEC
+    /// §18): the variables then carry that attempt's id and its own secret.
+    #[arg(long, requires = "ready_file", conflicts_with = "token")]
+    bind: bool,
     /// The proxy token (`auth.token`), if the proxy requires one.
     #[arg(long)]
     token: Option<String>,
@@ -63,11 +67,12 @@ pub(crate) fn run(args: EnvArgs) -> Exit {
 }
 
 fn render(args: &EnvArgs) -> anyhow::Result<String> {
-    if !policy::is_attempt_id(&args.attempt) {
-        bail!(
-            "--attempt {:?}: an attempt id is 1-128 bytes of [A-Za-z0-9._:-]",
-            args.attempt
-        );
+    if let Some(attempt) = args
+        .attempt
+        .as_deref()
+        .filter(|a| !policy::is_attempt_id(a))
+    {
+        bail!("--attempt {attempt:?}: an attempt id is 1-128 bytes of [A-Za-z0-9._:-]");
     }
     let proxy = proxy(args)?;
     let config = match Config::locate(args.config.as_deref()) {
@@ -80,16 +85,22 @@ fn render(args: &EnvArgs) -> anyhow::Result<String> {
         None if config.mitm.enabled => Some(ca_files(&config)?),
         None => None,
     };
-    let token = args
-        .token
-        .clone()
-        .or_else(|| Some(config.auth.token.clone()).filter(|t| !t.is_empty()));
+    let (attempt, token) = match (&proxy.admin, args.bind) {
+        (Some(admin), true) => bind_attempt(admin, args.attempt.as_deref())?,
+        (None, true) => bail!("--bind: the ready record names no admin API to ask"),
+        (_, false) => (
+            args.attempt.clone().unwrap_or_else(|| "shell".to_owned()),
+            args.token
+                .clone()
+                .or_else(|| Some(config.auth.token.clone()).filter(|t| !t.is_empty())),
+        ),
+    };
     // For `GIT_SSH_COMMAND`; without a path to this binary, ssh is simply not redirected.
     let leash_bin = std::env::current_exe().ok();
     let vars = child_env(&EnvSpec {
         http: proxy.http,
         socks: proxy.socks,
-        attempt: &args.attempt,
+        attempt: &attempt,
         token: token.as_deref(),
         allow_local_all: config.policy.allow_local == AllowLocalConfig::Flag(true),
         ca: ca.as_ref(),
@@ -118,6 +129,8 @@ struct Proxy {
     socks: Option<SocketAddr>,
     /// What the ready record says about TLS interception; `None` when nothing does.
     mitm: Option<Mitm>,
+    /// The admin API and its token file, as the ready record names them.
+    admin: Option<(SocketAddr, Option<PathBuf>)>,
 }
 
 #[derive(Debug)]
@@ -133,6 +146,7 @@ fn proxy(args: &EnvArgs) -> anyhow::Result<Proxy> {
             http,
             socks: args.socks,
             mitm: None,
+            admin: None,
         }),
         (None, None) => bail!("give --ready-file FILE, or --http ADDR (and --socks ADDR)"),
     }
@@ -167,7 +181,30 @@ fn read_ready(path: &Path) -> anyhow::Result<Proxy> {
         http,
         socks: addr("socks")?,
         mitm,
+        admin: addr("admin")?.map(|admin| (admin, file("admin_token_file"))),
     })
+}
+
+/// `POST /attempts` on the running proxy's admin API: the bound attempt's id and secret.
+fn bind_attempt(
+    (admin, token_file): &(SocketAddr, Option<PathBuf>),
+    id: Option<&str>,
+) -> anyhow::Result<(String, Option<String>)> {
+    let token = token_file
+        .as_deref()
+        .map(leash::read_token_file)
+        .transpose()
+        .context("reading the admin token file the ready record names")?;
+    let body = serde_json::json!({ "id": id }).to_string();
+    let (status, answer) = crate::admin_call::post(*admin, "/attempts", token.as_deref(), &body)
+        .with_context(|| format!("asking the admin API on {admin} for a bound attempt"))?;
+    if status != 200 {
+        let error = answer["error"].as_str().unwrap_or("no error message");
+        bail!("the admin API refused a bound attempt ({status}): {error}");
+    }
+    let field = |key: &str| answer[key].as_str().map(str::to_owned);
+    let id = field("id").context("the admin API's answer has no attempt id")?;
+    Ok((id, field("token")))
 }
 
 /// The trust files for the CA a ready record names (its certificate is all that is read).

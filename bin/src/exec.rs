@@ -103,6 +103,9 @@ fn exec(args: ExecArgs) -> anyhow::Result<u8> {
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
     config.listen.ephemeral = true;
     config.socks.enabled &= !args.no_socks;
+    // The command's attempt is bound (SPEC §18): its id cannot be forged by anything else that
+    // reaches the proxy, and the command cannot claim another attempt's id.
+    config.auth.attempts = leash::AttemptsMode::Bound;
     config.auth.token = leash::random_hex(16)?;
     config.admin.enabled = args.admin;
     if args.admin {
@@ -123,7 +126,14 @@ fn exec(args: ExecArgs) -> anyhow::Result<u8> {
             eprintln!("leash: admin API on http://{admin} (bearer token: ${ADMIN_TOKEN_VAR})");
         }
         let leash_bin = std::env::current_exe().ok();
-        let env = running.env_with(&attempt, leash_bin.as_deref());
+        let request = leash::AttemptRequest {
+            id: Some(attempt.clone()),
+            ..Default::default()
+        };
+        let env = running
+            .bind_attempt(&request, leash_bin.as_deref())
+            .context("binding the command's attempt")?
+            .env;
         let child = match args.isolate {
             true => spawn_isolated(&mut running, scratch.path(), &args.command, env).await?,
             false => spawn(&args.command, env)?,

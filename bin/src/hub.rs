@@ -8,11 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use admin::{Control, ControlError, RuleChange, RuleOp};
+use admin::{AttemptRequest, Control, ControlError, RuleChange, RuleOp};
 use listeners::{Pending, Tunnels};
-use policy::{Mode, Policy, PolicyBuilder, PolicyEngine, Rule};
+use policy::{AllowLocal, Mode, Policy, PolicyBuilder, PolicyEngine, Rule};
 
-use crate::{hot::HotPolicy, Config};
+use crate::{attempts::Issuer, hot::HotPolicy, BoundAttempt, Config};
 
 /// Re-applies the command line's flags to a freshly read config file.
 pub type ConfigOverlay = Arc<dyn Fn(&mut Config) -> Result<(), String> + Send + Sync>;
@@ -30,6 +30,8 @@ pub(crate) struct Hub {
     state: Mutex<State>,
     /// Held requests, decided again on every swap.
     pending: Arc<Pending>,
+    /// With `auth.attempts = "bound"`: what binds attempts (`None`: attempts are free-form).
+    issuer: Option<Issuer>,
 }
 
 /// Everything a rebuild starts from; one lock makes rebuild-and-swap atomic.
@@ -81,16 +83,27 @@ impl std::fmt::Debug for Hub {
     }
 }
 
+/// What a swap reaches: the live policy, and what it re-checks (open tunnels, held asks).
+pub(crate) struct Live {
+    pub(crate) hot: Arc<HotPolicy>,
+    pub(crate) tunnels: Arc<Tunnels>,
+    pub(crate) pending: Arc<Pending>,
+}
+
 impl Hub {
     pub(crate) fn new(
-        hot: Arc<HotPolicy>,
-        tunnels: Arc<Tunnels>,
+        live: Live,
         config: Config,
         path: Option<PathBuf>,
         overlay: Option<ConfigOverlay>,
         engine: Option<Arc<dyn PolicyEngine>>,
-        pending: Arc<Pending>,
+        issuer: Option<Issuer>,
     ) -> Hub {
+        let Live {
+            hot,
+            tunnels,
+            pending,
+        } = live;
         let state = State {
             config,
             mode: None,
@@ -106,7 +119,23 @@ impl Hub {
             started: Instant::now(),
             state: Mutex::new(state),
             pending,
+            issuer,
         }
+    }
+
+    /// Binds a new attempt (SPEC §18); `leash_bin` as in `Running::env_with`.
+    pub(crate) fn bind_attempt_with(
+        &self,
+        request: &AttemptRequest,
+        leash_bin: Option<&std::path::Path>,
+    ) -> Result<BoundAttempt, ControlError> {
+        let issuer = self.issuer.as_ref().ok_or(ControlError::AttemptsNotBound)?;
+        let (id, ttl) = crate::attempts::parse_request(request)?;
+        // An embedder's engine says nothing about `allow_local`: no local exception then.
+        let allow_local_all = self
+            .policy()
+            .is_some_and(|p| *p.allow_local() == AllowLocal::All);
+        issuer.bind(id, ttl, allow_local_all, leash_bin)
     }
 
     /// Builds the policy from `state`, swaps it in, and closes what it refuses.
@@ -228,5 +257,16 @@ impl Control for Hub {
             (state.added, state.removed) = (added, removed);
         }
         result
+    }
+
+    fn bind_attempt(&self, request: &AttemptRequest) -> Result<serde_json::Value, ControlError> {
+        let bound = self.bind_attempt_with(request, None)?;
+        let issuer = self.issuer.as_ref().ok_or(ControlError::AttemptsNotBound)?;
+        Ok(bound.to_json(&issuer.addrs))
+    }
+
+    fn end_attempt(&self, id: &str) -> Result<(), ControlError> {
+        let issuer = self.issuer.as_ref().ok_or(ControlError::AttemptsNotBound)?;
+        issuer.end(id)
     }
 }

@@ -5,6 +5,7 @@
 //! **Invariant:** only this crate reads configuration files; the library crates receive plain data.
 
 mod admin_token;
+mod attempts;
 mod child_env;
 mod config;
 mod duration;
@@ -14,10 +15,11 @@ mod hub;
 
 pub use crate::{
     admin_token::{random_hex, read_token_file, NO_ADMIN_TOKEN},
+    attempts::BoundAttempt,
     child_env::{child_env, shell_quote, CaFiles, EnvSpec},
     config::{
-        AdminConfig, AuthConfig, Config, ConfigError, LimitsConfig, ListenConfig, LogConfig,
-        MitmConfig, Rotation, SocksConfig, TunnelConfig,
+        AdminConfig, AttemptsMode, AuthConfig, Config, ConfigError, LimitsConfig, ListenConfig,
+        LogConfig, MitmConfig, Rotation, SocksConfig, TunnelConfig,
     },
     duration::{Bounded, ConnectionCount, HeadSize, Timeout},
     embed::{Addrs, BuildError, Built, Leash, LeashBuilder, Listener, Running},
@@ -26,7 +28,7 @@ pub use crate::{
 };
 /// What `Running::change_rules` adds or removes, whether it adds or removes them, and why a change
 /// was refused.
-pub use admin::{ControlError, RuleChange, RuleOp};
+pub use admin::{AttemptRequest, ControlError, RuleChange, RuleOp};
 
 /// The README's Rust examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin_call;
 mod ca;
 mod check;
 mod config_check;

@@ -1,9 +1,9 @@
-//! `Proxy-Authorization: Basic` (SPEC §2): parsed here, checked by `policy::check_credentials`,
+//! `Proxy-Authorization: Basic` (SPEC §2): parsed here, checked by `policy::check_proxy_credentials`,
 //! the same check SOCKS5 uses.
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use hyper::header::{HeaderMap, PROXY_AUTHORIZATION};
-use policy::{check_credentials, CredentialError};
+use policy::{check_proxy_credentials, CredentialError, ProxyAuth};
 
 /// Why credentials were refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,20 +19,20 @@ pub(crate) enum AuthFailure {
 /// The attempt id, once the credentials pass.
 pub(crate) fn authenticate(
     headers: &HeaderMap,
-    token: Option<&str>,
+    auth: ProxyAuth<'_>,
 ) -> Result<Option<String>, AuthFailure> {
     let (username, password) = match headers.get(PROXY_AUTHORIZATION) {
         Some(value) => parse_basic(value.as_bytes()).ok_or(AuthFailure::Malformed)?,
         // Clients such as git (libcurl's "anyauth") send credentials only once challenged.
-        None if token.is_some() => return Err(AuthFailure::Missing),
+        None if auth.required() => return Err(AuthFailure::Missing),
         None => (None, None),
     };
-    check_credentials(username.as_deref(), password.as_deref(), token).map_err(
-        |error| match error {
+    check_proxy_credentials(username.as_deref(), password.as_deref(), auth).map_err(|error| {
+        match error {
             CredentialError::BadToken => AuthFailure::BadToken,
             CredentialError::BadAttemptId => AuthFailure::Malformed,
-        },
-    )
+        }
+    })
 }
 
 fn parse_basic(value: &[u8]) -> Option<(Option<String>, Option<String>)> {
@@ -69,7 +69,7 @@ mod tests {
         token: Option<&str>,
         expected: Result<Option<&str>, AuthFailure>,
     ) {
-        let got = authenticate(&headers(user_pass), token);
+        let got = authenticate(&headers(user_pass), ProxyAuth::Free { token });
         assert_eq!(
             got,
             expected.map(|a| a.map(str::to_owned)),
@@ -95,7 +95,7 @@ mod tests {
             let mut headers = HeaderMap::new();
             headers.insert(PROXY_AUTHORIZATION, HeaderValue::from_static(value));
             assert_eq!(
-                authenticate(&headers, None),
+                authenticate(&headers, ProxyAuth::Free { token: None }),
                 Err(AuthFailure::Malformed),
                 "{value}"
             );

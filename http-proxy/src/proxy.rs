@@ -1,14 +1,18 @@
 //! The proxy's shared state and the entry point of every request: authenticate, then hand over to
 //! `CONNECT` or absolute-form forwarding. Blocks are recorded here, before the answer is built.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use hyper::{body::Incoming, Method, Request, Response};
 use listeners::{ClientKey, Connection, Dialer, RelayMode};
 use mitm::Interception;
 use policy::{
-    decide_with, BlockReason, Decision, DecisionEvent, DecisionSink, Holder, PolicyEngine,
-    Protocol, Request as PolicyRequest, Ruling,
+    decide_with, Attempts, BlockReason, Decision, DecisionEvent, DecisionSink, Holder,
+    PolicyEngine, Protocol, ProxyAuth, Request as PolicyRequest, Ruling,
 };
 
 use crate::{
@@ -43,6 +47,8 @@ pub struct HttpProxy {
     pub(crate) sink: Arc<dyn DecisionSink>,
     pub(crate) dialer: Dialer,
     pub(crate) token: Option<String>,
+    /// With bound attempts (SPEC §18) the credentials are checked against these, not `token`.
+    pub(crate) attempts: Option<Arc<Attempts>>,
     pub(crate) limits: Limits,
     pub(crate) mitm: Option<Arc<Interception>>,
     /// Kept-alive upstream connections, shared by every client connection.
@@ -94,10 +100,30 @@ impl HttpProxy {
             sink,
             dialer,
             token: token.filter(|t| !t.is_empty()),
+            attempts: None,
             limits,
             mitm: None,
             pool: Arc::default(),
             holder: None,
+        }
+    }
+
+    /// Checks credentials against bound attempts (`auth.attempts = "bound"`) instead of the token.
+    pub fn with_bound_attempts(mut self, attempts: Arc<Attempts>) -> HttpProxy {
+        self.attempts = Some(attempts);
+        self
+    }
+
+    /// How this request's credentials are checked, judged now.
+    fn proxy_auth(&self) -> ProxyAuth<'_> {
+        match &self.attempts {
+            Some(attempts) => ProxyAuth::Bound {
+                attempts,
+                now: Instant::now(),
+            },
+            None => ProxyAuth::Free {
+                token: self.token.as_deref(),
+            },
         }
     }
 
@@ -147,7 +173,7 @@ impl HttpProxy {
             };
             return self.refuse_head(&scope, &refusal, protocol);
         }
-        let attempt = match authenticate(req.headers(), self.token.as_deref()) {
+        let attempt = match authenticate(req.headers(), self.proxy_auth()) {
             Ok(attempt) => attempt,
             Err(failure) => return self.refuse_credentials(failure, engine, client, &req),
         };

@@ -24,6 +24,7 @@
 //! ```
 
 mod ask;
+mod attempts;
 mod config;
 mod credentials;
 mod decision;
@@ -41,8 +42,11 @@ mod rule;
 
 pub use crate::{
     ask::{AnswerEvent, ApprovedBy, AskAnswer, AskScope, Held, Hold, Holder, Ruling},
+    attempts::{Attempts, BindError, MAX_BOUND_ATTEMPTS},
     config::{AllowLocalConfig, PolicyConfig},
-    credentials::{check_credentials, is_attempt_id, CredentialError},
+    credentials::{
+        check_credentials, check_proxy_credentials, is_attempt_id, CredentialError, ProxyAuth,
+    },
     decision::{BlockReason, Decision, Mode, Protocol, Request, RequestShape, Verdict},
     engine::{
         decide_with, is_approved, Answer, AskContext, Decider, DecisionEvent, DecisionSink,

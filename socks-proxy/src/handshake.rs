@@ -2,7 +2,7 @@
 //! `greet` → `Greeting` → `negotiate` → `Authenticated` → `read_request` → `Requested`.
 //! Each step reads exactly what RFC 1928/1929 says comes next, and nothing else.
 
-use policy::{check_credentials, CredentialError};
+use policy::{check_proxy_credentials, CredentialError, ProxyAuth};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::wire::{
@@ -80,7 +80,7 @@ impl Greeting {
     pub(crate) async fn negotiate<S>(
         self,
         stream: &mut S,
-        token: Option<&str>,
+        auth: ProxyAuth<'_>,
     ) -> Result<Authenticated, HandshakeError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -89,7 +89,7 @@ impl Greeting {
         let method = match (
             offers(METHOD_USER_PASS),
             offers(METHOD_NO_AUTH),
-            token.is_some(),
+            auth.required(),
         ) {
             (true, _, _) => METHOD_USER_PASS,
             (false, true, false) => METHOD_NO_AUTH,
@@ -98,14 +98,14 @@ impl Greeting {
         stream.write_all(&[VERSION, method]).await?;
         match method {
             METHOD_NO_AUTH => Ok(Authenticated { attempt: None }),
-            METHOD_USER_PASS => user_pass(stream, token).await,
+            METHOD_USER_PASS => user_pass(stream, auth).await,
             _ => Err(HandshakeError::NoAcceptableMethod),
         }
     }
 }
 
 /// RFC 1929: `VER ULEN UNAME PLEN PASSWD`, answered `VER STATUS`.
-async fn user_pass<S>(stream: &mut S, token: Option<&str>) -> Result<Authenticated, HandshakeError>
+async fn user_pass<S>(stream: &mut S, auth: ProxyAuth<'_>) -> Result<Authenticated, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -115,7 +115,7 @@ where
     let username = read_short_string(stream).await?;
     let password = read_short_string(stream).await?;
     let checked = match (String::from_utf8(username), String::from_utf8(password)) {
-        (Ok(user), Ok(pass)) => check_credentials(Some(&user), Some(&pass), token),
+        (Ok(user), Ok(pass)) => check_proxy_credentials(Some(&user), Some(&pass), auth),
         _ => Err(CredentialError::BadAttemptId),
     };
     let status = if checked.is_ok() {

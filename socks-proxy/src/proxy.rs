@@ -8,8 +8,8 @@ use listeners::{
     TunnelInfo,
 };
 use policy::{
-    decide_with, is_approved, BlockReason, CredentialError, Decision, DecisionEvent, DecisionSink,
-    Holder, PolicyEngine, Protocol, Request, Ruling, Target,
+    decide_with, is_approved, Attempts, BlockReason, CredentialError, Decision, DecisionEvent,
+    DecisionSink, Holder, PolicyEngine, Protocol, ProxyAuth, Request, Ruling, Target,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
@@ -47,6 +47,8 @@ pub struct SocksProxy {
     interceptor: Option<Arc<dyn Interceptor>>,
     /// Holds an `ask` until someone answers (SPEC §14); none: refused at once.
     pub(crate) holder: Option<Arc<dyn Holder>>,
+    /// With bound attempts (SPEC §18) the credentials are checked against these, not the token.
+    attempts: Option<Arc<Attempts>>,
 }
 
 /// One request's view: its policy snapshot, client and attempt.
@@ -80,6 +82,26 @@ impl SocksProxy {
             options: SocksOptions { token, ..options },
             interceptor: None,
             holder: None,
+            attempts: None,
+        }
+    }
+
+    /// Checks credentials against bound attempts (`auth.attempts = "bound"`) instead of the token.
+    pub fn with_bound_attempts(mut self, attempts: Arc<Attempts>) -> SocksProxy {
+        self.attempts = Some(attempts);
+        self
+    }
+
+    /// How a handshake's credentials are checked, judged now.
+    fn proxy_auth(&self) -> ProxyAuth<'_> {
+        match &self.attempts {
+            Some(attempts) => ProxyAuth::Bound {
+                attempts,
+                now: std::time::Instant::now(),
+            },
+            None => ProxyAuth::Free {
+                token: self.options.token.as_deref(),
+            },
         }
     }
 
@@ -120,7 +142,7 @@ impl SocksProxy {
         let handshake = async {
             let authenticated = greet(&mut stream)
                 .await?
-                .negotiate(&mut stream, self.options.token.as_deref())
+                .negotiate(&mut stream, self.proxy_auth())
                 .await?;
             scope.attempt = authenticated.attempt;
             read_request(&mut stream).await

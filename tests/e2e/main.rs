@@ -4,6 +4,7 @@ mod admin;
 mod admin_limits;
 mod after_connect;
 mod ask;
+mod attempts;
 mod bench;
 mod cli;
 mod connect;

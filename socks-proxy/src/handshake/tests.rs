@@ -11,7 +11,9 @@ fn handshake(input: &[u8], token: Option<&str>) -> Result<Requested, HandshakeEr
     runtime.block_on(async {
         let mut stream = tokio::io::join(input, Vec::new());
         let greeting = greet(&mut stream).await?;
-        greeting.negotiate(&mut stream, token).await?;
+        greeting
+            .negotiate(&mut stream, policy::ProxyAuth::Free { token })
+            .await?;
         read_request(&mut stream).await
     })
 }
