@@ -267,6 +267,10 @@ impl Control for Hub {
 
     fn end_attempt(&self, id: &str) -> Result<(), ControlError> {
         let issuer = self.issuer.as_ref().ok_or(ControlError::AttemptsNotBound)?;
-        issuer.end(id)
+        issuer.end(id)?;
+        // Its credentials no longer pass, so what it has open is cut as a failed authentication.
+        let ended = policy::Decision::Deny(policy::BlockReason::AuthFailed);
+        self.tunnels.close_attempt(id, &ended);
+        Ok(())
     }
 }

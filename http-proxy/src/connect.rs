@@ -83,6 +83,7 @@ pub(crate) async fn handle(
         peer: Some(dialed.peer),
         inspected: false,
         approved,
+        attempt: scope.attempt.as_deref().map(Arc::from),
     };
     // A policy change while this request was decided or dialled still reaches it.
     let tunnel = match proxy
@@ -142,6 +143,7 @@ fn intercepted(
         peer: None,
         inspected: true,
         approved,
+        attempt: scope.attempt.as_deref().map(Arc::from),
     };
     let tunnel = match proxy
         .dialer

@@ -145,7 +145,13 @@ pub(crate) async fn deliver(
         scope,
         cache,
         route,
-        exchange: shape.exchange(target, route.protocol, method.as_str(), approved),
+        exchange: shape.exchange(
+            target,
+            route,
+            method.as_str(),
+            approved,
+            scope.attempt.as_deref(),
+        ),
     };
     let sent = tokio::time::timeout(timeout, to.send(upstream, key, req)).await;
     let sent = sent.unwrap_or(Err(UpstreamError::Timeout));
@@ -259,16 +265,18 @@ impl Shape {
     fn exchange(
         self,
         target: &Target,
-        protocol: Protocol,
+        route: &Route,
         method: &str,
         approved: bool,
+        attempt: Option<&str>,
     ) -> ExchangeInfo {
         let route = TunnelInfo {
             target: target.clone(),
-            protocol,
+            protocol: route.protocol,
             peer: None,
             inspected: true,
             approved,
+            attempt: attempt.map(Arc::from),
         };
         ExchangeInfo {
             route,

@@ -33,6 +33,8 @@ pub struct TunnelInfo {
     /// Whether it stands on a `Decider`'s approval rather than an allow rule: a policy change then
     /// re-checks it with every step but the allowlist, as the approval was.
     pub approved: bool,
+    /// The attempt it runs on, so ending a bound attempt (SPEC §18) can close it.
+    pub attempt: Option<Arc<str>>,
 }
 
 impl TunnelInfo {
@@ -117,6 +119,13 @@ impl Live {
         match self {
             Live::Tunnel(tunnel) => tunnel.refusal(engine),
             Live::Exchange(exchange) => exchange.refusal(engine),
+        }
+    }
+
+    fn attempt(&self) -> Option<&str> {
+        match self {
+            Live::Tunnel(tunnel) => tunnel.attempt.as_deref(),
+            Live::Exchange(exchange) => exchange.route.attempt.as_deref(),
         }
     }
 }
@@ -243,6 +252,16 @@ impl Tunnels {
             }
         }
         closed
+    }
+
+    /// Cuts every tunnel and exchange running on `attempt` (an ended bound attempt, SPEC §18),
+    /// each with `refusal`; returns how many.
+    pub fn close_attempt(&self, attempt: &str, refusal: &Decision) -> usize {
+        let open = self.open.lock().expect("tunnels lock");
+        open.values()
+            .filter(|(live, _)| live.attempt() == Some(attempt))
+            .map(|(_, cut)| usize::from(cut.cut(refusal.clone())))
+            .sum()
     }
 
     /// Tunnels open now (exchanges in flight are not tunnels).

@@ -267,6 +267,7 @@ impl SocksProxy {
             protocol: Protocol::Socks5,
             inspected: false,
             approved,
+            attempt: scope.attempt.as_deref().map(Arc::from),
         };
         let Some(tunnel) = self.open_tunnel(scope, &mut stream, info, &target).await else {
             return;
@@ -305,6 +306,7 @@ impl SocksProxy {
             peer: None,
             inspected: true,
             approved,
+            attempt: scope.attempt.as_deref().map(Arc::from),
         };
         let Some(tunnel) = self.open_tunnel(scope, &mut stream, info, &target).await else {
             return;

@@ -268,6 +268,7 @@ impl Association<'_> {
             target,
             protocol: Protocol::Socks5Udp,
             inspected: false,
+            attempt: scope.attempt.as_deref().map(Arc::from),
         };
         Some((decision, remote))
     }

@@ -350,3 +350,83 @@ async fn leash_env_bind_asks_a_running_proxy_for_a_bound_attempt() {
         .collect();
     assert_eq!(attempts, [json!("shell-1"), json!("shell-1")]);
 }
+
+/// Ending an attempt closes what it has open: a `CONNECT` tunnel and a SOCKS5 tunnel on the ended
+/// attempt close, one on another attempt stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_an_attempt_closes_its_open_tunnels() {
+    use base64::Engine as _;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let origin = Origin::http().await;
+    let proxy = bound_proxy(&origin, AttemptsMode::Bound);
+    let client = proxy.admin_client();
+    let mut secrets = Vec::new();
+    for id in ["ends", "stays"] {
+        let (code, bound) = admin(&client, "POST", "/attempts", Some(json!({ "id": id }))).await;
+        assert_eq!(code, 200, "{bound}");
+        secrets.push(bound["token"].as_str().expect("a secret").to_owned());
+    }
+    let target = format!("127.0.0.1:{}", origin.port());
+    let connect = |id: &str, secret: &str| {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {basic}\r\n\r\n")
+    };
+    let mut open = Vec::new();
+    for (id, secret) in [("ends", &secrets[0]), ("stays", &secrets[1])] {
+        let mut stream = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+        stream
+            .write_all(connect(id, secret).as_bytes())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{id}: {answer}");
+        open.push(stream);
+    }
+    let socks = proxy.socks.expect("a SOCKS5 listener");
+    let socks_tunnel = tokio_socks::tcp::Socks5Stream::connect_with_password(
+        socks,
+        target.as_str(),
+        "ends",
+        &secrets[0],
+    )
+    .await
+    .expect("the SOCKS5 tunnel opens");
+
+    let (code, ended) = admin(&client, "DELETE", "/attempts/ends", None).await;
+    assert_eq!(code, 200, "{ended}");
+    let closed = |mut stream: tokio::net::TcpStream| async move {
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await;
+        matches!(read, Ok(Ok(0) | Err(_)))
+    };
+    let stays = open.pop().unwrap();
+    let ends = open.pop().unwrap();
+    assert!(
+        closed(ends).await,
+        "the ended attempt's CONNECT tunnel closed"
+    );
+    assert!(
+        closed(socks_tunnel.into_inner()).await,
+        "the ended attempt's SOCKS5 tunnel closed"
+    );
+    // The other attempt's tunnel still carries a request.
+    let mut stays = stays;
+    stays
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stays.read_to_string(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

@@ -45,6 +45,7 @@ fn tunnel(tunnels: &Arc<Tunnels>) -> TunnelHandle {
         peer: Some(SocketAddr::from(([127, 0, 0, 1], 443))),
         inspected: false,
         approved: false,
+        attempt: None,
     })
 }
 

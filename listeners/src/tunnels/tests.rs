@@ -22,6 +22,7 @@ fn route(host: &str, protocol: Protocol) -> TunnelInfo {
         peer: Some(SocketAddr::from(([93, 184, 216, 34], 80))),
         inspected: true,
         approved: false,
+        attempt: None,
     }
 }
 
@@ -146,4 +147,39 @@ fn route_raw(host: &str) -> TunnelInfo {
         inspected: false,
         ..route(host, Protocol::Connect)
     }
+}
+
+/// Ending a bound attempt cuts what runs on it, tunnels and exchanges alike, and nothing else.
+#[tokio::test]
+async fn ending_an_attempt_cuts_only_what_runs_on_it() {
+    let tunnels = Arc::new(Tunnels::default());
+    let full = policy(&["slow.test", "other.test"], &[], Mode::Full);
+    let on = |attempt: &str, mut info: TunnelInfo| {
+        info.attempt = Some(Arc::from(attempt));
+        info
+    };
+    let tunnel_a = tunnels
+        .open_checked(on("a", route_raw("other.test")), &full)
+        .unwrap();
+    let tunnel_b = tunnels
+        .open_checked(on("b", route_raw("other.test")), &full)
+        .unwrap();
+    let mut upload = exchange("slow.test", "POST", true, &[]);
+    upload.route = on("a", upload.route);
+    let exchange_a = tunnels.open_exchange_checked(upload, &full).unwrap();
+    let anonymous = tunnels
+        .open_checked(route_raw("other.test"), &full)
+        .unwrap();
+
+    let ended = Decision::Deny(BlockReason::AuthFailed);
+    assert_eq!(tunnels.close_attempt("a", &ended), 2);
+    assert_eq!(tunnels.close_attempt("a", &ended), 0, "a cut is made once");
+    assert_eq!(tunnels.close_attempt("c", &ended), 0);
+    assert!(tunnel_a.is_cut() && exchange_a.is_cut());
+    assert!(!tunnel_b.is_cut() && !anonymous.is_cut());
+    let why = tokio::time::timeout(Duration::from_secs(5), tunnel_a.cut()).await;
+    assert_eq!(
+        why.expect("the relay wakes").reason().unwrap().code(),
+        "auth_failed"
+    );
 }
