@@ -3,8 +3,27 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use policy::{BindError, Mode, Policy, PolicyEngine, PolicyError, RuleError};
-use serde::Deserialize;
+use policy::{AskAnswer, BindError, Mode, Policy, PolicyEngine, PolicyError, RuleError};
+use serde::{Deserialize, Serialize};
+
+/// One rule in force and where it comes from (`/patterns`' `sources`, SPEC §14): `config` (the
+/// file and the command line's flags), `runtime` (`POST /rules`) or `approval:always`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleSource {
+    /// The rule, canonical.
+    pub rule: String,
+    /// Where it comes from.
+    pub source: &'static str,
+}
+
+/// The rules in force with their sources, per list.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RuleSources {
+    /// Allow rules.
+    pub allow: Vec<RuleSource>,
+    /// Deny rules.
+    pub deny: Vec<RuleSource>,
+}
 
 /// Rules to add or remove at runtime (`POST`/`DELETE /rules`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -68,6 +87,9 @@ pub enum ControlError {
     /// No bound attempt has this id.
     #[error("no bound attempt {0}")]
     NoSuchAttempt(String),
+    /// An `always` answer could not be saved to the approvals file (the message names the file).
+    #[error("the approval was not saved: {0}")]
+    Approvals(String),
 }
 
 /// The running instance, as the admin API sees it. Every change is an atomic policy swap.
@@ -100,4 +122,11 @@ pub trait Control: fmt::Debug + Send + Sync {
 
     /// Ends bound attempt `id`: its secret is refused from the next request on.
     fn end_attempt(&self, id: &str) -> Result<(), ControlError>;
+
+    /// An `always` answer for `host:port`: appends the rule to the approvals file and adds it to
+    /// the policy in force (an allow rule for `allow`, a deny rule for `deny`).
+    fn approve_always(&self, host: &str, port: u16, answer: AskAnswer) -> Result<(), ControlError>;
+
+    /// The rules in force with their sources; `None` with an embedder's engine.
+    fn rule_sources(&self) -> Option<RuleSources>;
 }

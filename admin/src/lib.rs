@@ -11,6 +11,6 @@ mod routes;
 mod server;
 
 pub use crate::{
-    control::{AttemptRequest, Control, ControlError, RuleChange, RuleOp},
+    control::{AttemptRequest, Control, ControlError, RuleChange, RuleOp, RuleSource, RuleSources},
     server::{serve, Admin},
 };

@@ -233,8 +233,9 @@ fn patterns(admin: &Admin) -> AdminResponse {
         AllowLocal::All => json!(true),
         AllowLocal::Only(rules) => json!(names(rules)),
     };
+    let sources = admin.control.rule_sources().unwrap_or_default();
     ok(
-        json!({ "allow": names(policy.allow_rules()), "deny": names(policy.deny_rules()), "allow_local": allow_local }),
+        json!({ "allow": names(policy.allow_rules()), "deny": names(policy.deny_rules()), "allow_local": allow_local, "sources": sources }),
     )
 }
 
@@ -350,7 +351,19 @@ async fn answer(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
         return error(StatusCode::NOT_FOUND, &AnswerError::Gone.to_string());
     };
     match pending.answer(id, body.answer, body.scope, ApprovedBy::Api) {
-        Ok(item) => ok(json!({ "answered": item, "answer": body.answer, "scope": body.scope })),
+        Ok(item) => {
+            // `always` is kept here, after the item is answered: the rule's swap would otherwise
+            // re-decide the item itself (`by: policy`) and this answer would find it gone.
+            if body.scope == AskScope::Always {
+                let saved = admin
+                    .control
+                    .approve_always(&item.host, item.port, body.answer);
+                if let Err(refused) = saved {
+                    return control_error(&refused);
+                }
+            }
+            ok(json!({ "answered": item, "answer": body.answer, "scope": body.scope }))
+        }
         Err(AnswerError::Gone) => error(StatusCode::NOT_FOUND, &AnswerError::Gone.to_string()),
         Err(unsupported @ AnswerError::Unsupported(_)) => {
             error(StatusCode::BAD_REQUEST, &unsupported.to_string())
@@ -464,6 +477,8 @@ fn control_status(refused: &ControlError) -> StatusCode {
         }
         ControlError::Bind(BindError::Full) => StatusCode::SERVICE_UNAVAILABLE,
         ControlError::NoSuchAttempt(_) => StatusCode::NOT_FOUND,
+        // The answer was given (as `once`); leash failed to keep it.
+        ControlError::Approvals(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -632,6 +647,7 @@ mod tests {
             ControlError::Bind(BindError::Full) => (StatusCode::SERVICE_UNAVAILABLE, "too many"),
             ControlError::AttemptRequest(_) => (StatusCode::BAD_REQUEST, "ttl"),
             ControlError::NoSuchAttempt(_) => (StatusCode::NOT_FOUND, "no bound attempt"),
+            ControlError::Approvals(_) => (StatusCode::INTERNAL_SERVER_ERROR, "not saved"),
         }
     }
 
@@ -658,6 +674,7 @@ mod tests {
             ControlError::Bind(BindError::Full),
             ControlError::AttemptRequest("ttl: not a duration".into()),
             ControlError::NoSuchAttempt("a".into()),
+            ControlError::Approvals("a.toml: read-only file system".into()),
         ];
         for refused in &refusals {
             let (status, word) = expected(refused);

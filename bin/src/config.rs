@@ -53,12 +53,17 @@ pub struct AskConfig {
     /// How long a held request waits before it is refused as `ask`.
     #[serde_as(as = "DisplayFromStr")]
     pub hold: Timeout,
+    /// The approvals file (`always` answers); default `leash-approvals.toml` beside the config
+    /// file, else `approvals.toml` in leash's state directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<PathBuf>,
 }
 
 impl Default for AskConfig {
     fn default() -> Self {
         AskConfig {
             hold: Timeout::new(std::time::Duration::from_secs(60)).expect("a valid default"),
+            approvals: None,
         }
     }
 }
@@ -460,7 +465,7 @@ fn key_line(text: &str, table: &str, key: &str) -> Option<usize> {
     None
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 

@@ -98,6 +98,10 @@ pub enum BuildError {
     /// The resolver's configuration (`dns.resolv_conf`) could not be read.
     #[error("dns")]
     Dns(#[source] DnsConfigError),
+    /// The approvals file (`ask.approvals`) could not be read, or holds a bad rule (names the
+    /// file and line).
+    #[error("{0}")]
+    Approvals(crate::config::ConfigError),
 }
 
 impl LeashBuilder {
@@ -214,14 +218,17 @@ impl LeashBuilder {
             tunnels: tunnels.clone(),
             pending: pending.clone(),
         };
-        let hub = Arc::new(Hub::new(
-            live,
-            config.clone(),
-            self.config_file,
-            self.overlay,
-            embedders_engine,
-            issuer,
-        ));
+        let hub = Arc::new(
+            Hub::new(
+                live,
+                config.clone(),
+                self.config_file,
+                self.overlay,
+                embedders_engine,
+                issuer,
+            )
+            .map_err(BuildError::Approvals)?,
+        );
         let admin_auth = match config.admin.enabled {
             true => AdminAuth::resolve(&config.admin.token, config.admin.token_file.as_deref())
                 .map_err(BuildError::AdminToken)?,

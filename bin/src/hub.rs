@@ -8,11 +8,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use admin::{AttemptRequest, Control, ControlError, RuleChange, RuleOp};
+use admin::{AttemptRequest, Control, ControlError, RuleChange, RuleOp, RuleSource, RuleSources};
 use listeners::{Pending, Tunnels};
-use policy::{AllowLocal, Mode, Policy, PolicyBuilder, PolicyEngine, Rule};
+use policy::{AllowLocal, AskAnswer, Mode, Policy, PolicyBuilder, PolicyEngine, Rule};
 
-use crate::{attempts::Issuer, hot::HotPolicy, BoundAttempt, Config};
+use crate::{
+    approvals::{Approvals, ApprovalsFile},
+    attempts::Issuer,
+    hot::HotPolicy,
+    BoundAttempt, Config,
+};
 
 /// Re-applies the command line's flags to a freshly read config file.
 pub type ConfigOverlay = Arc<dyn Fn(&mut Config) -> Result<(), String> + Send + Sync>;
@@ -32,6 +37,8 @@ pub(crate) struct Hub {
     pending: Arc<Pending>,
     /// With `auth.attempts = "bound"`: what binds attempts (`None`: attempts are free-form).
     issuer: Option<Issuer>,
+    /// Where `always` answers are kept (`ask.approvals`).
+    approvals: ApprovalsFile,
 }
 
 /// Everything a rebuild starts from; one lock makes rebuild-and-swap atomic.
@@ -40,6 +47,8 @@ struct State {
     mode: Option<Mode>,
     added: RuntimeRules,
     removed: RuntimeRules,
+    /// The approvals file's rules: a source of their own, re-read on reload.
+    approved: Approvals,
 }
 
 /// Rules added or removed at runtime, parsed once when they arrive: a rebuild never re-parses,
@@ -91,6 +100,8 @@ pub(crate) struct Live {
 }
 
 impl Hub {
+    /// The hub over `live`, with the approvals file's rules (read here) in force; a bad approvals
+    /// file is an error naming its file and line, like the config's.
     pub(crate) fn new(
         live: Live,
         config: Config,
@@ -98,19 +109,26 @@ impl Hub {
         overlay: Option<ConfigOverlay>,
         engine: Option<Arc<dyn PolicyEngine>>,
         issuer: Option<Issuer>,
-    ) -> Hub {
+    ) -> Result<Hub, crate::config::ConfigError> {
         let Live {
             hot,
             tunnels,
             pending,
         } = live;
+        let approvals = ApprovalsFile::locate(config.ask.approvals.as_deref(), path.as_deref());
+        // An embedder's engine has no rules of leash's to add approvals to.
+        let approved = match engine {
+            Some(_) => Approvals::default(),
+            None => approvals.load()?,
+        };
         let state = State {
             config,
             mode: None,
             added: RuntimeRules::default(),
             removed: RuntimeRules::default(),
+            approved,
         };
-        Hub {
+        let hub = Hub {
             hot,
             tunnels,
             path,
@@ -120,7 +138,10 @@ impl Hub {
             state: Mutex::new(state),
             pending,
             issuer,
-        }
+            approvals,
+        };
+        hub.install_approved()?;
+        Ok(hub)
     }
 
     /// Binds a new attempt (SPEC §18); `leash_bin` as in `Running::env_with`.
@@ -136,6 +157,22 @@ impl Hub {
             .policy()
             .is_some_and(|p| *p.allow_local() == AllowLocal::All);
         issuer.bind(id, ttl, allow_local_all, leash_bin)
+    }
+
+    /// Puts the approvals read at start into the policy the config alone built.
+    fn install_approved(&self) -> Result<(), crate::config::ConfigError> {
+        let state = self.state.lock().expect("hub lock");
+        if self.embedders.is_some() || state.approved == Approvals::default() {
+            return Ok(());
+        }
+        // The approvals parsed as rules; a policy still refusing them names the file.
+        self.install(&state)
+            .map_err(|e| crate::config::ConfigError::Parse {
+                path: self.approvals.path().to_owned(),
+                line: None,
+                key: "approvals".to_owned(),
+                message: e.to_string(),
+            })
     }
 
     /// Builds the policy from `state`, swaps it in, and closes what it refuses.
@@ -155,6 +192,12 @@ impl Hub {
 fn build(state: &State) -> Result<Policy, ControlError> {
     let config = &state.config;
     let mut builder = PolicyBuilder::from_config(&config.policy).map_err(ControlError::Policy)?;
+    for rule in &state.approved.allow {
+        builder = builder.allow(rule.clone());
+    }
+    for rule in &state.approved.deny {
+        builder = builder.deny(rule.clone());
+    }
     for rule in &state.added.allow {
         builder = builder.allow(rule.clone());
     }
@@ -230,12 +273,18 @@ impl Control for Hub {
         if let Some(overlay) = &self.overlay {
             overlay(&mut config).map_err(ControlError::Config)?;
         }
+        let approved = self
+            .approvals
+            .load()
+            .map_err(|e| ControlError::Config(e.to_string()))?;
         let mut state = self.state.lock().expect("hub lock");
         let previous = std::mem::replace(&mut state.config, config);
+        let previous_approved = std::mem::replace(&mut state.approved, approved);
         let previous_mode = state.mode.take();
         let result = self.install(&state);
         if result.is_err() {
             state.config = previous;
+            state.approved = previous_approved;
             state.mode = previous_mode;
         }
         result
@@ -273,4 +322,59 @@ impl Control for Hub {
         self.tunnels.close_attempt(id, &ended);
         Ok(())
     }
+
+    fn approve_always(&self, host: &str, port: u16, answer: AskAnswer) -> Result<(), ControlError> {
+        if self.embedders.is_some() {
+            return Err(ControlError::EmbeddersEngine);
+        }
+        let rule = approval_rule(host, port)?;
+        // Under the hub lock: two answers append one after the other, never over each other.
+        let mut state = self.state.lock().expect("hub lock");
+        let approved = self
+            .approvals
+            .append(answer, rule)
+            .map_err(|e| ControlError::Approvals(e.to_string()))?;
+        let previous = std::mem::replace(&mut state.approved, approved);
+        let result = self.install(&state);
+        if result.is_err() {
+            state.approved = previous;
+        }
+        result
+    }
+
+    fn rule_sources(&self) -> Option<RuleSources> {
+        let policy = self.policy()?;
+        let state = self.state.lock().expect("hub lock");
+        let source = |rule: &Rule, approved: &[Rule], added: &[Rule]| {
+            let source = if approved.contains(rule) {
+                "approval:always"
+            } else if added.contains(rule) {
+                "runtime"
+            } else {
+                "config"
+            };
+            RuleSource {
+                rule: rule.to_string(),
+                source,
+            }
+        };
+        let (approved, added) = (&state.approved, &state.added);
+        Some(RuleSources {
+            allow: (policy.allow_rules().iter())
+                .map(|r| source(r, &approved.allow, &added.allow))
+                .collect(),
+            deny: (policy.deny_rules().iter())
+                .map(|r| source(r, &approved.deny, &added.deny))
+                .collect(),
+        })
+    }
+}
+
+/// The rule an approval of `host:port` adds: that host (or IP) on that port only.
+fn approval_rule(host: &str, port: u16) -> Result<Rule, ControlError> {
+    let text = match host.contains(':') {
+        true => format!("[{host}]:{port}"),
+        false => format!("{host}:{port}"),
+    };
+    text.parse::<Rule>().map_err(ControlError::Rule)
 }

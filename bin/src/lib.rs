@@ -5,6 +5,7 @@
 //! **Invariant:** only this crate reads configuration files; the library crates receive plain data.
 
 mod admin_token;
+mod approvals;
 mod attempts;
 mod child_env;
 mod config;

@@ -196,8 +196,10 @@ impl Pending {
         by: ApprovedBy,
     ) -> Result<PendingItem, AnswerError> {
         match scope {
-            AskScope::Once | AskScope::Session => {}
-            AskScope::Attempt | AskScope::Always => return Err(AnswerError::Unsupported(scope)),
+            // `always` releases like `once` here; the caller keeps the rule (the admin API
+            // through `Control::approve_always`: the approvals file and the policy).
+            AskScope::Once | AskScope::Session | AskScope::Always => {}
+            AskScope::Attempt => return Err(AnswerError::Unsupported(scope)),
         }
         let mut state = self.state();
         let item = state.items.remove(&id).ok_or(AnswerError::Gone)?;

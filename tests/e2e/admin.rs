@@ -78,7 +78,15 @@ async fn every_endpoint_answers_its_shape_and_errors_are_json() {
     let (_, patterns) = call(&admin, "GET", "/patterns", None, t).await;
     assert_eq!(
         patterns,
-        json!({"allow":["**.github.com"],"deny":["gist.github.com"],"allow_local":["127.0.0.1:8000"]})
+        json!({
+            "allow": ["**.github.com"],
+            "deny": ["gist.github.com"],
+            "allow_local": ["127.0.0.1:8000"],
+            "sources": {
+                "allow": [{"rule": "**.github.com", "source": "config"}],
+                "deny": [{"rule": "gist.github.com", "source": "config"}],
+            },
+        })
     );
 
     let (status, blocked) = call(&admin, "GET", "/blocked", None, t).await;

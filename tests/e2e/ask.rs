@@ -1,8 +1,9 @@
 //! Asking a person (SPEC §14): an `ask` is held while an approver long-polls `/pending`, and the
 //! answer, a timeout or a policy change ends the wait. Real curl, real loopback origins.
 
-use std::time::Duration;
+use std::{os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
+use leash::Config;
 use serde_json::{json, Value};
 use tests::{curl, policy_config, start_proxy, CurlOutput, OriginPair, TestProxy};
 
@@ -12,10 +13,23 @@ use crate::admin::call;
 /// holding asks up to `hold`.
 async fn asking(dir: &std::path::Path, hold: &str) -> (TestProxy, OriginPair) {
     let origins = OriginPair::start(dir).await;
-    let mut config = policy_config(&[], &[], &origins.allow_local);
-    config.ask = serde_json::from_value(json!({ "hold": hold })).expect("an [ask] table");
-    let proxy = start_proxy(config, origins.resolver.clone(), None);
+    let proxy = start_proxy(
+        asking_config(&origins, hold, None),
+        origins.resolver.clone(),
+        None,
+    );
     (proxy, origins)
+}
+
+/// The config of `asking`, keeping `always` answers in `approvals` when given.
+fn asking_config(origins: &OriginPair, hold: &str, approvals: Option<&Path>) -> Config {
+    let mut config = policy_config(&[], &[], &origins.allow_local);
+    let mut ask = json!({ "hold": hold });
+    if let Some(approvals) = approvals {
+        ask["approvals"] = json!(approvals);
+    }
+    config.ask = serde_json::from_value(ask).expect("an [ask] table");
+    config
 }
 
 /// Long-polls `/pending` until an item has `waiting` requests (bounded: 20 polls of 1 s).
@@ -292,10 +306,8 @@ async fn scopes_not_built_yet_answer_400_and_leave_the_item() {
     let url = format!("http://origin.test:{}/", origins.plain.port());
     let held = spawn_curl(vec!["-x".into(), proxy.proxy_url("a1:tok"), url]);
     let item = pending_item(&proxy, 1).await;
-    for scope in ["always", "attempt"] {
-        let (status, body) = answer(&proxy, &item["id"], "allow", scope).await;
-        assert_eq!(status, 400, "{body}");
-    }
+    let (status, body) = answer(&proxy, &item["id"], "allow", "attempt").await;
+    assert_eq!(status, 400, "{body}");
     let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
     assert_eq!(status, 200);
     assert_eq!(held.await.unwrap().text(), "hello from origin");
@@ -343,4 +355,163 @@ async fn a_killed_client_stops_waiting_and_the_last_one_withdraws_the_item() {
         let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
         assert_eq!(status, 404, "{way}: withdrawn");
     }
+}
+
+/// `GET /patterns`' `sources`: the source of `rule` in list `list`, if it is in force.
+async fn source_of(proxy: &TestProxy, list: &str, rule: &str) -> Option<String> {
+    let (status, patterns) = call(&proxy.admin_client(), "GET", "/patterns", None, None).await;
+    assert_eq!(status, 200, "{patterns}");
+    let sources = patterns["sources"][list]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    sources
+        .iter()
+        .find(|s| s["rule"] == json!(rule))
+        .map(|s| s["source"].as_str().unwrap_or_default().to_owned())
+}
+
+/// One curl through the HTTP proxy, bounded well below `ask.hold` (30 s): a request that is
+/// held instead of decided by a rule fails this bound.
+async fn curl_now(proxy: &TestProxy, url: &str) -> String {
+    let args = vec![
+        "-i".into(),
+        "-x".into(),
+        proxy.proxy_url("a1:tok"),
+        url.to_owned(),
+    ];
+    tokio::time::timeout(Duration::from_secs(10), spawn_curl(args))
+        .await
+        .expect("decided by a rule, not held")
+        .unwrap()
+        .text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_is_kept_in_the_approvals_file_and_read_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let origins = OriginPair::start(dir.path()).await;
+    let file = dir.path().join("approvals.toml");
+    let config = asking_config(&origins, "30s", Some(&file));
+    let proxy = start_proxy(config.clone(), origins.resolver.clone(), None);
+    become_approver(&proxy).await;
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+    let held = spawn_curl(vec!["-x".into(), proxy.proxy_url("a1:tok"), url.clone()]);
+    let item = pending_item(&proxy, 1).await;
+    let (status, body) = answer(&proxy, &item["id"], "allow", "always").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(held.await.unwrap().text(), "hello from origin");
+    // A later request passes on the rule, with an approver present and nothing pending.
+    assert!(curl_now(&proxy, &url).await.ends_with("hello from origin"));
+    let (_, page) = call(&proxy.admin_client(), "GET", "/pending", None, None).await;
+    assert_eq!(page["pending"], json!([]));
+    let rule = format!("origin.test:{}", origins.plain.port());
+    let source = source_of(&proxy, "allow", &rule).await;
+    assert_eq!(source.as_deref(), Some("approval:always"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(&format!("\"{rule}\"")), "{text}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    drop(proxy);
+    // A new leash on the same file: no approver at all, yet the request passes.
+    let proxy = start_proxy(config, origins.resolver.clone(), None);
+    assert!(curl_now(&proxy, &url).await.ends_with("hello from origin"));
+    let source = source_of(&proxy, "allow", &rule).await;
+    assert_eq!(source.as_deref(), Some("approval:always"));
+    // Other hosts are still asked about (no approver now: refused at once).
+    let other = format!("http://other.test:{}/", origins.plain.port());
+    let text = curl_now(&proxy, &other).await;
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_answered_always_refuses_later_requests_and_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let origins = OriginPair::start(dir.path()).await;
+    let file = dir.path().join("approvals.toml");
+    let config = asking_config(&origins, "30s", Some(&file));
+    let proxy = start_proxy(config.clone(), origins.resolver.clone(), None);
+    become_approver(&proxy).await;
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+    let held = spawn_curl(vec![
+        "-i".into(),
+        "-x".into(),
+        proxy.proxy_url("a1:tok"),
+        url.clone(),
+    ]);
+    let item = pending_item(&proxy, 1).await;
+    let (status, body) = answer(&proxy, &item["id"], "deny", "always").await;
+    assert_eq!(status, 200, "{body}");
+    let text = held.await.unwrap().text();
+    assert!(text.contains(r#""reason":"declined""#), "{text}");
+    // Later: the deny rule refuses at once, though an approver is present.
+    let text = curl_now(&proxy, &url).await;
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(text.contains(r#""reason":"denylist""#), "{text}");
+    let rule = format!("origin.test:{}", origins.plain.port());
+    let source = source_of(&proxy, "deny", &rule).await;
+    assert_eq!(source.as_deref(), Some("approval:always"));
+    drop(proxy);
+    let proxy = start_proxy(config, origins.resolver.clone(), None);
+    let text = curl_now(&proxy, &url).await;
+    assert!(text.contains(r#""reason":"denylist""#), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_rule_in_the_approvals_file_fails_the_start_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let origins = OriginPair::start(dir.path()).await;
+    let file = dir.path().join("approvals.toml");
+    std::fs::write(&file, "allow = [\n  \"a.test\",\n  \"*.com\",\n]\n").unwrap();
+    let mut config = asking_config(&origins, "30s", Some(&file));
+    config.listen.ephemeral = true;
+    config.log.violations = dir.path().join("violations.jsonl");
+    config.admin.enabled = false;
+    let error = leash::Leash::builder()
+        .config(config)
+        .resolver(origins.resolver.clone())
+        .build()
+        .expect_err("a bad approvals file")
+        .to_string();
+    let named = format!("{}:3: key `allow[1]`", file.display());
+    assert!(error.starts_with(&named), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_the_approvals_file_again_and_keeps_the_old_policy_on_a_bad_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let origins = OriginPair::start(dir.path()).await;
+    let approvals = dir.path().join("approvals.toml");
+    let config_file = dir.path().join("leash.toml");
+    let local = serde_json::to_string(&origins.allow_local).unwrap();
+    let toml = format!(
+        "[policy]\nallow_local = {local}\n[ask]\napprovals = {}\n",
+        serde_json::to_string(&approvals).unwrap()
+    );
+    std::fs::write(&config_file, toml).unwrap();
+    let proxy = tests::start_proxy_from_file(&config_file, origins.resolver.clone());
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+    // No approver, no rule: refused at once.
+    assert!(curl_now(&proxy, &url).await.starts_with("HTTP/1.1 403"));
+    let rule = format!("origin.test:{}", origins.plain.port());
+    std::fs::write(&approvals, format!("allow = [\"{rule}\"]\n")).unwrap();
+    let (status, body) = call(&proxy.admin_client(), "POST", "/reload", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(curl_now(&proxy, &url).await.ends_with("hello from origin"));
+    let source = source_of(&proxy, "allow", &rule).await;
+    assert_eq!(source.as_deref(), Some("approval:always"));
+    // A bad hand edit: the reload names file and line, and the old policy stays.
+    std::fs::write(
+        &approvals,
+        format!("allow = [\n  \"{rule}\",\n  \"a..b\",\n]\n"),
+    )
+    .unwrap();
+    let (status, body) = call(&proxy.admin_client(), "POST", "/reload", None, None).await;
+    assert_eq!(status, 400, "{body}");
+    let named = format!("{}:3: key `allow[1]`", approvals.display());
+    assert!(
+        body["error"].as_str().unwrap().starts_with(&named),
+        "{body}"
+    );
+    assert!(curl_now(&proxy, &url).await.ends_with("hello from origin"));
 }

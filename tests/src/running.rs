@@ -96,6 +96,11 @@ fn test_overlay(dir: PathBuf, log_dir: PathBuf, listeners: Option<ConfigOverlay>
             .admin
             .token_file
             .get_or_insert_with(|| dir.join("admin.token"));
+        // Never the user's own approvals (the state directory's default): a test's are its own.
+        config
+            .ask
+            .approvals
+            .get_or_insert_with(|| dir.join("approvals.toml"));
         Ok(())
     })
 }
