@@ -365,9 +365,10 @@ async fn answer(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
             ok(json!({ "answered": item, "answer": body.answer, "scope": body.scope }))
         }
         Err(AnswerError::Gone) => error(StatusCode::NOT_FOUND, &AnswerError::Gone.to_string()),
-        Err(unsupported @ AnswerError::Unsupported(_)) => {
-            error(StatusCode::BAD_REQUEST, &unsupported.to_string())
-        }
+        Err(AnswerError::AttemptNotBound) => error(
+            StatusCode::BAD_REQUEST,
+            &AnswerError::AttemptNotBound.to_string(),
+        ),
     }
 }
 

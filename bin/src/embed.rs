@@ -199,12 +199,16 @@ impl LeashBuilder {
         }
         let tunnels = dialer.tunnels().clone();
         // The one place every `ask` waits; the embedder's decider is one of its approvers.
-        let pending = Arc::new(Pending::new(
+        let pending = Pending::new(
             config.ask.hold.get(),
             self.decider,
             sink.clone(),
             engine.clone(),
-        ));
+        );
+        let pending = Arc::new(match config.auth.attempts {
+            AttemptsMode::Bound => pending.with_bound_attempts(),
+            AttemptsMode::Free => pending,
+        });
         let interception = interception(&config)?;
         let ca_files = interception.as_ref().map(ca_files_for).transpose()?;
         let attempts = (config.auth.attempts == AttemptsMode::Bound).then(Arc::<Attempts>::default);

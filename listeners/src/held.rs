@@ -53,9 +53,10 @@ pub enum AnswerError {
     /// No such item: answered already, withdrawn, or never there.
     #[error("no pending item with that id (answered, withdrawn or timed out)")]
     Gone,
-    /// A scope this build cannot keep yet.
-    #[error("scope {0} is not yet supported")]
-    Unsupported(AskScope),
+    /// `attempt` needs bound attempts (SPEC §18): a free-form attempt id is a label any client can
+    /// claim, so an approval for it would be an approval for everyone.
+    #[error("scope attempt needs auth.attempts = \"bound\" and an ask made on a bound attempt")]
+    AttemptNotBound,
 }
 
 /// Counts for `/metrics`.
@@ -107,6 +108,8 @@ struct State {
     items: BTreeMap<u64, Item>,
     /// `session` answers, by host and port, until leash exits.
     session: HashMap<(String, u16), AskAnswer>,
+    /// `attempt` answers, by attempt, host and port, until the attempt ends or leash exits.
+    by_attempt: HashMap<(String, String, u16), AskAnswer>,
     pollers: usize,
     last_poll: Option<Instant>,
     counts: PendingCounts,
@@ -125,6 +128,8 @@ pub struct Pending {
     state: Mutex<State>,
     /// Bumped on every change of the list, for long polls.
     changed: watch::Sender<u64>,
+    /// Attempts are bound (`auth.attempts = "bound"`), so an attempt id is proof, not a label.
+    bound_attempts: bool,
 }
 
 impl Pending {
@@ -143,7 +148,19 @@ impl Pending {
             engine,
             state: Mutex::default(),
             changed: watch::Sender::new(0),
+            bound_attempts: false,
         }
+    }
+
+    /// Attempt ids are bound to secrets, so the `attempt` scope can be answered.
+    pub fn with_bound_attempts(mut self) -> Pending {
+        self.bound_attempts = true;
+        self
+    }
+
+    /// Forgets the `attempt` answers of an ended attempt (its id may be bound again later).
+    pub fn forget_attempt(&self, attempt: &str) {
+        self.state().by_attempt.retain(|(a, _, _), _| a != attempt);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -198,16 +215,26 @@ impl Pending {
         match scope {
             // `always` releases like `once` here; the caller keeps the rule (the admin API
             // through `Control::approve_always`: the approvals file and the policy).
-            AskScope::Once | AskScope::Session | AskScope::Always => {}
-            AskScope::Attempt => return Err(AnswerError::Unsupported(scope)),
+            AskScope::Once | AskScope::Session | AskScope::Always | AskScope::Attempt => {}
         }
         let mut state = self.state();
+        let item = state.items.get(&id).ok_or(AnswerError::Gone)?;
+        let attempt = match (scope, &item.key.attempt, self.bound_attempts) {
+            (AskScope::Attempt, Some(attempt), true) => Some(attempt.clone()),
+            (AskScope::Attempt, _, _) => return Err(AnswerError::AttemptNotBound),
+            (AskScope::Once | AskScope::Session | AskScope::Always, _, _) => None,
+        };
         let item = state.items.remove(&id).ok_or(AnswerError::Gone)?;
         let view = item.view(id);
-        if scope == AskScope::Session {
-            state
-                .session
-                .insert((item.key.host.clone(), item.key.port), answer);
+        let place = (item.key.host.clone(), item.key.port);
+        match (scope, attempt) {
+            (AskScope::Session, _) => {
+                state.session.insert(place, answer);
+            }
+            (AskScope::Attempt, Some(attempt)) => {
+                state.by_attempt.insert((attempt, place.0, place.1), answer);
+            }
+            (AskScope::Once | AskScope::Always | AskScope::Attempt, _) => {}
         }
         *state.answered.entry((answer, scope, by)).or_default() += 1;
         drop(state);
@@ -303,7 +330,16 @@ impl Pending {
     fn join(&self, ask: &AskContext<'_>) -> Result<Waiter<'_>, Option<Hold>> {
         let key = Key::of(ask);
         let mut state = self.state();
-        match state.session.get(&(key.host.clone(), key.port)) {
+        let for_attempt = key
+            .attempt
+            .as_ref()
+            .filter(|_| self.bound_attempts)
+            .and_then(|a| {
+                state
+                    .by_attempt
+                    .get(&(a.clone(), key.host.clone(), key.port))
+            });
+        match for_attempt.or_else(|| state.session.get(&(key.host.clone(), key.port))) {
             Some(AskAnswer::Allow) => return Err(Some(Hold::Approved)),
             Some(AskAnswer::Deny) => return Err(Some(Hold::Declined)),
             None => {}

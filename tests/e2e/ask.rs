@@ -299,7 +299,7 @@ async fn a_deny_rule_added_while_held_answers_with_the_deny_block_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scopes_not_built_yet_answer_400_and_leave_the_item() {
+async fn the_attempt_scope_needs_bound_attempts_and_a_refusal_leaves_the_item() {
     let dir = tempfile::tempdir().unwrap();
     let (proxy, origins) = asking(dir.path(), "30s").await;
     become_approver(&proxy).await;
@@ -514,4 +514,61 @@ async fn a_reload_reads_the_approvals_file_again_and_keeps_the_old_policy_on_a_b
         "{body}"
     );
     assert!(curl_now(&proxy, &url).await.ends_with("hello from origin"));
+}
+
+/// With bound attempts, `attempt` answers for that attempt only: attempt A's next request to the
+/// host passes without asking, attempt B's is still held; ending A forgets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_answer_allows_that_attempt_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let origins = OriginPair::start(dir.path()).await;
+    let mut config = asking_config(&origins, "30s", None);
+    config.auth.attempts = leash::AttemptsMode::Bound;
+    let proxy = start_proxy(config, origins.resolver.clone(), None);
+    let admin = proxy.admin_client();
+    let mut urls = Vec::new();
+    for id in ["a", "b"] {
+        let body = json!({ "id": id }).to_string();
+        let (status, bound) = call(&admin, "POST", "/attempts", Some(&body), None).await;
+        assert_eq!(status, 200, "{bound}");
+        urls.push(bound["http"].as_str().expect("a proxy URL").to_owned());
+    }
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+    become_approver(&proxy).await;
+    let held = spawn_curl(vec!["-x".into(), urls[0].clone(), url.clone()]);
+    let item = pending_item(&proxy, 1).await;
+    assert_eq!(item["attempt"], "a", "{item}");
+    let (status, body) = answer(&proxy, &item["id"], "allow", "attempt").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(held.await.unwrap().text(), "hello from origin");
+
+    // A again: allowed without an item.
+    let again = curl(&["-x", &urls[0], &url]).await;
+    assert_eq!(again.text(), "hello from origin");
+    // B: held as before.
+    become_approver(&proxy).await;
+    let other = spawn_curl(vec!["-x".into(), urls[1].clone(), url.clone()]);
+    let item = pending_item(&proxy, 1).await;
+    assert_eq!(item["attempt"], "b", "{item}");
+    let (status, _) = answer(&proxy, &item["id"], "deny", "once").await;
+    assert_eq!(status, 200);
+    assert!(other.await.unwrap().text().contains("declined"));
+
+    // Ending A forgets its answer: bound again under the same id, it is asked again.
+    let (status, _) = call(&admin, "DELETE", "/attempts/a", None, None).await;
+    assert_eq!(status, 200);
+    let body = json!({ "id": "a" }).to_string();
+    let (status, rebound) = call(&admin, "POST", "/attempts", Some(&body), None).await;
+    assert_eq!(status, 200, "{rebound}");
+    become_approver(&proxy).await;
+    let asked = spawn_curl(vec![
+        "-x".into(),
+        rebound["http"].as_str().unwrap().to_owned(),
+        url,
+    ]);
+    let item = pending_item(&proxy, 1).await;
+    assert_eq!(item["attempt"], "a", "{item}");
+    let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
+    assert_eq!(status, 200);
+    assert_eq!(asked.await.unwrap().text(), "hello from origin");
 }
