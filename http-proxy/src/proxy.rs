@@ -1,11 +1,7 @@
 //! The proxy's shared state and the entry point of every request: authenticate, then hand over to
 //! `CONNECT` or absolute-form forwarding. Blocks are recorded here, before the answer is built.
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{body::Incoming, Method, Request, Response};
 use listeners::{ClientKey, Connection, Dialer, RelayMode};
@@ -116,15 +112,7 @@ impl HttpProxy {
 
     /// How this request's credentials are checked, judged now.
     fn proxy_auth(&self) -> ProxyAuth<'_> {
-        match &self.attempts {
-            Some(attempts) => ProxyAuth::Bound {
-                attempts,
-                now: Instant::now(),
-            },
-            None => ProxyAuth::Free {
-                token: self.token.as_deref(),
-            },
-        }
+        ProxyAuth::now(self.attempts.as_deref(), self.token.as_deref())
     }
 
     /// Holds every `ask` in `holder` until an approver answers (it can never loosen a `deny`).

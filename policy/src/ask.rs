@@ -53,36 +53,20 @@ pub enum ApprovedBy {
     Policy,
 }
 
-macro_rules! names {
-    ($ty:ty { $($variant:ident => $name:literal),* $(,)? }) => {
-        impl $ty {
-            /// The name on the wire.
-            pub fn as_str(self) -> &'static str {
-                match self { $(<$ty>::$variant => $name),* }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($name => Ok(<$ty>::$variant),)*
-                    other => Err(format!("unknown {}: {other:?}", stringify!($ty))),
-                }
-            }
-        }
-    };
-}
-
-names!(AskAnswer { Allow => "allow", Deny => "deny" });
-names!(AskScope { Once => "once", Attempt => "attempt", Session => "session", Always => "always" });
-names!(ApprovedBy {
-    Page => "page", Api => "api", Decider => "decider", Terminal => "terminal",
-    Timeout => "timeout", Policy => "policy",
+str_enum!(AskAnswer { Allow = "allow", Deny = "deny" });
+str_enum!(AskScope {
+    Once = "once",
+    Attempt = "attempt",
+    Session = "session",
+    Always = "always",
+});
+str_enum!(ApprovedBy {
+    Page = "page",
+    Api = "api",
+    Decider = "decider",
+    Terminal = "terminal",
+    Timeout = "timeout",
+    Policy = "policy",
 });
 
 /// What holding an `ask` came to.

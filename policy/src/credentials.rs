@@ -34,6 +34,19 @@ pub enum ProxyAuth<'a> {
     },
 }
 
+impl<'a> ProxyAuth<'a> {
+    /// The check a proxy makes now: against `attempts` when they are bound, else against `token`.
+    pub fn now(attempts: Option<&'a Attempts>, token: Option<&'a str>) -> ProxyAuth<'a> {
+        match attempts {
+            Some(attempts) => ProxyAuth::Bound {
+                attempts,
+                now: Instant::now(),
+            },
+            None => ProxyAuth::Free { token },
+        }
+    }
+}
+
 impl ProxyAuth<'_> {
     /// Whether a client must send credentials at all (else a missing password is fine).
     pub fn required(&self) -> bool {

@@ -275,34 +275,6 @@ pub enum Protocol {
     Socks5Udp,
 }
 
-macro_rules! str_enum {
-    ($ty:ty { $($variant:ident = $text:literal),+ $(,)? }) => {
-        impl $ty {
-            /// The wire spelling.
-            pub fn as_str(self) -> &'static str {
-                match self { $(<$ty>::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $ty {
-            type Err = String;
-
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok(<$ty>::$variant),)+
-                    _ => Err(format!("expected one of: {}", [$($text),+].join(", "))),
-                }
-            }
-        }
-    };
-}
-
 str_enum!(Mode { Full = "full", Limited = "limited" });
 impl Protocol {
     /// Every protocol, in `index` order.

@@ -23,6 +23,35 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+/// `as_str`, `Display` and `FromStr` for a fieldless enum from one table of wire spellings.
+macro_rules! str_enum {
+    ($ty:ty { $($variant:ident = $text:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$ty>::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok(<$ty>::$variant),)+
+                    _ => Err(format!("expected one of: {}", [$($text),+].join(", "))),
+                }
+            }
+        }
+    };
+}
+
 mod ask;
 mod attempts;
 mod config;

@@ -94,15 +94,7 @@ impl SocksProxy {
 
     /// How a handshake's credentials are checked, judged now.
     fn proxy_auth(&self) -> ProxyAuth<'_> {
-        match &self.attempts {
-            Some(attempts) => ProxyAuth::Bound {
-                attempts,
-                now: std::time::Instant::now(),
-            },
-            None => ProxyAuth::Free {
-                token: self.options.token.as_deref(),
-            },
-        }
+        ProxyAuth::now(self.attempts.as_deref(), self.options.token.as_deref())
     }
 
     /// Holds every `ask` in `holder` until an approver answers (it can never loosen a `deny`).
