@@ -3,7 +3,10 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use policy::{AskAnswer, BindError, Mode, Policy, PolicyEngine, PolicyError, RuleError};
+use listeners::{AnswerError, PendingItem};
+use policy::{
+    ApprovedBy, AskAnswer, AskScope, BindError, Mode, Policy, PolicyEngine, PolicyError, RuleError,
+};
 use serde::{Deserialize, Serialize};
 
 /// One rule in force and where it comes from (`/patterns`' `sources`, SPEC §14): `config` (the
@@ -90,6 +93,9 @@ pub enum ControlError {
     /// An `always` answer could not be saved to the approvals file (the message names the file).
     #[error("the approval was not saved: {0}")]
     Approvals(String),
+    /// A pending item could not be answered as asked.
+    #[error("{0}")]
+    Answer(AnswerError),
 }
 
 /// The running instance, as the admin API sees it. Every change is an atomic policy swap.
@@ -123,9 +129,16 @@ pub trait Control: fmt::Debug + Send + Sync {
     /// Ends bound attempt `id`: its secret is refused from the next request on.
     fn end_attempt(&self, id: &str) -> Result<(), ControlError>;
 
-    /// An `always` answer for `host:port`: appends the rule to the approvals file and adds it to
-    /// the policy in force (an allow rule for `allow`, a deny rule for `deny`).
-    fn approve_always(&self, host: &str, port: u16, answer: AskAnswer) -> Result<(), ControlError>;
+    /// Answers pending item `id` (SPEC §14) for every approver alike: releases the requests
+    /// waiting for it and, for `always`, appends the rule to the approvals file and adds it to the
+    /// policy in force (an allow rule for `allow`, a deny rule for `deny`).
+    fn answer(
+        &self,
+        id: u64,
+        answer: AskAnswer,
+        scope: AskScope,
+        by: ApprovedBy,
+    ) -> Result<PendingItem, ControlError>;
 
     /// The rules in force with their sources; `None` with an embedder's engine.
     fn rule_sources(&self) -> Option<RuleSources>;

@@ -335,6 +335,10 @@ async fn pending(
 struct AnswerBody {
     answer: AskAnswer,
     scope: AskScope,
+    /// Which of leash's own clients answers (the answer line's `by`): `api` when absent, `page`
+    /// from the approvals page, `terminal` from `leash approve`. The others name approvers that
+    /// answer inside leash, never over HTTP.
+    by: Option<ApprovedBy>,
 }
 
 /// `POST /pending/{id}`: answers a held ask; `404` when it is gone.
@@ -347,28 +351,18 @@ async fn answer(admin: &Admin, req: Request<Incoming>) -> AdminResponse {
         Ok(body) => body,
         Err(response) => return response,
     };
-    let Some(pending) = admin.pending.as_ref() else {
-        return error(StatusCode::NOT_FOUND, &AnswerError::Gone.to_string());
-    };
-    match pending.answer(id, body.answer, body.scope, ApprovedBy::Api) {
-        Ok(item) => {
-            // `always` is kept here, after the item is answered: the rule's swap would otherwise
-            // re-decide the item itself (`by: policy`) and this answer would find it gone.
-            if body.scope == AskScope::Always {
-                let saved = admin
-                    .control
-                    .approve_always(&item.host, item.port, body.answer);
-                if let Err(refused) = saved {
-                    return control_error(&refused);
-                }
-            }
-            ok(json!({ "answered": item, "answer": body.answer, "scope": body.scope }))
+    let by = match body.by.unwrap_or(ApprovedBy::Api) {
+        by @ (ApprovedBy::Api | ApprovedBy::Page | ApprovedBy::Terminal) => by,
+        ApprovedBy::Decider | ApprovedBy::Timeout | ApprovedBy::Policy => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "by: expected \"api\", \"page\" or \"terminal\"",
+            )
         }
-        Err(AnswerError::Gone) => error(StatusCode::NOT_FOUND, &AnswerError::Gone.to_string()),
-        Err(AnswerError::AttemptNotBound) => error(
-            StatusCode::BAD_REQUEST,
-            &AnswerError::AttemptNotBound.to_string(),
-        ),
+    };
+    match admin.control.answer(id, body.answer, body.scope, by) {
+        Ok(item) => ok(json!({ "answered": item, "answer": body.answer, "scope": body.scope })),
+        Err(refused) => control_error(&refused),
     }
 }
 
@@ -480,6 +474,8 @@ fn control_status(refused: &ControlError) -> StatusCode {
         ControlError::NoSuchAttempt(_) => StatusCode::NOT_FOUND,
         // The answer was given (as `once`); leash failed to keep it.
         ControlError::Approvals(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ControlError::Answer(AnswerError::Gone) => StatusCode::NOT_FOUND,
+        ControlError::Answer(AnswerError::AttemptNotBound) => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -649,6 +645,10 @@ mod tests {
             ControlError::AttemptRequest(_) => (StatusCode::BAD_REQUEST, "ttl"),
             ControlError::NoSuchAttempt(_) => (StatusCode::NOT_FOUND, "no bound attempt"),
             ControlError::Approvals(_) => (StatusCode::INTERNAL_SERVER_ERROR, "not saved"),
+            ControlError::Answer(AnswerError::Gone) => (StatusCode::NOT_FOUND, "no pending item"),
+            ControlError::Answer(AnswerError::AttemptNotBound) => {
+                (StatusCode::BAD_REQUEST, "scope attempt")
+            }
         }
     }
 
@@ -676,6 +676,8 @@ mod tests {
             ControlError::AttemptRequest("ttl: not a duration".into()),
             ControlError::NoSuchAttempt("a".into()),
             ControlError::Approvals("a.toml: read-only file system".into()),
+            ControlError::Answer(AnswerError::Gone),
+            ControlError::Answer(AnswerError::AttemptNotBound),
         ];
         for refused in &refusals {
             let (status, word) = expected(refused);

@@ -538,6 +538,11 @@ impl Running {
         self.hub.bind_attempt_with(request, leash_bin)
     }
 
+    /// An approver in this process (SPEC §14): while it lives, asks are held for it to answer.
+    pub fn approver(&self) -> crate::Approver {
+        crate::Approver::new(self.hub.clone())
+    }
+
     /// Ends a bound attempt: its secret is refused from the next request on.
     pub fn end_attempt(&self, id: &str) -> Result<(), ControlError> {
         self.hub.end_attempt(id)

@@ -9,8 +9,10 @@ use std::{
 };
 
 use admin::{AttemptRequest, Control, ControlError, RuleChange, RuleOp, RuleSource, RuleSources};
-use listeners::{Pending, Tunnels};
-use policy::{AllowLocal, AskAnswer, Mode, Policy, PolicyBuilder, PolicyEngine, Rule};
+use listeners::{Pending, PendingItem, Tunnels};
+use policy::{
+    AllowLocal, ApprovedBy, AskAnswer, AskScope, Mode, Policy, PolicyBuilder, PolicyEngine, Rule,
+};
 
 use crate::{
     approvals::{Approvals, ApprovalsFile},
@@ -34,7 +36,7 @@ pub(crate) struct Hub {
     started: Instant,
     state: Mutex<State>,
     /// Held requests, decided again on every swap.
-    pending: Arc<Pending>,
+    pub(crate) pending: Arc<Pending>,
     /// With `auth.attempts = "bound"`: what binds attempts (`None`: attempts are free-form).
     issuer: Option<Issuer>,
     /// Where `always` answers are kept (`ask.approvals`).
@@ -100,6 +102,27 @@ pub(crate) struct Live {
 }
 
 impl Hub {
+    /// An `always` answer for `host:port`: appends the rule to the approvals file and adds it
+    /// to the policy in force (an allow rule for `allow`, a deny rule for `deny`).
+    fn approve_always(&self, host: &str, port: u16, answer: AskAnswer) -> Result<(), ControlError> {
+        if self.embedders.is_some() {
+            return Err(ControlError::EmbeddersEngine);
+        }
+        let rule = approval_rule(host, port)?;
+        // Under the hub lock: two answers append one after the other, never over each other.
+        let mut state = self.state.lock().expect("hub lock");
+        let approved = self
+            .approvals
+            .append(answer, rule)
+            .map_err(|e| ControlError::Approvals(e.to_string()))?;
+        let previous = std::mem::replace(&mut state.approved, approved);
+        let result = self.install(&state);
+        if result.is_err() {
+            state.approved = previous;
+        }
+        result
+    }
+
     /// The hub over `live`, with the approvals file's rules (read here) in force; a bad approvals
     /// file is an error naming its file and line, like the config's.
     pub(crate) fn new(
@@ -324,23 +347,24 @@ impl Control for Hub {
         Ok(())
     }
 
-    fn approve_always(&self, host: &str, port: u16, answer: AskAnswer) -> Result<(), ControlError> {
-        if self.embedders.is_some() {
-            return Err(ControlError::EmbeddersEngine);
+    fn answer(
+        &self,
+        id: u64,
+        answer: AskAnswer,
+        scope: AskScope,
+        by: ApprovedBy,
+    ) -> Result<PendingItem, ControlError> {
+        let item = self
+            .pending
+            .answer(id, answer, scope, by)
+            .map_err(ControlError::Answer)?;
+        // `always` is kept after the item is answered: the rule's swap would otherwise re-decide
+        // the item itself (`by: policy`) and this answer would find it gone.
+        match scope {
+            AskScope::Always => self.approve_always(&item.host, item.port, answer)?,
+            AskScope::Once | AskScope::Attempt | AskScope::Session => {}
         }
-        let rule = approval_rule(host, port)?;
-        // Under the hub lock: two answers append one after the other, never over each other.
-        let mut state = self.state.lock().expect("hub lock");
-        let approved = self
-            .approvals
-            .append(answer, rule)
-            .map_err(|e| ControlError::Approvals(e.to_string()))?;
-        let previous = std::mem::replace(&mut state.approved, approved);
-        let result = self.install(&state);
-        if result.is_err() {
-            state.approved = previous;
-        }
-        result
+        Ok(item)
     }
 
     fn rule_sources(&self) -> Option<RuleSources> {

@@ -6,6 +6,7 @@
 
 mod admin_token;
 mod approvals;
+mod approver;
 mod attempts;
 mod child_env;
 mod config;
@@ -16,6 +17,7 @@ mod hub;
 
 pub use crate::{
     admin_token::{random_hex, read_token_file, NO_ADMIN_TOKEN},
+    approver::Approver,
     attempts::BoundAttempt,
     child_env::{child_env, shell_quote, CaFiles, EnvSpec},
     config::{
@@ -30,6 +32,9 @@ pub use crate::{
 /// What `Running::change_rules` adds or removes, whether it adds or removes them, and why a change
 /// was refused.
 pub use admin::{AttemptRequest, ControlError, RuleChange, RuleOp};
+/// What an `Approver` sees and answers.
+pub use listeners::{AnswerError, PendingItem};
+pub use policy::{ApprovedBy, AskAnswer, AskScope};
 
 /// The README's Rust examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]
