@@ -15,8 +15,17 @@ use serde::{Deserialize, Serialize};
 pub struct RuleSource {
     /// The rule, canonical.
     pub rule: String,
-    /// Where it comes from.
-    pub source: &'static str,
+    /// Where it comes from: `config`, `runtime`, `approval:always`, `approval:session`,
+    /// `approval:attempt:ID` (an answer with scope `attempt`) or `attempt:ID` (the attempt's own
+    /// allow rules, SPEC §18).
+    pub source: String,
+}
+
+impl RuleSource {
+    /// `rule` from `source`.
+    pub fn new(rule: String, source: String) -> RuleSource {
+        RuleSource { rule, source }
+    }
 }
 
 /// The rules in force with their sources, per list.
@@ -46,7 +55,8 @@ pub struct AttemptRequest {
     pub id: Option<String>,
     /// How long the attempt lives (`"10m"`); for ever (until `DELETE`) when absent.
     pub ttl: Option<String>,
-    /// Allow rules for this attempt only (not built yet: a non-empty list is refused).
+    /// Allow rules for this attempt only, on top of the policy (they answer its asks; a deny,
+    /// local protection and limited mode still apply).
     pub allow: Vec<String>,
 }
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 use admin::{AttemptRequest, ControlError};
-use policy::Attempts;
+use policy::{Attempts, Rule};
 use serde_json::{json, Value};
 
 use crate::{child_env, embed::Addrs, CaFiles, EnvSpec, Timeout};
@@ -97,22 +97,39 @@ impl Issuer {
     }
 }
 
-/// The `ttl` of `POST /attempts`, checked like the config's durations.
-pub(crate) fn parse_request(
-    request: &AttemptRequest,
-) -> Result<(Option<&str>, Option<Duration>), ControlError> {
-    if !request.allow.is_empty() {
-        return Err(ControlError::AttemptRequest(
-            "allow: per-attempt allow rules are not supported yet".to_owned(),
-        ));
-    }
+/// The most allow rules one attempt is created with.
+const MAX_ATTEMPT_RULES: usize = 256;
+
+/// `POST /attempts` checked: its id, its `ttl` (checked like the config's durations) and its
+/// allow rules (each a rule of the config's grammar).
+#[derive(Debug)]
+pub(crate) struct Checked<'a> {
+    pub(crate) id: Option<&'a str>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) allow: Vec<Rule>,
+}
+
+pub(crate) fn parse_request(request: &AttemptRequest) -> Result<Checked<'_>, ControlError> {
+    let refused = |message: String| ControlError::AttemptRequest(message);
     let ttl = match &request.ttl {
         Some(ttl) => Some(
             ttl.parse::<Timeout>()
-                .map_err(|e| ControlError::AttemptRequest(format!("ttl: {e}")))?
+                .map_err(|e| refused(format!("ttl: {e}")))?
                 .get(),
         ),
         None => None,
     };
-    Ok((request.id.as_deref(), ttl))
+    if request.allow.len() > MAX_ATTEMPT_RULES {
+        return Err(refused(format!(
+            "allow: at most {MAX_ATTEMPT_RULES} rules per attempt"
+        )));
+    }
+    let allow = (request.allow.iter().enumerate())
+        .map(|(i, text)| (text.parse::<Rule>()).map_err(|e| refused(format!("allow[{i}]: {e}"))))
+        .collect::<Result<_, _>>()?;
+    Ok(Checked {
+        id: request.id.as_deref(),
+        ttl,
+        allow,
+    })
 }

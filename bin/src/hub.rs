@@ -9,7 +9,7 @@ use std::{
 };
 
 use admin::{AttemptRequest, Control, ControlError, RuleChange, RuleOp, RuleSource, RuleSources};
-use listeners::{Pending, PendingItem, Tunnels};
+use listeners::{Pending, PendingItem, Remembered, RememberedAnswer, Tunnels};
 use policy::{
     AllowLocal, ApprovedBy, AskAnswer, AskScope, Mode, Policy, PolicyBuilder, PolicyEngine, Rule,
 };
@@ -174,12 +174,14 @@ impl Hub {
         leash_bin: Option<&std::path::Path>,
     ) -> Result<BoundAttempt, ControlError> {
         let issuer = self.issuer.as_ref().ok_or(ControlError::AttemptsNotBound)?;
-        let (id, ttl) = crate::attempts::parse_request(request)?;
+        let checked = crate::attempts::parse_request(request)?;
         // An embedder's engine says nothing about `allow_local`: no local exception then.
         let allow_local_all = self
             .policy()
             .is_some_and(|p| *p.allow_local() == AllowLocal::All);
-        issuer.bind(id, ttl, allow_local_all, leash_bin)
+        let bound = issuer.bind(checked.id, checked.ttl, allow_local_all, leash_bin)?;
+        self.pending.bind_attempt(&bound.id, checked.allow);
+        Ok(bound)
     }
 
     /// Puts the approvals read at start into the policy the config alone built.
@@ -378,20 +380,48 @@ impl Control for Hub {
             } else {
                 "config"
             };
-            RuleSource {
-                rule: rule.to_string(),
-                source,
-            }
+            RuleSource::new(rule.to_string(), source.to_owned())
         };
         let (approved, added) = (&state.approved, &state.added);
-        Some(RuleSources {
+        let mut sources = RuleSources {
             allow: (policy.allow_rules().iter())
                 .map(|r| source(r, &approved.allow, &added.allow))
                 .collect(),
             deny: (policy.deny_rules().iter())
                 .map(|r| source(r, &approved.deny, &added.deny))
                 .collect(),
-        })
+        };
+        drop(state);
+        remembered_sources(&self.pending.remembered(), &mut sources);
+        Some(sources)
+    }
+}
+
+/// `session` and `attempt` answers and the attempts' own rules, as `/patterns` shows them (SPEC
+/// §14): an answer as the rule `host:port` in the list of its answer.
+fn remembered_sources(remembered: &Remembered, sources: &mut RuleSources) {
+    let mut add = |answered: &RememberedAnswer, source: String| {
+        let list = match answered.answer {
+            AskAnswer::Allow => &mut sources.allow,
+            AskAnswer::Deny => &mut sources.deny,
+        };
+        let rule = approval_rule(&answered.host, answered.port).map_or_else(
+            |_| format!("{}:{}", answered.host, answered.port),
+            |r| r.to_string(),
+        );
+        list.push(RuleSource::new(rule, source));
+    };
+    for answered in &remembered.session {
+        add(answered, "approval:session".to_owned());
+    }
+    for (attempt, answered) in &remembered.by_attempt {
+        add(answered, format!("approval:attempt:{attempt}"));
+    }
+    for (attempt, rule) in &remembered.attempt_rules {
+        let source = format!("attempt:{attempt}");
+        sources
+            .allow
+            .push(RuleSource::new(rule.to_string(), source));
     }
 }
 

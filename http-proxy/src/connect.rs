@@ -43,7 +43,7 @@ pub(crate) async fn handle(
     };
     let subject = subject(target.host().to_string(), target.port());
     let request = PolicyRequest::new(&target, "CONNECT", Protocol::Connect);
-    let ruling = proxy.decide(&scope, &request).await;
+    let ruling = proxy.decide(&scope, &request, None).await;
     if !ruling.decision.is_allowed() {
         return proxy.block_held(&scope, ruling, &subject);
     }

@@ -227,7 +227,7 @@ async fn decide(
             method_overrides: &overrides,
         },
     };
-    let ruling = proxy.decide(scope, &request).await;
+    let ruling = proxy.decide(scope, &request, Some(req.uri().path())).await;
     let holder = proxy.holder.as_deref();
     let approved = is_approved(scope.engine.as_ref(), holder, &request, &ruling.decision);
     (ruling, approved)

@@ -7,7 +7,7 @@ use hyper::{body::Incoming, Method, Request, Response};
 use listeners::{ClientKey, Connection, Dialer, RelayMode};
 use mitm::Interception;
 use policy::{
-    decide_with, Attempts, BlockReason, Decision, DecisionEvent, DecisionSink, Holder,
+    decide_with, AskContext, Attempts, BlockReason, Decision, DecisionEvent, DecisionSink, Holder,
     PolicyEngine, Protocol, ProxyAuth, Request as PolicyRequest, Ruling,
 };
 
@@ -121,15 +121,21 @@ impl HttpProxy {
         self
     }
 
-    /// The policy's decision, held for an answer on an `ask`.
-    pub(crate) async fn decide(&self, scope: &Scope, request: &PolicyRequest<'_>) -> Ruling {
-        decide_with(
-            scope.engine.as_ref(),
-            self.holder.as_deref(),
+    /// The policy's decision, held for an answer on an `ask`; `path` (without its query) is what
+    /// a person deciding sees of an HTTP request.
+    pub(crate) async fn decide(
+        &self,
+        scope: &Scope,
+        request: &PolicyRequest<'_>,
+        path: Option<&str>,
+    ) -> Ruling {
+        let ask = AskContext {
             request,
-            scope.attempt.as_deref(),
-        )
-        .await
+            attempt: scope.attempt.as_deref(),
+            client: Some(scope.client),
+            path,
+        };
+        decide_with(scope.engine.as_ref(), self.holder.as_deref(), ask).await
     }
 
     /// Intercepts TLS where the policy wants inspection (SPEC §5).

@@ -14,7 +14,7 @@ use std::{
 use policy::{
     Answer, AnswerEvent, ApprovedBy, AskAnswer, AskContext, AskScope, Decider, Decision,
     DecisionEvent, DecisionSink, EventId, Held, Hold, Holder, PolicyEngine, Protocol, Request,
-    RequestShape, Target, Verdict,
+    RequestShape, Rule, Target, Verdict,
 };
 use serde::Serialize;
 use tokio::sync::watch;
@@ -57,6 +57,28 @@ pub enum AnswerError {
     /// claim, so an approval for it would be an approval for everyone.
     #[error("scope attempt needs auth.attempts = \"bound\" and an ask made on a bound attempt")]
     AttemptNotBound,
+}
+
+/// A `session` or `attempt` answer that later asks of the same host and port get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RememberedAnswer {
+    /// The canonical host.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// What they get.
+    pub answer: AskAnswer,
+}
+
+/// What answers asks without asking anyone (`Pending::remembered`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Remembered {
+    /// `session` answers, until leash exits.
+    pub session: Vec<RememberedAnswer>,
+    /// `attempt` answers, by attempt id, until the attempt ends.
+    pub by_attempt: Vec<(String, RememberedAnswer)>,
+    /// Bound attempts' own allow rules, by attempt id.
+    pub attempt_rules: Vec<(String, Rule)>,
 }
 
 /// Counts for `/metrics`.
@@ -110,6 +132,8 @@ struct State {
     session: HashMap<(String, u16), AskAnswer>,
     /// `attempt` answers, by attempt, host and port, until the attempt ends or leash exits.
     by_attempt: HashMap<(String, String, u16), AskAnswer>,
+    /// The allow rules a bound attempt was created with (SPEC §18), until it ends.
+    attempt_rules: HashMap<String, Vec<Rule>>,
     pollers: usize,
     last_poll: Option<Instant>,
     counts: PendingCounts,
@@ -158,9 +182,52 @@ impl Pending {
         self
     }
 
-    /// Forgets the `attempt` answers of an ended attempt (its id may be bound again later).
+    /// Forgets the `attempt` answers and allow rules of an ended attempt (its id may be bound
+    /// again later, by someone else).
     pub fn forget_attempt(&self, attempt: &str) {
-        self.state().by_attempt.retain(|(a, _, _), _| a != attempt);
+        let mut state = self.state();
+        state.by_attempt.retain(|(a, _, _), _| a != attempt);
+        state.attempt_rules.remove(attempt);
+    }
+
+    /// A newly bound attempt: what an earlier attempt of the same id was answered is forgotten,
+    /// and `allow` (its own allow rules, SPEC §18) approves its asks that they match. They
+    /// answer an `ask` only, as an approval does: deny rules, local protection, limited mode
+    /// and the post-DNS check still apply. Only with bound attempts (else an id is a label).
+    pub fn bind_attempt(&self, attempt: &str, allow: Vec<Rule>) {
+        self.forget_attempt(attempt);
+        if self.bound_attempts && !allow.is_empty() {
+            self.state().attempt_rules.insert(attempt.to_owned(), allow);
+        }
+    }
+
+    /// What answers asks without asking anyone: `session` and `attempt` answers and the
+    /// attempts' allow rules, for `/patterns`' sources.
+    pub fn remembered(&self) -> Remembered {
+        let state = self.state();
+        let answer = |host: &str, port: u16, answer: &AskAnswer| RememberedAnswer {
+            host: host.to_owned(),
+            port,
+            answer: *answer,
+        };
+        let mut remembered = Remembered {
+            session: (state.session.iter())
+                .map(|((host, port), a)| answer(host, *port, a))
+                .collect(),
+            by_attempt: (state.by_attempt.iter())
+                .map(|((attempt, host, port), a)| (attempt.clone(), answer(host, *port, a)))
+                .collect(),
+            attempt_rules: (state.attempt_rules.iter())
+                .flat_map(|(attempt, rules)| rules.iter().map(|r| (attempt.clone(), r.clone())))
+                .collect(),
+        };
+        // Maps iterate in no order; `/patterns` is read by people and compared by tests.
+        remembered.session.sort_by_key(|a| (a.host.clone(), a.port));
+        (remembered.by_attempt).sort_by_key(|(id, a)| (id.clone(), a.host.clone(), a.port));
+        remembered
+            .attempt_rules
+            .sort_by_key(|(attempt, rule)| (attempt.clone(), rule.to_string()));
+        remembered
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -295,8 +362,8 @@ impl Pending {
             method: request.method.to_owned(),
             mode: self.engine.mode(),
             attempt: ask.attempt.map(str::to_owned),
-            client: None,
-            path: None,
+            client: ask.client,
+            path: ask.path.map(str::to_owned),
             held_ms: None,
         })
     }
@@ -312,10 +379,7 @@ impl Pending {
         let Some(decider) = self.decider.as_deref() else {
             return Hold::Unanswered;
         };
-        let context = AskContext {
-            request: ask.request,
-            attempt: ask.attempt,
-        };
+        let context = ask.clone();
         let (answer, hold) = match decider.decide(context).await {
             Answer::Allow => (AskAnswer::Allow, Hold::Approved),
             Answer::Deny => (AskAnswer::Deny, Hold::Declined),
@@ -339,7 +403,18 @@ impl Pending {
                     .by_attempt
                     .get(&(a.clone(), key.host.clone(), key.port))
             });
-        match for_attempt.or_else(|| state.session.get(&(key.host.clone(), key.port))) {
+        // A person's answers first (theirs for this attempt, then for the session), then the
+        // attempt's own allow rules: a person's `deny` stands against them.
+        let by_rule = || {
+            let rules = key.attempt.as_ref().filter(|_| self.bound_attempts);
+            let rules = rules.and_then(|a| state.attempt_rules.get(a))?;
+            let host = ask.request.target.host();
+            (rules.iter().any(|rule| rule.matches(host, key.port))).then_some(&AskAnswer::Allow)
+        };
+        let remembered = for_attempt
+            .or_else(|| state.session.get(&(key.host.clone(), key.port)))
+            .or_else(by_rule);
+        match remembered {
             Some(AskAnswer::Allow) => return Err(Some(Hold::Approved)),
             Some(AskAnswer::Deny) => return Err(Some(Hold::Declined)),
             None => {}
@@ -362,7 +437,7 @@ impl Pending {
                 let item = Item {
                     key,
                     asked: Asked::of(ask.request),
-                    path: None,
+                    path: ask.path.map(str::to_owned),
                     since: SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs()),
@@ -421,10 +496,7 @@ impl Pending {
         let Some(decider) = self.decider.as_deref().filter(|_| first) else {
             return std::future::pending().await;
         };
-        let context = AskContext {
-            request: ask.request,
-            attempt: ask.attempt,
-        };
+        let context = ask.clone();
         let answer = match decider.decide(context).await {
             Answer::Allow => AskAnswer::Allow,
             Answer::Deny => AskAnswer::Deny,

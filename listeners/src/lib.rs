@@ -28,7 +28,9 @@ pub use crate::{
         BoxFuture, Connector, DialError, Dialed, Dialer, Resolver, StaticResolver, TcpConnector,
     },
     dns::{check_resolv_conf, DnsConfigError, DnsResolver, DnsSettings, MAX_CACHE_TTL},
-    held::{AnswerError, Pending, PendingCounts, PendingItem, PollGuard},
+    held::{
+        AnswerError, Pending, PendingCounts, PendingItem, PollGuard, Remembered, RememberedAnswer,
+    },
     intercept::Interceptor,
     lookups::{ClientKey, LookupBound, LookupLimits},
     observe::{Observed, ReadObserver},

@@ -173,6 +173,10 @@ pub struct AskContext<'a> {
     pub request: &'a Request<'a>,
     /// Who made it.
     pub attempt: Option<&'a str>,
+    /// The client's address.
+    pub client: Option<SocketAddr>,
+    /// The request path without its query (HTTP and MITM only).
+    pub path: Option<&'a str>,
 }
 
 /// A `Decider`'s answer.
@@ -217,9 +221,9 @@ pub fn is_approved(
 pub async fn decide_with(
     engine: &dyn PolicyEngine,
     holder: Option<&dyn Holder>,
-    request: &Request<'_>,
-    attempt: Option<&str>,
+    ask: AskContext<'_>,
 ) -> Ruling {
+    let request = ask.request;
     let decision = engine.decide(request);
     let (Decision::Ask(_), Some(holder)) = (&decision, holder) else {
         return Ruling {
@@ -227,7 +231,7 @@ pub async fn decide_with(
             held_ms: None,
         };
     };
-    let Held { hold, held_ms } = holder.hold(AskContext { request, attempt }).await;
+    let Held { hold, held_ms } = holder.hold(ask).await;
     let decision = match hold {
         Hold::Approved => engine.decide_approved(request, Arc::from(APPROVED_BY)),
         Hold::Declined => Decision::Deny(crate::BlockReason::Declined),

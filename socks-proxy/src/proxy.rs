@@ -8,8 +8,9 @@ use listeners::{
     TunnelInfo,
 };
 use policy::{
-    decide_with, is_approved, Attempts, BlockReason, CredentialError, Decision, DecisionEvent,
-    DecisionSink, Holder, PolicyEngine, Protocol, ProxyAuth, Request, Ruling, Target,
+    decide_with, is_approved, AskContext, Attempts, BlockReason, CredentialError, Decision,
+    DecisionEvent, DecisionSink, Holder, PolicyEngine, Protocol, ProxyAuth, Request, Ruling,
+    Target,
 };
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
@@ -105,13 +106,13 @@ impl SocksProxy {
 
     /// The policy's decision, held for an answer on an `ask`.
     pub(crate) async fn decide(&self, scope: &Scope, request: &Request<'_>) -> Ruling {
-        decide_with(
-            scope.engine.as_ref(),
-            self.holder.as_deref(),
+        let ask = AskContext {
             request,
-            scope.attempt.as_deref(),
-        )
-        .await
+            attempt: scope.attempt.as_deref(),
+            client: Some(scope.client),
+            path: None,
+        };
+        decide_with(scope.engine.as_ref(), self.holder.as_deref(), ask).await
     }
 
     /// Where inspected streams go (TLS interception).

@@ -21,6 +21,14 @@ async fn asking(dir: &std::path::Path, hold: &str) -> (TestProxy, OriginPair) {
     (proxy, origins)
 }
 
+/// `asking`, with bound attempts (SPEC §18).
+async fn asking_bound(dir: &Path) -> (TestProxy, OriginPair) {
+    let origins = OriginPair::start(dir).await;
+    let mut config = asking_config(&origins, "30s", None);
+    config.auth.attempts = leash::AttemptsMode::Bound;
+    (start_proxy(config, origins.resolver.clone(), None), origins)
+}
+
 /// The config of `asking`, keeping `always` answers in `approvals` when given.
 fn asking_config(origins: &OriginPair, hold: &str, approvals: Option<&Path>) -> Config {
     let mut config = policy_config(&[], &[], &origins.allow_local);
@@ -521,10 +529,7 @@ async fn a_reload_reads_the_approvals_file_again_and_keeps_the_old_policy_on_a_b
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attempt_answer_allows_that_attempt_only() {
     let dir = tempfile::tempdir().unwrap();
-    let origins = OriginPair::start(dir.path()).await;
-    let mut config = asking_config(&origins, "30s", None);
-    config.auth.attempts = leash::AttemptsMode::Bound;
-    let proxy = start_proxy(config, origins.resolver.clone(), None);
+    let (proxy, origins) = asking_bound(dir.path()).await;
     let admin = proxy.admin_client();
     let mut urls = Vec::new();
     for id in ["a", "b"] {
@@ -571,4 +576,112 @@ async fn an_attempt_answer_allows_that_attempt_only() {
     let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
     assert_eq!(status, 200);
     assert_eq!(asked.await.unwrap().text(), "hello from origin");
+}
+
+/// Binds attempt `id` with `allow` rules; its proxy URL.
+async fn bind(proxy: &TestProxy, id: &str, allow: &[&str]) -> String {
+    let body = json!({ "id": id, "allow": allow }).to_string();
+    let (status, bound) = call(
+        &proxy.admin_client(),
+        "POST",
+        "/attempts",
+        Some(&body),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{bound}");
+    bound["http"].as_str().expect("a proxy URL").to_owned()
+}
+
+/// An attempt's own allow rules (SPEC §18) answer its asks and nobody else's, show in `/patterns`
+/// as `attempt:ID`, and never loosen a deny rule or limited mode; a bad rule is refused naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempts_own_allow_rules_apply_to_that_attempt_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking_bound(dir.path()).await;
+    let admin = proxy.admin_client();
+    let a = bind(&proxy, "a", &["origin.test"]).await;
+    let b = bind(&proxy, "b", &[]).await;
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+
+    // No approver is present: A passes on its rule, B is refused at once (not held).
+    let passed = curl(&["-x", &a, &url]).await;
+    assert_eq!(passed.text(), "hello from origin");
+    let refused = curl(&["-i", "-x", &b, &url]).await.text();
+    assert!(refused.contains("blocked-by-allowlist"), "{refused}");
+    assert_eq!(
+        source_of(&proxy, "allow", "origin.test").await.as_deref(),
+        Some("attempt:a")
+    );
+
+    // Limited mode still refuses A's POST; a deny rule still refuses everything of A's.
+    let mode = json!({ "mode": "limited" }).to_string();
+    let (status, _) = call(&admin, "POST", "/mode", Some(&mode), None).await;
+    assert_eq!(status, 200);
+    let post = curl(&["-i", "-x", &a, "-d", "x", &url]).await.text();
+    assert!(post.contains("method_not_allowed"), "{post}");
+    let full = json!({ "mode": "full" }).to_string();
+    let (status, _) = call(&admin, "POST", "/mode", Some(&full), None).await;
+    assert_eq!(status, 200);
+    let deny = json!({ "deny": ["origin.test"] }).to_string();
+    let (status, _) = call(&admin, "POST", "/rules", Some(&deny), None).await;
+    assert_eq!(status, 200);
+    let denied = curl(&["-i", "-x", &a, &url]).await.text();
+    assert!(denied.contains("blocked-by-denylist"), "{denied}");
+
+    // A rule that does not parse is refused, naming its place; nothing is bound.
+    let body = json!({ "id": "c", "allow": ["fine.test", "a..b"] }).to_string();
+    let (status, refusal) = call(&admin, "POST", "/attempts", Some(&body), None).await;
+    assert_eq!(status, 400, "{refusal}");
+    assert!(refusal.to_string().contains("allow[1]"), "{refusal}");
+    let body = json!({ "id": "c" }).to_string();
+    let (status, _) = call(&admin, "POST", "/attempts", Some(&body), None).await;
+    assert_eq!(status, 200, "c was not bound by the refused request");
+}
+
+/// A pending item names the request's path (without its query), and the logged ask names the
+/// client and the path like every other log line; `session` and `attempt` answers show in
+/// `/patterns` with their sources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_ask_names_its_path_and_client_and_answers_show_their_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking_bound(dir.path()).await;
+    let a = bind(&proxy, "a", &[]).await;
+    let url = format!(
+        "http://origin.test:{}/some/path?q=secret",
+        origins.plain.port()
+    );
+    become_approver(&proxy).await;
+    let held = spawn_curl(vec!["-x".into(), a.clone(), url.clone()]);
+    let item = pending_item(&proxy, 1).await;
+    assert_eq!(item["path"], "/some/path", "{item}");
+    let (status, _) = answer(&proxy, &item["id"], "allow", "attempt").await;
+    assert_eq!(status, 200);
+    assert_eq!(held.await.unwrap().text(), "hello from origin");
+    let ask = proxy
+        .log_lines()
+        .into_iter()
+        .find(|line| line["seq"] == item["event"])
+        .expect("the ask is logged");
+    assert_eq!(ask["path"], "/some/path", "{ask}");
+    let client = ask["client"].as_str().unwrap_or_default();
+    assert!(client.starts_with("127.0.0.1:"), "{ask}");
+    let rule = format!("origin.test:{}", origins.plain.port());
+    assert_eq!(
+        source_of(&proxy, "allow", &rule).await.as_deref(),
+        Some("approval:attempt:a")
+    );
+
+    become_approver(&proxy).await;
+    let other = format!("http://other.test:{}/", origins.plain.port());
+    let held = spawn_curl(vec!["-x".into(), a, other]);
+    let item = pending_item(&proxy, 1).await;
+    let (status, _) = answer(&proxy, &item["id"], "deny", "session").await;
+    assert_eq!(status, 200);
+    assert!(held.await.unwrap().text().contains("declined"));
+    let rule = format!("other.test:{}", origins.plain.port());
+    assert_eq!(
+        source_of(&proxy, "deny", &rule).await.as_deref(),
+        Some("approval:session")
+    );
 }

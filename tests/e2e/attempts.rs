@@ -167,7 +167,8 @@ async fn an_expired_attempt_gets_407_and_bad_requests_are_refused() {
         json!({"ttl": "soon"}),
         json!({"ttl": "0s"}),
         json!({"id": "bad id"}),
-        json!({"allow": ["example.com"]}),
+        json!({"allow": ["a..b"]}),
+        json!({"allow": "example.com"}),
         json!({"secret": "mine"}),
     ] {
         let (code, answer) = admin(&client, "POST", "/attempts", Some(body.clone())).await;
