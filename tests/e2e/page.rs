@@ -106,6 +106,28 @@ async fn the_page_shows_a_held_request_and_allow_once_and_deny_answer_it() {
     let pending = body_json(&admin_get(admin, "/pending", None).await);
     assert_eq!(pending["pending"], json!([]), "nothing asks again");
 
+    // Through CONNECT to the HTTPS origin: allowed for the session, so the next one is not held.
+    let secure = format!("https://secure.test:{}/", origins.secure.port());
+    let ca = origins.ca_pem.to_str().unwrap().to_owned();
+    let args = vec![
+        "-x".into(),
+        http.clone(),
+        "--cacert".into(),
+        ca.clone(),
+        secure.clone(),
+    ];
+    let held = spawn_curl(args);
+    let place = format!("secure.test:{}", origins.secure.port());
+    page.wait_for(&shows_item(&place), "the CONNECT is held")
+        .await;
+    page.click(&format!("{ITEMS} button.session")).await;
+    assert_eq!(held.await.unwrap().text(), "hello from origin");
+    let next = curl(&["-x", &http, "--cacert", &ca, &secure]).await;
+    assert_eq!(
+        (next.code, next.text()),
+        (Some(0), "hello from origin".into())
+    );
+
     let answers: Vec<Value> = (proxy.log_lines().into_iter())
         .filter(|l| l["kind"] == "answer")
         .map(|l| json!([l["answer"], l["scope"], l["by"]]))
@@ -114,7 +136,8 @@ async fn the_page_shows_a_held_request_and_allow_once_and_deny_answer_it() {
         answers,
         [
             json!(["allow", "once", "page"]),
-            json!(["deny", "session", "page"])
+            json!(["deny", "session", "page"]),
+            json!(["allow", "session", "page"]),
         ]
     );
     page.close().await;
