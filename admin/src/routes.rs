@@ -20,7 +20,7 @@ use violations::{LogHealth, ViolationLog};
 
 use crate::{
     control::{AttemptRequest, ControlError, RuleChange, RuleOp},
-    guard, metrics,
+    guard, metrics, page,
     server::{Admin, Exchange, MAX_PARKED},
 };
 
@@ -38,6 +38,8 @@ type AdminResponse = Response<Full<Bytes>>;
 /// What an admin request asks for; `ROUTES` says where each lives, `dispatch` what it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Endpoint {
+    /// The approvals page (`page.html`), the one endpoint served without the token.
+    Page,
     Health,
     Config,
     Patterns,
@@ -57,6 +59,7 @@ enum Endpoint {
 /// Every path once, with its methods and what each does: dispatch, `404` vs `405` and `Allow` all
 /// read this table.
 const ROUTES: &[(&str, &[(Method, Endpoint)])] = &[
+    ("/", &[(Method::GET, Endpoint::Page)]),
     ("/health", &[(Method::GET, Endpoint::Health)]),
     ("/config", &[(Method::GET, Endpoint::Config)]),
     ("/patterns", &[(Method::GET, Endpoint::Patterns)]),
@@ -136,12 +139,36 @@ pub(crate) async fn route(
     if let Err(refusal) = guard::check(req.method(), req.headers(), local) {
         return error(refusal.status(), refusal.message());
     }
-    if !authorized(admin, &req) {
+    let found = find(req.method(), req.uri().path());
+    let open = found.as_ref().is_ok_and(|endpoint| !needs_token(*endpoint));
+    if !open && !authorized(admin, &req) {
         return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
-    match find(req.method(), req.uri().path()) {
+    match found {
         Ok(endpoint) => dispatch(admin, endpoint, req, exchange).await,
         Err(miss) => refuse(&miss, req.uri().path()),
+    }
+}
+
+/// Whether an endpoint wants the bearer token: all but the page, which holds no secret (a person
+/// must be able to open it to type the token in) and whose every data call carries the token.
+fn needs_token(endpoint: Endpoint) -> bool {
+    match endpoint {
+        Endpoint::Page => false,
+        Endpoint::Health
+        | Endpoint::Config
+        | Endpoint::Patterns
+        | Endpoint::Blocked
+        | Endpoint::Explain
+        | Endpoint::Mode
+        | Endpoint::SetMode
+        | Endpoint::Reload
+        | Endpoint::Rules(_)
+        | Endpoint::Metrics
+        | Endpoint::Pending
+        | Endpoint::Answer
+        | Endpoint::BindAttempt
+        | Endpoint::EndAttempt => true,
     }
 }
 
@@ -153,6 +180,7 @@ async fn dispatch(
 ) -> AdminResponse {
     let query = parse_query(req.uri().query().unwrap_or(""));
     match endpoint {
+        Endpoint::Page => page::response(),
         Endpoint::Health => health(admin),
         Endpoint::Config => ok(admin.control.config()),
         Endpoint::Patterns => patterns(admin),
@@ -558,6 +586,7 @@ mod tests {
     /// Where each endpoint lives; the exhaustive match makes a new endpoint name its place here.
     fn place(endpoint: Endpoint) -> (&'static str, Method) {
         match endpoint {
+            Endpoint::Page => ("/", Method::GET),
             Endpoint::Health => ("/health", Method::GET),
             Endpoint::Config => ("/config", Method::GET),
             Endpoint::Patterns => ("/patterns", Method::GET),
@@ -605,7 +634,23 @@ mod tests {
                 seen.push((*path, method.clone()));
             }
         }
-        assert_eq!(seen.len(), 15, "every endpoint of `place` is in the table");
+        assert_eq!(seen.len(), 16, "every endpoint of `place` is in the table");
+    }
+
+    #[test]
+    fn only_the_page_is_served_without_the_token() {
+        assert_eq!(find(&Method::GET, "/"), Ok(Endpoint::Page));
+        assert!(!needs_token(Endpoint::Page));
+        for (path, methods) in ROUTES {
+            for (method, endpoint) in *methods {
+                let open = *path == "/" && *method == Method::GET;
+                assert_eq!(needs_token(*endpoint), !open, "{method} {path}");
+            }
+        }
+        // Anything else at `/` is no page: it wants the token first, like an unknown path.
+        assert!(matches!(find(&Method::POST, "/"), Err(Miss::Method(_))));
+        assert_eq!(find(&Method::GET, "//"), Err(Miss::Path));
+        assert_eq!(find(&Method::GET, "/index.html"), Err(Miss::Path));
     }
 
     #[test]

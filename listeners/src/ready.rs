@@ -3,13 +3,13 @@
 
 use std::{
     io,
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
 };
 
 use serde::Serialize;
 
-/// `{"event":"ready","pid":…,"http":"127.0.0.1:41233","socks":…,"admin":…}`.
+/// `{"event":"ready","pid":…,"http":"127.0.0.1:41233","socks":…,"admin":…,"ui":…}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ReadyRecord {
     event: &'static str,
@@ -21,6 +21,8 @@ pub struct ReadyRecord {
     pub socks: Option<SocketAddr>,
     /// The admin API address.
     pub admin: Option<SocketAddr>,
+    /// The approvals page's URL (`http://127.0.0.1:PORT/`), when the admin API runs.
+    pub ui: Option<String>,
     /// The file holding the admin API's generated bearer token (never the token itself).
     pub admin_token_file: Option<PathBuf>,
     /// Whether TLS interception is on.
@@ -45,6 +47,7 @@ impl ReadyRecord {
             http,
             socks,
             admin,
+            ui: admin.map(page_url),
             admin_token_file: None,
             mitm: false,
             ca_bundle: None,
@@ -67,5 +70,39 @@ impl ReadyRecord {
         let temp = path.with_file_name(temp_name);
         std::fs::write(&temp, format!("{}\n", self.to_line()))?;
         std::fs::rename(&temp, path)
+    }
+}
+
+/// The approvals page on the admin listener at `admin`. A listener on an unspecified address
+/// (`0.0.0.0`, only with its `dangerously_…` flag) is named by the loopback address of its family:
+/// a browser cannot open `0.0.0.0`, and the admin API answers loopback names.
+fn page_url(admin: SocketAddr) -> String {
+    let ip = match admin.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/", SocketAddr::new(ip, admin.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_names_the_page_only_with_an_admin_listener() {
+        let http = Some(SocketAddr::from(([127, 0, 0, 1], 4100)));
+        let without = ReadyRecord::new(http, None, None);
+        assert_eq!(without.ui, None);
+        assert!(without.to_line().contains(r#""ui":null"#));
+        for (admin, ui) in [
+            ("127.0.0.1:4102", "http://127.0.0.1:4102/"),
+            ("[::1]:4102", "http://[::1]:4102/"),
+            ("0.0.0.0:4102", "http://127.0.0.1:4102/"),
+            ("[::]:4102", "http://[::1]:4102/"),
+        ] {
+            let record = ReadyRecord::new(http, None, Some(admin.parse().unwrap()));
+            assert_eq!(record.ui.as_deref(), Some(ui), "{admin}");
+        }
     }
 }

@@ -13,7 +13,8 @@ use std::{
 use listeners::StaticResolver;
 use serde_json::{json, Value};
 use tests::{
-    leash_bin, policy_config, raw_request, start_proxy, stderr, stdout, BinaryProxy, Origin,
+    chromium_binary, leash_bin, policy_config, raw_request, start_proxy, stderr, stdout,
+    BinaryProxy, Origin,
 };
 
 /// `(status, response text)` of one raw request.
@@ -254,16 +255,7 @@ async fn what_a_web_page_can_send_changes_nothing() {
 /// Debian's Chromium, headless, as root: `--no-sandbox`, and no background networking (this
 /// machine has no network besides loopback).
 fn chromium(profile: &Path, url: &str) -> Output {
-    let binary = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("Chromium is installed (.ci/run installs Debian's chromium)");
-    Command::new(binary)
+    Command::new(chromium_binary())
         .args([
             "--headless=new",
             "--no-sandbox",

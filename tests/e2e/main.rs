@@ -21,6 +21,7 @@ mod limits;
 mod mitm;
 mod mitm_env;
 mod own_listeners;
+mod page;
 mod process;
 mod reasons;
 mod relay;

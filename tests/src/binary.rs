@@ -24,13 +24,17 @@ pub fn leash_bin() -> &'static Path {
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building leash failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target"));
-        target
+        target_dir()
             .join("debug")
             .join(format!("leash{}", std::env::consts::EXE_SUFFIX))
     })
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/` in the workspace).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// A `cargo` command in the workspace root.

@@ -3,6 +3,7 @@
 //! The tests themselves are the one integration binary in `e2e/`.
 
 mod binary;
+mod browser;
 mod certs;
 mod clients;
 mod netns;
@@ -11,7 +12,8 @@ mod raw;
 mod running;
 
 pub use crate::{
-    binary::{cargo, leash, leash_bin, stderr, stdout, workspace_root, BinaryProxy},
+    binary::{cargo, leash, leash_bin, stderr, stdout, target_dir, workspace_root, BinaryProxy},
+    browser::{chromium_binary, Browser},
     certs::TestCa,
     clients::{curl, raw_request, CurlOutput},
     netns::{skip_unless_root, NetNs},
