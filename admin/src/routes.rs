@@ -315,8 +315,8 @@ async fn blocked(
     respond(StatusCode::OK, "application/json", body)
 }
 
-/// `GET /pending?since=ID&wait=S` (SPEC §14): the held asks; with `wait`, parks until the list
-/// holds an item newer than `since` (or changes), like `/blocked`. A poll makes its client an
+/// `GET /pending?since=ID&wait=S` (SPEC §14): the held asks; with `wait` and no item newer than
+/// `since`, parks until the list changes in any way, like `/blocked`. A poll makes its client an
 /// approver, now and for a while after.
 async fn pending(
     admin: &Admin,
@@ -332,6 +332,8 @@ async fn pending(
     };
     let _approver = pending.poll();
     let newer = |items: &[listeners::PendingItem]| items.iter().any(|i| i.id > since);
+    // Subscribed before the list is read: a change in between wakes the poll.
+    let mut changes = pending.subscribe();
     let mut items = pending.list();
     let wait = Duration::from_secs(wait).min(MAX_WAIT);
     if !newer(&items) && !wait.is_zero() {
@@ -339,13 +341,10 @@ async fn pending(
             return too_many_waiting();
         };
         let _parked = exchange.park();
-        let mut changes = pending.subscribe();
+        // Any change wakes the poll, not only a newer item: an approver must see an item go
+        // (answered elsewhere, withdrawn, timed out) as soon as it goes, or it offers dead buttons.
         let arrived = async {
-            while changes.changed().await.is_ok() {
-                if newer(&pending.list()) {
-                    return;
-                }
-            }
+            let _ = changes.changed().await;
         };
         tokio::select! {
             _ = tokio::time::timeout(wait, arrived) => {}

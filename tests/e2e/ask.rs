@@ -685,3 +685,29 @@ async fn a_held_ask_names_its_path_and_client_and_answers_show_their_sources() {
         Some("approval:session")
     );
 }
+
+/// A long poll of `/pending` that already has every item wakes when an item goes (answered
+/// elsewhere), not only when a newer one comes: an approver never offers buttons for a gone item
+/// for longer than it takes to hear of it. (The poll waits up to 20 s; the bound here is 10 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_of_pending_wakes_when_an_item_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking(dir.path(), "30s").await;
+    become_approver(&proxy).await;
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+    let held = spawn_curl(vec!["-x".into(), proxy.proxy_url("a1:tok"), url]);
+    let item = pending_item(&proxy, 1).await;
+    let admin = proxy.admin_client();
+    let path = format!("/pending?since={}&wait=20", item["id"]);
+    let poll = tokio::spawn(async move { call(&admin, "GET", &path, None, None).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
+    assert_eq!(status, 200);
+    let (status, page) = tokio::time::timeout(Duration::from_secs(10), poll)
+        .await
+        .expect("the poll woke when the item went")
+        .unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["pending"], json!([]), "{page}");
+    assert_eq!(held.await.unwrap().text(), "hello from origin");
+}
