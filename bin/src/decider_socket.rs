@@ -115,10 +115,24 @@ fn take_fd(n: i32) -> io::Result<std::os::unix::net::UnixStream> {
         net::{sockopt, AddressFamily, SocketType},
         process::{getpid, pidfd_getfd, pidfd_open, PidfdFlags, PidfdGetfdFlags},
     };
-    let me = pidfd_open(getpid(), PidfdFlags::empty())?;
-    let fd = pidfd_getfd(&me, n, PidfdGetfdFlags::empty())?;
-    let unix_stream = sockopt::socket_domain(&fd)? == AddressFamily::UNIX
-        && sockopt::socket_type(&fd)? == SocketType::STREAM;
+    let taken = pidfd_open(getpid(), PidfdFlags::empty())
+        .and_then(|me| pidfd_getfd(&me, n, PidfdGetfdFlags::empty()));
+    let fd = match taken {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::BADF) => {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "not an open descriptor",
+            ))
+        }
+        Err(error) => {
+            let error = io::Error::from(error);
+            let message = format!("cannot take the descriptor (pidfd_getfd): {error}");
+            return Err(io::Error::new(error.kind(), message));
+        }
+    };
+    let unix_stream = sockopt::socket_domain(&fd).is_ok_and(|d| d == AddressFamily::UNIX)
+        && sockopt::socket_type(&fd).is_ok_and(|t| t == SocketType::STREAM);
     match unix_stream {
         true => Ok(fd.into()),
         false => Err(io::Error::new(
@@ -448,10 +462,9 @@ impl Lines {
             } else if !self.skipping {
                 self.partial.extend_from_slice(body);
             }
-            if ends {
-                if !std::mem::replace(&mut self.skipping, false) {
-                    each(Line::Text(std::mem::take(&mut self.partial)));
-                }
+            // A line ends: it is handed on unless it was being skipped.
+            if ends && !std::mem::replace(&mut self.skipping, false) {
+                each(Line::Text(std::mem::take(&mut self.partial)));
             }
         }
     }

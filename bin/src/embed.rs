@@ -104,7 +104,7 @@ pub enum BuildError {
     #[error("{0}")]
     Approvals(crate::config::ConfigError),
     /// `ask.decider = "fd:N"` names no unix stream socket of this process.
-    #[error("ask.decider {addr}: {error}")]
+    #[error("ask.decider {addr}")]
     Decider {
         /// The address as given.
         addr: crate::DeciderAddr,
