@@ -21,9 +21,8 @@ use std::{
 
 use admin::ControlError;
 use listeners::{AnswerError, PendingItem};
-use policy::{ApprovedBy, AskAnswer, AskScope};
-use serde::Deserialize;
-use serde_json::json;
+use policy::{ApprovedBy, AskAnswer, AskScope, Protocol};
+use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::UnixStream,
@@ -303,14 +302,18 @@ impl Session {
             out: Vec::new(),
             warned: false,
         };
-        session.send(&json!({ "v": VERSION, "type": "hello" }));
+        session.send(Message::Hello);
         session.sync();
         session
     }
 
-    fn send(&mut self, line: &serde_json::Value) {
-        // A `Value` always serialises.
-        let _ = serde_json::to_writer(&mut self.out, line);
+    fn send(&mut self, message: Message<'_>) {
+        let line = Outgoing {
+            v: VERSION,
+            message,
+        };
+        // Plain strings and numbers: serialising cannot fail.
+        let _ = serde_json::to_writer(&mut self.out, &line);
         self.out.push(b'\n');
     }
 
@@ -321,14 +324,14 @@ impl Session {
         let ended: Vec<u64> = self.told.difference(&now).copied().collect();
         for id in ended {
             self.told.remove(&id);
-            self.send(&json!({ "v": VERSION, "type": "withdrawn", "id": id }));
+            self.send(Message::Withdrawn { id });
         }
         // Ids only grow: an item newer than every one told is new.
         let newest = self.newest_told;
         for item in items.iter().filter(|item| item.id > newest) {
             self.told.insert(item.id);
             self.newest_told = item.id;
-            self.send(&ask_line(item));
+            self.send(Message::Ask(item.into()));
         }
     }
 
@@ -400,20 +403,53 @@ impl Session {
     }
 }
 
-fn ask_line(item: &PendingItem) -> serde_json::Value {
-    json!({
-        "v": VERSION,
-        "type": "ask",
-        "id": item.id,
-        "host": item.host,
-        "port": item.port,
-        "protocol": item.protocol,
-        "method": item.method,
-        "path": item.path,
-        "attempt": item.attempt,
-        "since": item.since,
-        "event": item.event,
-    })
+/// One line leash writes: the version first, then what it says.
+#[derive(Debug, Serialize)]
+struct Outgoing<'a> {
+    v: u8,
+    #[serde(flatten)]
+    message: Message<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Message<'a> {
+    Hello,
+    Ask(Ask<'a>),
+    /// An item told about ended without this decider's answer.
+    Withdrawn {
+        id: u64,
+    },
+}
+
+/// A pending item as the decider sees it (`waiting` changes, so it is not sent).
+#[derive(Debug, Serialize)]
+struct Ask<'a> {
+    id: u64,
+    host: &'a str,
+    port: u16,
+    protocol: Protocol,
+    method: &'a str,
+    path: Option<&'a str>,
+    attempt: Option<&'a str>,
+    since: u64,
+    event: u64,
+}
+
+impl<'a> From<&'a PendingItem> for Ask<'a> {
+    fn from(item: &'a PendingItem) -> Ask<'a> {
+        Ask {
+            id: item.id,
+            host: &item.host,
+            port: item.port,
+            protocol: item.protocol,
+            method: &item.method,
+            path: item.path.as_deref(),
+            attempt: item.attempt.as_deref(),
+            since: item.since,
+            event: item.event,
+        }
+    }
 }
 
 /// A decider's answer line; other fields (such as `v`) are ignored.

@@ -11,7 +11,7 @@ use std::{
 use serde_json::{json, Value};
 use tests::{curl, leash_bin, stderr, BinaryProxy, CurlOutput, Origin};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{
         unix::{OwnedReadHalf, OwnedWriteHalf},
         UnixListener, UnixStream,
@@ -364,6 +364,80 @@ async fn a_decider_that_disconnects_answers_nothing_and_a_new_one_is_reconnected
         "{}",
         stderr(&output)
     );
+}
+
+/// A decider that never reads does not slow anything down: while leash's lines to it pile up,
+/// every held request still ends (answered by nobody, after `ask.hold`), and leash drops the
+/// connection once nothing could be written for a while, then connects again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decider_that_does_not_read_is_dropped_and_nothing_waits_for_it() {
+    let setup = Setup::new(false).await;
+    let listener = UnixListener::bind(&setup.socket).unwrap();
+    let proxy = setup.start(&["--decider", &setup.decider_flag()]);
+    let (mut deaf, _) = tokio::time::timeout(STEP, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    // Distinct long hosts and attempt ids make as many items, and more ask lines than a unix
+    // socket buffers (about 120 KiB of them here), so leash's writes stop while nobody reads.
+    let addr: std::net::SocketAddr = proxy.http().parse().unwrap();
+    let requests: Vec<_> = (0..1000)
+        .map(|i| tokio::spawn(held_request(addr, i)))
+        .collect();
+    for request in requests {
+        let response = request.await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+        assert!(
+            response.contains(r#""held_ms":"#),
+            "held, then refused: {response}"
+        );
+    }
+    // leash gives up on it and connects again (reading now would let its writes go on).
+    let (again, _) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
+        .await
+        .expect("leash drops the deaf decider and connects again")
+        .unwrap();
+    let mut written = Vec::new();
+    let read = tokio::time::timeout(STEP, deaf.read_to_end(&mut written));
+    read.await.expect("the dropped connection ends").unwrap();
+    assert!(written.starts_with(b"{\"v\":1,\"type\":\"hello\"}\n"));
+    // What the socket buffered, then nothing: far from the 1000 asks and 1000 withdrawals.
+    let asks = String::from_utf8_lossy(&written)
+        .matches(r#""type":"ask""#)
+        .count();
+    assert!(
+        (1..1000).contains(&asks),
+        "{asks} asks in {} bytes",
+        written.len()
+    );
+    // The new connection is served as usual.
+    let mut decider = Decider::on(again);
+    decider.hello().await;
+    let held = spawn_curl(&proxy, &setup.url());
+    let ask = decider.ask(&setup).await;
+    decider.answer(&ask["id"], "allow", None).await;
+    assert_reached(&held.await.unwrap());
+    let output = proxy.terminate();
+    assert_eq!(warnings(&output, "did not read"), 1, "{}", stderr(&output));
+}
+
+/// One request for host `i` from attempt `i`, each name as long as the rules allow.
+async fn held_request(addr: std::net::SocketAddr, i: usize) -> String {
+    use base64::Engine;
+    let host = format!("h{i}-{}.{}.test", "a".repeat(55), "b".repeat(60));
+    let attempt = format!("{i}-{}", "c".repeat(120));
+    let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{attempt}:x"));
+    let request = format!(
+        "GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\nProxy-Authorization: Basic {credentials}\r\nConnection: close\r\n\r\n"
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(STEP * 2, stream.read_to_end(&mut response))
+        .await
+        .expect("every held request ends")
+        .unwrap();
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// A decider socket nobody listens on is no approver: asks are refused at once, as with nobody

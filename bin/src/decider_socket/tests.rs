@@ -101,3 +101,37 @@ fn fd_refuses_what_is_not_a_unix_stream_socket() {
     let error = take_fd(1 << 20).unwrap_err();
     assert_eq!(error.to_string(), "not an open descriptor");
 }
+
+#[track_caller]
+fn wire(message: Message<'_>, expected: &str) {
+    let line = Outgoing {
+        v: VERSION,
+        message,
+    };
+    assert_eq!(serde_json::to_string(&line).unwrap(), expected);
+}
+
+#[test]
+fn lines_leash_writes_start_with_the_version_and_type() {
+    wire(Message::Hello, r#"{"v":1,"type":"hello"}"#);
+    wire(
+        Message::Withdrawn { id: 7 },
+        r#"{"v":1,"type":"withdrawn","id":7}"#,
+    );
+    let item = PendingItem {
+        id: 3,
+        host: "pypi.org".into(),
+        port: 443,
+        protocol: Protocol::Connect,
+        method: "CONNECT".into(),
+        path: None,
+        attempt: Some("a1".into()),
+        waiting: 2,
+        since: 1_700_000_000,
+        event: 41,
+    };
+    wire(
+        Message::Ask((&item).into()),
+        r#"{"v":1,"type":"ask","id":3,"host":"pypi.org","port":443,"protocol":"connect","method":"CONNECT","path":null,"attempt":"a1","since":1700000000,"event":41}"#,
+    );
+}
