@@ -39,6 +39,8 @@ const MAX_LINE: usize = 64 * 1024;
 const MAX_QUEUED: usize = 1024 * 1024;
 /// How long waiting bytes may go unwritten before the decider counts as not reading.
 const WRITE_STALL: Duration = Duration::from_secs(10);
+/// A unix connect answers at once unless the decider's backlog is full; past this it is retried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The first wait before connecting again, doubled up to `MAX_RETRY` while it fails.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(2);
@@ -183,7 +185,7 @@ async fn reconnect(path: PathBuf, hub: &Arc<Hub>, mut stop: watch::Receiver<bool
     let mut retry = FIRST_RETRY;
     let mut quiet = false;
     loop {
-        let connect = tokio::time::timeout(WRITE_STALL, UnixStream::connect(&path));
+        let connect = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&path));
         let connected = tokio::select! {
             connected = connect => connected,
             _ = stop.wait_for(|stop| *stop) => return,
