@@ -57,6 +57,10 @@ pub struct AskConfig {
     /// file, else `approvals.toml` in leash's state directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approvals: Option<PathBuf>,
+    /// The decider socket (`unix:PATH` or `fd:N`), an approver outside leash; read at start only.
+    #[serde_as(as = "Option<DisplayFromStr>")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decider: Option<crate::DeciderAddr>,
 }
 
 impl Default for AskConfig {
@@ -64,6 +68,7 @@ impl Default for AskConfig {
         AskConfig {
             hold: Timeout::new(std::time::Duration::from_secs(60)).expect("a valid default"),
             approvals: None,
+            decider: None,
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::{
     attempts::Issuer,
     child_env::{child_env, CaFiles, EnvSpec},
     config::{AttemptsMode, Rotation},
+    decider_socket,
     hot::HotPolicy,
     hub::{ConfigOverlay, Hub, Live},
     BoundAttempt, Config,
@@ -102,6 +103,15 @@ pub enum BuildError {
     /// file and line).
     #[error("{0}")]
     Approvals(crate::config::ConfigError),
+    /// `ask.decider = "fd:N"` names no unix stream socket of this process.
+    #[error("ask.decider {addr}")]
+    Decider {
+        /// The address as given.
+        addr: crate::DeciderAddr,
+        /// Why it cannot be used.
+        #[source]
+        error: std::io::Error,
+    },
 }
 
 impl LeashBuilder {
@@ -233,6 +243,18 @@ impl LeashBuilder {
             )
             .map_err(BuildError::Approvals)?,
         );
+        let decider = config
+            .ask
+            .decider
+            .as_ref()
+            .map(|addr| {
+                let error = |error| BuildError::Decider {
+                    addr: addr.clone(),
+                    error,
+                };
+                decider_socket::Endpoint::open(addr).map_err(error)
+            })
+            .transpose()?;
         let admin_auth = match config.admin.enabled {
             true => AdminAuth::resolve(&config.admin.token, config.admin.token_file.as_deref())
                 .map_err(BuildError::AdminToken)?,
@@ -284,6 +306,7 @@ impl LeashBuilder {
             admin,
             hub,
             log,
+            decider,
         })
     }
 }
@@ -389,6 +412,7 @@ pub struct Built {
     admin: Arc<Admin>,
     hub: Arc<Hub>,
     log: Option<Arc<ViolationLog>>,
+    decider: Option<decider_socket::Endpoint>,
 }
 
 impl Built {
@@ -438,6 +462,11 @@ impl Built {
             let shutdown = running.shutdown_signal();
             let admin = admin::serve(listener, self.admin.clone(), shutdown);
             running.tasks.push(tokio::spawn(admin));
+        }
+        if let Some(endpoint) = self.decider {
+            let decider =
+                decider_socket::serve(endpoint, running.hub.clone(), running.stopped.clone());
+            running.tasks.push(tokio::spawn(decider));
         }
         running
     }

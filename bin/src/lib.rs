@@ -10,6 +10,7 @@ mod approver;
 mod attempts;
 mod child_env;
 mod config;
+mod decider_socket;
 mod duration;
 mod embed;
 mod hot;
@@ -24,6 +25,7 @@ pub use crate::{
         AdminConfig, AttemptsMode, AuthConfig, Config, ConfigError, LimitsConfig, ListenConfig,
         LogConfig, MitmConfig, Rotation, SocksConfig, TunnelConfig,
     },
+    decider_socket::{DeciderAddr, DeciderAddrError},
     duration::{Bounded, ConnectionCount, HeadSize, Timeout},
     embed::{Addrs, BuildError, Built, Leash, LeashBuilder, Listener, Running},
     hot::HotPolicy,

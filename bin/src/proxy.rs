@@ -5,7 +5,7 @@ use std::{io::Write, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use clap::Args;
-use leash::{Config, ConfigOverlay, Leash};
+use leash::{Config, ConfigOverlay, DeciderAddr, Leash};
 
 use crate::{flags::PolicyFlags, Exit};
 
@@ -28,6 +28,10 @@ pub(crate) struct ProxyArgs {
     /// Also write the ready record to this file (atomically).
     #[arg(long, value_name = "FILE")]
     ready_file: Option<PathBuf>,
+    /// A decider program that answers asks (SPEC §14): `unix:PATH` (leash connects to it, and
+    /// reconnects) or `fd:N` (an inherited, connected unix socket). Overrides `ask.decider`.
+    #[arg(long, value_name = "unix:PATH|fd:N")]
+    decider: Option<DeciderAddr>,
 }
 
 pub(crate) fn run(args: ProxyArgs) -> Exit {
@@ -48,6 +52,7 @@ struct Overrides {
     no_socks: bool,
     log: Option<PathBuf>,
     token: Option<String>,
+    decider: Option<DeciderAddr>,
 }
 
 impl Overrides {
@@ -60,6 +65,9 @@ impl Overrides {
         if let Some(token) = &self.token {
             config.auth.token = token.clone();
         }
+        if let Some(decider) = &self.decider {
+            config.ask.decider = Some(decider.clone());
+        }
     }
 }
 
@@ -69,6 +77,7 @@ fn serve(args: ProxyArgs) -> anyhow::Result<()> {
         no_socks: args.no_socks,
         log: args.log.clone(),
         token: args.token.clone(),
+        decider: args.decider.clone(),
     };
     let mut config = args.policy.load()?;
     overrides.apply(&mut config);

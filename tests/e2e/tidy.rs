@@ -103,6 +103,11 @@ const PLATFORM_SPECIFIC: &[(&str, usize, &str)] = &[
         "the hidden __isolate helper behind --isolate",
     ),
     (
+        "bin/src/decider_socket.rs",
+        2,
+        "--decider fd:N takes the descriptor by pidfd_getfd(2); elsewhere fd:N is refused at start and unix:PATH works",
+    ),
+    (
         "bin/Cargo.toml",
         1,
         "nix for unshare(2)/mount(2) behind --isolate",

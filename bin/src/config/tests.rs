@@ -337,3 +337,25 @@ fn bad_dns_keys_name_the_file_line_and_key() {
     ));
     assert!(error.contains("no nameservers"), "{error}");
 }
+
+/// `ask.decider` is checked when the file is read, the error naming the key and the two forms.
+#[test]
+fn the_decider_address_is_checked_at_load() {
+    let config = Config::parse(
+        "[ask]\ndecider = \"unix:/run/d.sock\"\n",
+        Path::new("leash.toml"),
+    )
+    .expect("a unix decider");
+    assert_eq!(
+        config.ask.decider,
+        Some(crate::DeciderAddr::Unix("/run/d.sock".into()))
+    );
+    let config = Config::parse("[ask]\ndecider = \"fd:3\"\n", Path::new("leash.toml")).unwrap();
+    assert_eq!(config.ask.decider, Some(crate::DeciderAddr::Fd(3)));
+    assert_eq!(Config::default().ask.decider, None);
+    for bad in ["/run/d.sock", "unix:", "fd:-2", "tcp:127.0.0.1:9"] {
+        let e = error(&format!("[ask]\nhold = \"5s\"\ndecider = \"{bad}\"\n"));
+        assert!(e.starts_with("leash.toml:3: key `ask.decider`:"), "{e}");
+        assert!(e.contains("expected `unix:PATH` or `fd:N`"), "{e}");
+    }
+}
