@@ -22,6 +22,7 @@ mod mitm;
 mod mitm_env;
 mod own_listeners;
 mod process;
+mod prompt;
 mod reasons;
 mod relay;
 mod socks;
