@@ -71,6 +71,12 @@ impl Tmux {
         panic!("{text:?} not shown {times} time(s):\n{}", self.screen());
     }
 
+    /// Types Ctrl-C (the terminal sends SIGINT to its foreground processes).
+    fn ctrl_c(&self) {
+        let status = self.command().args(["send-keys", "C-c"]).status().unwrap();
+        assert!(status.success(), "tmux send-keys");
+    }
+
     /// Types `keys` (literally, no Enter).
     fn keys(&self, keys: &str) {
         let status = self
@@ -138,13 +144,35 @@ fn answer(answer: &str, scope: &str) -> (String, String, String) {
 }
 
 /// The pane's script: `leash exec --ask … -- CMD` with CMD's stdout in `dir/out`, the exit
-/// status in `dir/status`, then the pane stays for capture.
+/// status in `dir/status`, the terminal's mode before and after in `dir/stty-*`, then the pane
+/// stays for capture.
 fn exec_script(dir: &Path, config: &Path, command: &str) -> String {
+    let leash = format!(
+        "env -u LEASH_CONFIG {:?} exec --ask --config {config:?} --log log.jsonl -- {command} > out",
+        leash_bin()
+    );
+    script(dir, &leash)
+}
+
+/// `command` in `dir`, between two `stty -g`, its status written last.
+fn script(dir: &Path, command: &str) -> String {
     format!(
-        "cd {dir:?} && env -u LEASH_CONFIG {leash:?} exec --ask --config {config:?} --log log.jsonl \
-         -- {command} > out\necho \"exit=$?\" > status\nsleep 600\n",
-        leash = leash_bin(),
+        "cd {dir:?} && stty -g > stty-before\n{command}\nstatus=$?\nstty -g > stty-after\n\
+         echo \"exit=$status\" > status\nsleep 600\n"
     )
+}
+
+/// Waits for the script's status; asserts the terminal's mode is what it was before leash ran.
+async fn finished(dir: &Path, tmux: &Tmux) -> String {
+    let status = file_text(&dir.join("status"), tmux).await;
+    let mode = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(
+        mode("stty-before"),
+        mode("stty-after"),
+        "the terminal's mode was not put back:\n{}",
+        tmux.screen()
+    );
+    status
 }
 
 fn curl_cmd(origin: &Origin) -> String {
@@ -176,7 +204,7 @@ async fn exec_ask_prompts_on_the_terminal_and_o_lets_the_request_through() {
     tmux.keys("x");
     tmux.wait_for(&question, 2).await;
     tmux.keys("o");
-    let status = file_text(&dir.path().join("status"), &tmux).await;
+    let status = finished(dir.path(), &tmux).await;
     assert_eq!(status, "exit=0\n", "{}", tmux.screen());
     // The command's own output is intact: the body and nothing of the prompt.
     let out = std::fs::read_to_string(dir.path().join("out")).unwrap();
@@ -204,7 +232,7 @@ async fn d_gives_the_deny_block_once_and_the_next_request_is_asked_again() {
     // `d` denies once: the second request is a new question, not refused unseen.
     tmux.wait_for(&question, 2).await;
     tmux.keys("o");
-    let status = file_text(&dir.path().join("status"), &tmux).await;
+    let status = finished(dir.path(), &tmux).await;
     assert_eq!(status, "exit=0\n", "{}", tmux.screen());
     let out = std::fs::read_to_string(dir.path().join("out")).unwrap();
     let (denied, allowed) = out.split_once("403\n").expect("a 403 first");
@@ -216,6 +244,26 @@ async fn d_gives_the_deny_block_once_and_the_next_request_is_asked_again() {
         answers(&dir.path().join("log.jsonl")),
         [answer("deny", "once"), answer("allow", "once")]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_at_the_question_ends_the_command_and_puts_the_terminal_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::http().await;
+    let config = asking_config(dir.path(), &origin, "");
+    let tmux = Tmux::start(
+        dir.path(),
+        &exec_script(dir.path(), &config, &curl_cmd(&origin)),
+    );
+    let question = format!(
+        "leash: allow origin.test:{} (GET, attempt exec-",
+        origin.port()
+    );
+    tmux.wait_for(&question, 1).await;
+    tmux.ctrl_c();
+    // curl was interrupted (128 + SIGINT), as it would be without leash.
+    assert_eq!(finished(dir.path(), &tmux).await, "exit=130\n");
+    assert_eq!(answers(&dir.path().join("log.jsonl")), []);
 }
 
 /// `leash proxy` with its admin API (token in `dir/admin.token`), its ready record in
@@ -236,18 +284,23 @@ fn admin_proxy(dir: &Path, origin: &Origin) -> BinaryProxy {
     BinaryProxy::start(command, WAIT)
 }
 
+/// A curl the test can kill.
+fn held_curl(proxy_url: &str, url: &str) -> std::process::Child {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-x", proxy_url, url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("curl runs")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_answers_a_running_proxy_from_a_second_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let origin = Origin::http().await;
     let proxy = admin_proxy(dir.path(), &origin);
-    let script = format!(
-        "cd {:?} && {:?} approve --ready-file {:?}\necho \"exit=$?\" > status\nsleep 600\n",
-        dir.path(),
-        leash_bin(),
-        dir.path().join("ready.json")
-    );
-    let tmux = Tmux::start(dir.path(), &script);
+    let approve = format!("{:?} approve --ready-file ready.json", leash_bin());
+    let tmux = Tmux::start(dir.path(), &script(dir.path(), &approve));
     tmux.wait_for(
         "leash: answering the asks of the proxy at http://127.0.0.1:",
         1,
@@ -258,12 +311,7 @@ async fn approve_answers_a_running_proxy_from_a_second_terminal() {
     let question = format!("leash: allow origin.test:{} (GET)?", origin.port());
 
     // A request withdrawn while its question shows: the question goes, with a note.
-    let mut gone = Command::new("curl")
-        .args(["-sS", "--max-time", "60", "-x", &proxy_url, &url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("curl runs");
+    let mut gone = held_curl(&proxy_url, &url);
     tmux.wait_for(&question, 1).await;
     gone.kill().unwrap();
     let _ = gone.wait();
@@ -281,6 +329,14 @@ async fn approve_answers_a_running_proxy_from_a_second_terminal() {
         out.stderr
     );
     assert!(tmux.screen().contains("allowed once"), "{}", tmux.screen());
+
+    // Ctrl-C while a question shows: approve ends and the terminal's mode is put back.
+    let mut left = held_curl(&proxy_url, &url);
+    tmux.wait_for(&question, 3).await;
+    tmux.ctrl_c();
+    assert_eq!(finished(dir.path(), &tmux).await, "exit=0\n");
+    left.kill().unwrap();
+    let _ = left.wait();
     drop(proxy);
     assert_eq!(
         answers(&dir.path().join("log.jsonl")),
