@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     flags::PolicyFlags,
-    prompt::{self, InProcess, Terminal},
+    prompt::{self, InProcess, Opened, Terminal},
 };
 
 /// The variable `--admin` takes the admin API's token from; never passed on to the command.
@@ -146,8 +146,10 @@ fn exec(args: ExecArgs) -> anyhow::Result<u8> {
             .bind_attempt(&request, leash_bin.as_deref())
             .context("binding the command's attempt")?
             .env;
+        let mut opened = Opened::default();
         let prompt = terminal.map(|terminal| {
             let approvals = InProcess::new(running.approver());
+            opened = approvals.opened();
             tokio::spawn(async move {
                 if let Err(error) = prompt::run(terminal, approvals).await {
                     eprintln!("leash: no more questions on the terminal: {error:#}");
@@ -167,7 +169,10 @@ fn exec(args: ExecArgs) -> anyhow::Result<u8> {
             prompt.abort();
             let _ = prompt.await;
         }
-        let events = running.events(0, usize::MAX);
+        let mut events = running.events(0, usize::MAX);
+        // An item's opening line is not a block: its requests' ends are logged one by one.
+        let opened = opened.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        events.retain(|e| e["seq"].as_u64().is_none_or(|seq| !opened.contains(&seq)));
         running.shutdown().await;
         if !args.quiet {
             eprint!("{}", crate::hints::summary(&attempt, &events));

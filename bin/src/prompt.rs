@@ -13,6 +13,7 @@ use std::{
     fs::File,
     io,
     os::fd::{AsFd, BorrowedFd},
+    sync::{Arc, Mutex},
 };
 
 use anyhow::Context;
@@ -272,14 +273,26 @@ impl Drop for Cbreak<'_> {
 pub(crate) struct InProcess {
     approver: leash::Approver,
     started: bool,
+    opened: Opened,
 }
+
+/// The logged asks (their `seq`) that opened the pending items seen here. Each held request's
+/// own end is logged apart (declined or timed out as a block, approved not at all), so these
+/// lines are not blocks of their own.
+pub(crate) type Opened = Arc<Mutex<BTreeSet<u64>>>;
 
 impl InProcess {
     pub(crate) fn new(approver: leash::Approver) -> InProcess {
         InProcess {
             approver,
             started: false,
+            opened: Opened::default(),
         }
+    }
+
+    /// The asks that opened the items seen, as they grow.
+    pub(crate) fn opened(&self) -> Opened {
+        self.opened.clone()
     }
 }
 
@@ -288,7 +301,10 @@ impl Approvals for InProcess {
         if std::mem::replace(&mut self.started, true) {
             self.approver.changed().await;
         }
-        Ok(self.approver.pending())
+        let items = self.approver.pending();
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        opened.extend(items.iter().map(|i| i.event));
+        Ok(items)
     }
 
     async fn answer(

@@ -209,7 +209,10 @@ async fn exec_ask_prompts_on_the_terminal_and_o_lets_the_request_through() {
     // The command's own output is intact: the body and nothing of the prompt.
     let out = std::fs::read_to_string(dir.path().join("out")).unwrap();
     assert_eq!(out, format!("{BODY}\n200\n"));
-    assert!(tmux.screen().contains("allowed once"), "{}", tmux.screen());
+    let screen = tmux.screen();
+    assert!(screen.contains("allowed once"), "{screen}");
+    // Held and let through is not blocked: the summary says nothing.
+    assert!(!screen.contains("leash: blocked"), "{screen}");
     assert_eq!(
         answers(&dir.path().join("log.jsonl")),
         [answer("allow", "once")]
@@ -239,7 +242,12 @@ async fn d_gives_the_deny_block_once_and_the_next_request_is_asked_again() {
     assert!(denied.contains(r#""reason":"declined""#), "{out}");
     assert!(denied.contains(r#""held_ms":"#), "{out}");
     assert_eq!(allowed, format!("{BODY}\n200\n"));
-    assert!(tmux.screen().contains("denied"), "{}", tmux.screen());
+    let screen = tmux.screen();
+    assert!(screen.contains("denied"), "{screen}");
+    assert!(
+        screen.contains("leash: blocked 1 request(s) of attempt exec-"),
+        "{screen}"
+    );
     assert_eq!(
         answers(&dir.path().join("log.jsonl")),
         [answer("deny", "once"), answer("allow", "once")]
