@@ -93,31 +93,33 @@ pub(crate) async fn run(terminal: Terminal, mut approvals: impl Approvals) -> an
 
 /// One question, until a valid key or until the item goes away.
 async fn ask(tty: &Tty, approvals: &mut impl Approvals, item: &PendingItem) -> anyhow::Result<()> {
-    let _cbreak = tty.cbreak()?;
+    let mut mode = tty.cbreak()?;
     let question = question(item);
     tty.say(&question).await?;
-    loop {
+    let gone = format!("\nleash: {} {GONE}\n", place(item));
+    let note = loop {
         tokio::select! {
             key = tty.key() => {
                 let Some((answer, scope, said)) = choice(key?) else {
                     tty.say(&format!("\n{question}")).await?;
                     continue;
                 };
-                let outcome = approvals.answer(item.id, answer, scope).await?;
-                let note = match outcome {
+                break match approvals.answer(item.id, answer, scope).await? {
                     Answered::Done => format!("{said}\n"),
-                    Answered::Gone => format!("\nleash: {} {GONE}\n", place(item)),
+                    Answered::Gone => gone,
                     Answered::Refused(why) => format!("\nleash: not answered: {}\n", printable(&why)),
                 };
-                return tty.say(&note).await;
             }
             items = approvals.changed() => {
                 if !items?.iter().any(|i| i.id == item.id) {
-                    return tty.say(&format!("\nleash: {} {GONE}\n", place(item))).await;
+                    break gone;
                 }
             }
         }
-    }
+    };
+    tty.say(&note).await?;
+    mode.line_open = false;
+    Ok(())
 }
 
 const GONE: &str = "was answered elsewhere, withdrawn or timed out";
@@ -222,6 +224,7 @@ impl Tty {
         let guard = Cbreak {
             fd: self.fd(),
             saved,
+            line_open: true,
         };
         tcflush(self.fd(), QueueSelector::IFlush)?;
         Ok(guard)
@@ -260,11 +263,17 @@ impl Tty {
 struct Cbreak<'a> {
     fd: BorrowedFd<'a>,
     saved: Termios,
+    /// The question's line is not ended yet: a cancelled question ends it, so what is written
+    /// next (the summary, the shell's prompt) starts on a line of its own.
+    line_open: bool,
 }
 
 impl Drop for Cbreak<'_> {
     fn drop(&mut self) {
         let _ = tcsetattr(self.fd, OptionalActions::Now, &self.saved);
+        if self.line_open {
+            let _ = rustix::io::write(self.fd, b"\n");
+        }
     }
 }
 

@@ -158,13 +158,16 @@ fn exec_script(dir: &Path, config: &Path, command: &str) -> String {
 fn script(dir: &Path, command: &str) -> String {
     format!(
         "cd {dir:?} && stty -g > stty-before\n{command}\nstatus=$?\nstty -g > stty-after\n\
-         echo \"exit=$status\" > status\nsleep 600\n"
+         echo \"exit=$status\" > status\necho -- done\nsleep 600\n"
     )
 }
 
-/// Waits for the script's status; asserts the terminal's mode is what it was before leash ran.
+/// Waits for the script's status; asserts the terminal's mode is what it was before leash ran
+/// and that what came after starts on a line of its own.
 async fn finished(dir: &Path, tmux: &Tmux) -> String {
     let status = file_text(&dir.join("status"), tmux).await;
+    let screen = tmux.wait_for("-- done", 1).await;
+    assert!(screen.lines().any(|l| l == "-- done"), "{screen}");
     let mode = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
     assert_eq!(
         mode("stty-before"),
