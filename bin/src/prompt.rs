@@ -86,40 +86,49 @@ pub(crate) async fn run(terminal: Terminal, mut approvals: impl Approvals) -> an
             continue;
         };
         asked.insert(item.id);
-        ask(&tty, &mut approvals, &item).await?;
-        items = approvals.changed().await?;
+        items = match ask(&tty, &mut approvals, &item).await? {
+            Some(fresh) => fresh,
+            None => approvals.changed().await?,
+        };
     }
 }
 
-/// One question, until a valid key or until the item goes away.
-async fn ask(tty: &Tty, approvals: &mut impl Approvals, item: &PendingItem) -> anyhow::Result<()> {
+/// One question, until a valid key or until the item goes away; the list as it last came when
+/// that is how the question ended (the next question must not wait for another change).
+async fn ask(
+    tty: &Tty,
+    approvals: &mut impl Approvals,
+    item: &PendingItem,
+) -> anyhow::Result<Option<Vec<PendingItem>>> {
     let mut mode = tty.cbreak()?;
     let question = question(item);
     tty.say(&question).await?;
     let gone = format!("\nleash: {} {GONE}\n", place(item));
-    let note = loop {
+    let (note, fresh) = loop {
         tokio::select! {
             key = tty.key() => {
                 let Some((answer, scope, said)) = choice(key?) else {
                     tty.say(&format!("\n{question}")).await?;
                     continue;
                 };
-                break match approvals.answer(item.id, answer, scope).await? {
+                let note = match approvals.answer(item.id, answer, scope).await? {
                     Answered::Done => format!("{said}\n"),
                     Answered::Gone => gone,
                     Answered::Refused(why) => format!("\nleash: not answered: {}\n", printable(&why)),
                 };
+                break (note, None);
             }
             items = approvals.changed() => {
-                if !items?.iter().any(|i| i.id == item.id) {
-                    break gone;
+                let items = items?;
+                if !items.iter().any(|i| i.id == item.id) {
+                    break (gone, Some(items));
                 }
             }
         }
     };
     tty.say(&note).await?;
     mode.line_open = false;
-    Ok(())
+    Ok(fresh)
 }
 
 const GONE: &str = "was answered elsewhere, withdrawn or timed out";

@@ -111,7 +111,7 @@ async fn file_text(path: &Path, tmux: &Tmux) -> String {
 /// `allow_local`, so only the allowlist is missing), plus `extra` lines.
 fn asking_config(dir: &Path, origin: &Origin, extra: &str) -> PathBuf {
     let hosts = dir.join("hosts");
-    std::fs::write(&hosts, "127.0.0.1 origin.test\n").unwrap();
+    std::fs::write(&hosts, "127.0.0.1 origin.test other.test\n").unwrap();
     let config = dir.join("leash.toml");
     let text = format!(
         "[policy]\nallow_local = [\"127.0.0.1:{}\"]\n\n[dns]\nhosts = {:?}\n\n[ask]\nhold = \"60s\"\n{extra}",
@@ -255,6 +255,33 @@ async fn d_gives_the_deny_block_once_and_the_next_request_is_asked_again() {
         answers(&dir.path().join("log.jsonl")),
         [answer("deny", "once"), answer("allow", "once")]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_wait_their_turn_and_a_withdrawn_one_makes_way_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::http().await;
+    let config = asking_config(dir.path(), &origin, "");
+    let port = origin.port();
+    // The first request gives up after 3 s while its question shows; the second waits its turn.
+    let both = format!(
+        "sh -c 'curl -s --max-time 3 http://origin.test:{port}/ & sleep 1; \
+         curl -sS --max-time 60 http://other.test:{port}/; wait'"
+    );
+    let tmux = Tmux::start(dir.path(), &exec_script(dir.path(), &config, &both));
+    let first = format!("leash: allow origin.test:{port} (GET, attempt exec-");
+    let second = format!("leash: allow other.test:{port} (GET, attempt exec-");
+    tmux.wait_for(&first, 1).await;
+    let gone = format!("origin.test:{port} was answered elsewhere");
+    tmux.wait_for(&gone, 1).await;
+    // One question at a time: the second shows only once the first has gone.
+    let screen = tmux.wait_for(&second, 1).await;
+    assert!(screen.find(&gone) < screen.find(&second), "{screen}");
+    tmux.keys("o");
+    let status = finished(dir.path(), &tmux).await;
+    assert_eq!(status, "exit=0\n", "{}", tmux.screen());
+    let out = std::fs::read_to_string(dir.path().join("out")).unwrap();
+    assert_eq!(out, BODY);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
