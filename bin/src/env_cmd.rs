@@ -124,13 +124,13 @@ fn render(args: &EnvArgs) -> anyhow::Result<String> {
 
 /// The running proxy, as the ready record or the flags describe it.
 #[derive(Debug)]
-struct Proxy {
+pub(crate) struct Proxy {
     http: SocketAddr,
     socks: Option<SocketAddr>,
     /// What the ready record says about TLS interception; `None` when nothing does.
     mitm: Option<Mitm>,
     /// The admin API and its token file, as the ready record names them.
-    admin: Option<(SocketAddr, Option<PathBuf>)>,
+    pub(crate) admin: Option<(SocketAddr, Option<PathBuf>)>,
 }
 
 #[derive(Debug)]
@@ -152,7 +152,8 @@ fn proxy(args: &EnvArgs) -> anyhow::Result<Proxy> {
     }
 }
 
-fn read_ready(path: &Path) -> anyhow::Result<Proxy> {
+/// The running proxy a ready record (`leash proxy --ready-file`) describes.
+pub(crate) fn read_ready(path: &Path) -> anyhow::Result<Proxy> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let ready: serde_json::Value = serde_json::from_str(&text)
@@ -190,11 +191,7 @@ fn bind_attempt(
     (admin, token_file): &(SocketAddr, Option<PathBuf>),
     id: Option<&str>,
 ) -> anyhow::Result<(String, Option<String>)> {
-    let token = token_file
-        .as_deref()
-        .map(leash::read_token_file)
-        .transpose()
-        .context("reading the admin token file the ready record names")?;
+    let token = crate::admin_call::read_token(token_file.as_deref())?;
     let body = serde_json::json!({ "id": id }).to_string();
     let (status, answer) = crate::admin_call::post(*admin, "/attempts", token.as_deref(), &body)
         .with_context(|| format!("asking the admin API on {admin} for a bound attempt"))?;

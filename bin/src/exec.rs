@@ -17,7 +17,10 @@ use leash::{Config, Leash, Listener};
 use rustix::process::{kill_process, Pid, Signal};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::flags::PolicyFlags;
+use crate::{
+    flags::PolicyFlags,
+    prompt::{self, InProcess, Opened, Terminal},
+};
 
 /// The variable `--admin` takes the admin API's token from; never passed on to the command.
 const ADMIN_TOKEN_VAR: &str = "LEASH_ADMIN_TOKEN";
@@ -43,6 +46,10 @@ pub(crate) struct ExecArgs {
     /// leash: programs that ignore the proxy variables reach nothing.
     #[arg(long)]
     isolate: bool,
+    /// Ask on this terminal (`/dev/tty`, not the command's stdin/stdout) about each request the
+    /// policy asks about, while the request waits; refused when there is no terminal.
+    #[arg(long)]
+    ask: bool,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -100,6 +107,11 @@ fn exec(args: ExecArgs) -> anyhow::Result<u8> {
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .context("making leash's memory private")?;
     let mut config = load_config(&args)?;
+    // Before anything runs: without a terminal to ask on, `--ask` would hold requests for nobody.
+    let terminal = match args.ask {
+        true => Some(Terminal::open().context("--ask asks on the terminal, and there is none")?),
+        false => None,
+    };
     let scratch = tempfile::tempdir().context("creating a temporary directory")?;
     config.listen.ephemeral = true;
     config.socks.enabled &= !args.no_socks;
@@ -134,6 +146,16 @@ fn exec(args: ExecArgs) -> anyhow::Result<u8> {
             .bind_attempt(&request, leash_bin.as_deref())
             .context("binding the command's attempt")?
             .env;
+        let mut opened = Opened::default();
+        let prompt = terminal.map(|terminal| {
+            let approvals = InProcess::new(running.approver());
+            opened = approvals.opened();
+            tokio::spawn(async move {
+                if let Err(error) = prompt::run(terminal, approvals).await {
+                    eprintln!("leash: no more questions on the terminal: {error:#}");
+                }
+            })
+        });
         let child = match args.isolate {
             true => spawn_isolated(&mut running, scratch.path(), &args.command, env).await?,
             false => spawn(&args.command, env)?,
@@ -142,7 +164,15 @@ fn exec(args: ExecArgs) -> anyhow::Result<u8> {
             Ok(mut child) => exit_code(wait_forwarding_signals(&mut child).await?),
             Err(code) => code,
         };
-        let events = running.events(0, usize::MAX);
+        if let Some(prompt) = prompt {
+            // Ends the question shown, if any, which puts the terminal's mode back.
+            prompt.abort();
+            let _ = prompt.await;
+        }
+        let mut events = running.events(0, usize::MAX);
+        // An item's opening line is not a block: its requests' ends are logged one by one.
+        let opened = opened.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        events.retain(|e| e["seq"].as_u64().is_none_or(|seq| !opened.contains(&seq)));
         running.shutdown().await;
         if !args.quiet {
             eprint!("{}", crate::hints::summary(&attempt, &events));

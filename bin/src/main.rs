@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin_call;
+mod approve;
 mod ca;
 mod check;
 mod config_check;
@@ -16,6 +17,7 @@ mod flags;
 mod hints;
 #[cfg(target_os = "linux")]
 mod isolate;
+mod prompt;
 mod proxy;
 
 /// leash: a local network-policy proxy for sandboxed programs.
@@ -34,6 +36,8 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Print the proxy environment for a running leash.
     Env(env_cmd::EnvArgs),
+    /// Answer a running proxy's asks on this terminal, one key per request.
+    Approve(approve::ApproveArgs),
     /// Relay stdin/stdout to HOST:PORT through a running leash (for ssh's ProxyCommand).
     Connect(connect::ConnectArgs),
     /// Internal: the namespace helper of `leash exec --isolate`.
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Command::Isolate(args) => return isolate::helper(args),
         Command::Env(args) => env_cmd::run(args),
         Command::Proxy(args) => proxy::run(args),
+        Command::Approve(args) => approve::run(args),
         Command::Connect(args) => connect::run(args),
         Command::Check(args) => check::run(args),
         Command::Config(ConfigCommand::Check(args)) => config_check::run(args),

@@ -16,14 +16,14 @@ use policy::{
     DecisionEvent, DecisionSink, EventId, Held, Hold, Holder, PolicyEngine, Protocol, Request,
     RequestShape, Rule, Target, Verdict,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 /// A poller counts as present this long after its last `GET /pending` ended (SPEC §14).
 const POLLER_GRACE: Duration = Duration::from_secs(10);
 
-/// One pending item as `GET /pending` shows it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+/// One pending item as `GET /pending` shows it (and `leash approve` reads it back).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PendingItem {
     /// Its id, for `POST /pending/{id}`.
     pub id: u64,

@@ -24,6 +24,7 @@ mod mitm_env;
 mod own_listeners;
 mod page;
 mod process;
+mod prompt;
 mod reasons;
 mod relay;
 mod socks;
