@@ -195,7 +195,7 @@ async fn exec_ask_prompts_on_the_terminal_and_o_lets_the_request_through() {
         &exec_script(dir.path(), &config, &curl_cmd(&origin)),
     );
     let question = format!(
-        "leash: allow origin.test:{} (GET, attempt exec-",
+        "leash: allow origin.test:{} (GET /, attempt exec-",
         origin.port()
     );
     let screen = tmux.wait_for(&question, 1).await;
@@ -230,7 +230,7 @@ async fn d_gives_the_deny_block_once_and_the_next_request_is_asked_again() {
     let twice = format!("sh -c \"{0}; {0}\"", curl_cmd(&origin).replace('"', "\\\""));
     let tmux = Tmux::start(dir.path(), &exec_script(dir.path(), &config, &twice));
     let question = format!(
-        "leash: allow origin.test:{} (GET, attempt exec-",
+        "leash: allow origin.test:{} (GET /, attempt exec-",
         origin.port()
     );
     tmux.wait_for(&question, 1).await;
@@ -269,8 +269,8 @@ async fn questions_wait_their_turn_and_a_withdrawn_one_makes_way_for_the_next() 
          curl -sS --max-time 60 http://other.test:{port}/; wait'"
     );
     let tmux = Tmux::start(dir.path(), &exec_script(dir.path(), &config, &both));
-    let first = format!("leash: allow origin.test:{port} (GET, attempt exec-");
-    let second = format!("leash: allow other.test:{port} (GET, attempt exec-");
+    let first = format!("leash: allow origin.test:{port} (GET /, attempt exec-");
+    let second = format!("leash: allow other.test:{port} (GET /, attempt exec-");
     tmux.wait_for(&first, 1).await;
     let gone = format!("origin.test:{port} was answered elsewhere");
     tmux.wait_for(&gone, 1).await;
@@ -294,7 +294,7 @@ async fn ctrl_c_at_the_question_ends_the_command_and_puts_the_terminal_back() {
         &exec_script(dir.path(), &config, &curl_cmd(&origin)),
     );
     let question = format!(
-        "leash: allow origin.test:{} (GET, attempt exec-",
+        "leash: allow origin.test:{} (GET /, attempt exec-",
         origin.port()
     );
     tmux.wait_for(&question, 1).await;
@@ -346,7 +346,7 @@ async fn approve_answers_a_running_proxy_from_a_second_terminal() {
     .await;
     let proxy_url = format!("http://{}", proxy.http());
     let url = format!("http://origin.test:{}/", origin.port());
-    let question = format!("leash: allow origin.test:{} (GET)?", origin.port());
+    let question = format!("leash: allow origin.test:{} (GET /)?", origin.port());
 
     // A request withdrawn while its question shows: the question goes, with a note.
     let mut gone = held_curl(&proxy_url, &url);
