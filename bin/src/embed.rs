@@ -102,6 +102,10 @@ pub enum BuildError {
     /// file and line).
     #[error("{0}")]
     Approvals(crate::config::ConfigError),
+    /// `upstream.proxy = "env"` found no usable proxy variable (the message never holds a
+    /// password).
+    #[error("{0}")]
+    Upstream(String),
 }
 
 impl LeashBuilder {
@@ -197,6 +201,11 @@ impl LeashBuilder {
         if let Some(connector) = self.connector {
             dialer = dialer.with_connector(connector);
         }
+        let upstream = config
+            .upstream
+            .build(|name| std::env::var(name).ok())
+            .map_err(BuildError::Upstream)?;
+        dialer = dialer.with_upstream(upstream);
         let tunnels = dialer.tunnels().clone();
         // The one place every `ask` waits; the embedder's decider is one of its approvers.
         let pending = Pending::new(
