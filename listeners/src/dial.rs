@@ -499,3 +499,6 @@ fn upstream_failed(kind: io::ErrorKind, why: &str) -> DialError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod upstream_tests;

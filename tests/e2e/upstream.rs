@@ -182,6 +182,13 @@ async fn http_connect_and_socks5_go_through_the_upstream_with_its_credentials_on
         Vec::<String>::new(),
         "the upstream resolves names"
     );
+
+    let admin = proxy.admin_client();
+    let (status, config) = crate::admin::call(&admin, "GET", "/config", None, None).await;
+    assert_eq!(status, 200);
+    let shown = format!("http://{CORP_USER}:<redacted>@{}", corp.http);
+    assert_eq!(config["upstream"]["proxy"], shown.as_str());
+    assert!(!config.to_string().contains(CORP_TOKEN), "{config}");
 }
 
 /// A limited-mode leash with MITM behind the corporate proxy: the intercepted request's origin
