@@ -175,3 +175,27 @@ async fn udp_never_goes_around_the_upstream() {
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn with_local_resolution_a_no_proxy_network_is_matched_by_the_vetted_address() {
+    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = origin.local_addr().unwrap().port();
+    let proxy = UpstreamProxy::new(
+        Host::Ip("127.0.0.1".parse().unwrap()),
+        1, // never dialled: the target is bypassed
+        None,
+        RuleList::new(["127.0.0.0/8".parse().unwrap()]),
+        UpstreamResolve::Local,
+    );
+    let resolver = StaticResolver::new().answer("intra.test", &["127.0.0.1".parse().unwrap()]);
+    let dialer = Dialer::new(
+        Arc::new(resolver),
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    )
+    .with_upstream(Some(Arc::new(proxy)));
+    let target = Target::parse(&format!("intra.test:{port}"), None).unwrap();
+    let dialed = dialer.dial(&open(), &target, &client()).await.unwrap();
+    assert_eq!(dialed.via, Via::Direct);
+    assert_eq!(dialed.peer, Some(SocketAddr::from(([127, 0, 0, 1], port))));
+}
