@@ -13,7 +13,10 @@ use policy::{Mode, Policy, PolicyBuilder, PolicyConfig, PolicyError};
 use serde::{Deserialize, Serialize};
 use serde_with::{serde_as, DisplayFromStr};
 
-use crate::duration::{ConnectionCount, HeadSize, Timeout};
+use crate::{
+    duration::{ConnectionCount, HeadSize, Timeout},
+    upstream::UpstreamConfig,
+};
 
 /// The whole configuration file; every table and key is optional.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -43,6 +46,8 @@ pub struct Config {
     pub tunnel: TunnelConfig,
     /// Asking a person (SPEC §14).
     pub ask: AskConfig,
+    /// The upstream (corporate) proxy (SPEC §16).
+    pub upstream: UpstreamConfig,
 }
 
 /// `[ask]` (SPEC §14): how long a held `ask` waits for an answer.
@@ -401,9 +406,10 @@ impl Config {
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
             let key = error.path().to_string();
             let inner = error.into_inner();
+            let line = rule_line::no_proxy_line(text, &key);
             ConfigError::Parse {
                 path: path.to_owned(),
-                line: inner.span().map(|span| line_of(text, span.start)),
+                line: line.or_else(|| inner.span().map(|span| line_of(text, span.start))),
                 key,
                 message: inner.message().to_owned(),
             }

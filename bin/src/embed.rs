@@ -112,6 +112,10 @@ pub enum BuildError {
         #[source]
         error: std::io::Error,
     },
+    /// `upstream.proxy = "env"` found no usable proxy variable (the message never holds a
+    /// password).
+    #[error("{0}")]
+    Upstream(String),
 }
 
 impl LeashBuilder {
@@ -207,6 +211,11 @@ impl LeashBuilder {
         if let Some(connector) = self.connector {
             dialer = dialer.with_connector(connector);
         }
+        let upstream = config
+            .upstream
+            .build(|name| std::env::var(name).ok())
+            .map_err(BuildError::Upstream)?;
+        dialer = dialer.with_upstream(upstream);
         let tunnels = dialer.tunnels().clone();
         // The one place every `ask` waits; the embedder's decider is one of its approvers.
         let pending = Pending::new(

@@ -15,6 +15,7 @@ mod duration;
 mod embed;
 mod hot;
 mod hub;
+mod upstream;
 
 pub use crate::{
     admin_token::{random_hex, read_token_file, NO_ADMIN_TOKEN},
@@ -30,6 +31,9 @@ pub use crate::{
     embed::{Addrs, BuildError, Built, Leash, LeashBuilder, Listener, Running},
     hot::HotPolicy,
     hub::ConfigOverlay,
+    upstream::{
+        NoProxyRule, ProxySetting, ProxyUrl, ResolveSetting, UpstreamConfig, PROXY_VARIABLES,
+    },
 };
 /// What `Running::change_rules` adds or removes, whether it adds or removes them, and why a change
 /// was refused.

@@ -80,7 +80,7 @@ pub(crate) async fn handle(
     let info = TunnelInfo {
         target,
         protocol: Protocol::Connect,
-        peer: Some(dialed.peer),
+        peer: dialed.peer,
         inspected: false,
         approved,
         attempt: scope.attempt.as_deref().map(Arc::from),

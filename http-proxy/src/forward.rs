@@ -12,13 +12,13 @@ use hyper::{
     body::Incoming,
     client::conn::http1::{self as client, SendRequest},
     header::{
-        GetAll, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING,
-        UPGRADE, WWW_AUTHENTICATE,
+        GetAll, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, HOST, PROXY_AUTHORIZATION,
+        TRANSFER_ENCODING, UPGRADE, WWW_AUTHENTICATE,
     },
     Request, Response, StatusCode, Uri, Version,
 };
 use hyper_util::rt::TokioIo;
-use listeners::{DialError, ExchangeInfo, TunnelHandle, TunnelInfo};
+use listeners::{DialError, ExchangeInfo, TunnelHandle, TunnelInfo, Via};
 use policy::{
     is_approved, BlockReason, Decision, Host, Protocol, Request as PolicyRequest, RequestShape,
     Ruling, Target,
@@ -34,7 +34,7 @@ use crate::{
     count::{Counted, UpstreamBody},
     framing::OptionsAsterisk,
     headers::strip_hop_by_hop,
-    pool::{PoolKey, Returning, Upstream, UpstreamCache},
+    pool::{PoolKey, Returning, ToProxy, Upstream, UpstreamCache},
     proxy::{HttpProxy, Scope, Subject},
     response::{upstream_error_response, ProxyBody, UpstreamError},
 };
@@ -298,10 +298,11 @@ async fn upstream(
     route: &Route,
 ) -> Result<Upstream, UpstreamError> {
     while let Some(mut pooled) = cache.take(key) {
-        let still_allowed = proxy
-            .dialer
-            .revet(scope.engine.as_ref(), &key.target, pooled.peer)
-            .is_allowed();
+        // Through an upstream proxy that resolved the name there is no address to re-vet.
+        let still_allowed = pooled.peer.is_none_or(|peer| {
+            let engine = scope.engine.as_ref();
+            proxy.dialer.revet(engine, &key.target, peer).is_allowed()
+        });
         if !still_allowed {
             // Dial afresh: the dialer then refuses with the decision, and names it.
             break;
@@ -319,18 +320,24 @@ async fn upstream(
 }
 
 /// A new connection to a vetted address of the target, TLS-wrapped for an intercepted request.
+/// Plain HTTP may instead go to the upstream proxy itself, in absolute-form (SPEC §16); TLS to
+/// the origin goes through its `CONNECT` tunnel.
 async fn dial_fresh(
     proxy: &HttpProxy,
     scope: &Scope,
     key: &PoolKey,
     route: &Route,
 ) -> Result<Upstream, UpstreamError> {
-    let target = &key.target;
-    let dialed = proxy
-        .dialer
-        .dial(scope.engine.as_ref(), target, &scope.client_key())
-        .await
-        .map_err(UpstreamError::Dial)?;
+    let (target, engine, client) = (&key.target, scope.engine.as_ref(), &scope.client_key());
+    let dialed = match &route.tls {
+        None => proxy.dialer.dial_http(engine, target, client).await,
+        Some(_) => proxy.dialer.dial(engine, target, client).await,
+    };
+    let dialed = dialed.map_err(UpstreamError::Dial)?;
+    let to_proxy = match dialed.via {
+        Via::Forward { authorization, .. } => Some(ToProxy { authorization }),
+        Via::Direct | Via::Tunnel(_) => None,
+    };
     let (sender, task) = match &route.tls {
         None => handshake(dialed.stream).await?,
         Some(tls) => {
@@ -342,7 +349,7 @@ async fn dial_fresh(
             handshake(stream).await?
         }
     };
-    Ok(Upstream::new(dialed.peer, sender, task))
+    Ok(Upstream::new(dialed.peer, to_proxy, sender, task))
 }
 
 /// An HTTP/1.1 client connection over `io`, driven by its own task.
@@ -395,6 +402,15 @@ impl Sending<'_> {
             .insert(HOST, host_header(&key.target, self.route.default_port()));
         let asterisk = parts.extensions.get::<OptionsAsterisk>().is_some();
         parts.uri = origin_form(&parts.uri, asterisk);
+        if let Some(to_proxy) = &upstream.to_proxy {
+            // leash's own credentials for the upstream; the client's were stripped above.
+            parts.uri = absolute_form(&key.target, &parts.uri);
+            if let Some(authorization) = &to_proxy.authorization {
+                let value = HeaderValue::from_str(authorization)
+                    .expect("base64 credentials are a valid header value");
+                parts.headers.insert(PROXY_AUTHORIZATION, value);
+            }
+        }
         parts.version = Version::HTTP_11;
         let tunnels = self.proxy.dialer.tunnels();
         let cut = Arc::new(AtomicBool::new(false));
@@ -420,6 +436,13 @@ impl Sending<'_> {
                 sent.map_err(UpstreamError::Http)?
             }
         };
+        if upstream.to_proxy.is_some()
+            && response.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+        {
+            // The upstream proxy refused leash's credentials: the client must not read it as
+            // leash asking for its own.
+            return Err(UpstreamError::Dial(DialError::UpstreamProxyAuth));
+        }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now speaks something else: it is dropped, never pooled.
             return Err(UpstreamError::UnrequestedUpgrade);
@@ -438,7 +461,7 @@ impl Sending<'_> {
     /// (a change since the decision refuses it here; a later one cuts it).
     fn register(&self, upstream: &Upstream) -> Result<TunnelHandle, UpstreamError> {
         let mut info = self.exchange.clone();
-        info.route.peer = Some(upstream.peer);
+        info.route.peer = upstream.peer;
         let tunnels = self.proxy.dialer.tunnels();
         tunnels
             .open_exchange_checked(info, self.proxy.engine.as_ref())
@@ -479,6 +502,19 @@ fn origin_form(uri: &Uri, asterisk: bool) -> Uri {
             .parse()
             .unwrap_or_else(|_| Uri::from_static("/")),
     }
+}
+
+/// The request-target an upstream proxy takes (RFC 9112 §3.2.2): `http://` and the target (as
+/// leash decided it, so the upstream connects to exactly that), then the origin-form path.
+fn absolute_form(target: &Target, origin_form: &Uri) -> Uri {
+    let path = match origin_form.path_and_query() {
+        Some(pq) if pq.as_str() != "*" => pq.as_str(),
+        // `OPTIONS *` becomes `OPTIONS http://host:port` (§3.2.4).
+        _ => "",
+    };
+    format!("http://{target}{path}")
+        .parse()
+        .expect("a canonical target and a path make a valid URI")
 }
 
 /// Whether these `Authorization` or `WWW-Authenticate` values name a scheme that authenticates

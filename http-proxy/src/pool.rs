@@ -48,10 +48,14 @@ pub(crate) struct PoolKey {
     pub(crate) protocol: Protocol,
 }
 
-/// A connection to a vetted address, ready for a request.
+/// A connection to a vetted address (or through the upstream proxy), ready for a request.
 #[derive(Debug)]
 pub(crate) struct Upstream {
-    pub(crate) peer: SocketAddr,
+    /// The target's vetted address; `None` when the upstream proxy resolved the name.
+    pub(crate) peer: Option<SocketAddr>,
+    /// The connection is to the upstream proxy itself (SPEC §16): requests go in absolute-form,
+    /// with this `Proxy-Authorization`.
+    pub(crate) to_proxy: Option<ToProxy>,
     pub(crate) sender: SendRequest<UpstreamBody>,
     /// The task driving the connection: aborting it drops the socket at once, mid-request too
     /// (dropping `sender` would let the request in flight finish).
@@ -65,12 +69,14 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     pub(crate) fn new(
-        peer: SocketAddr,
+        peer: Option<SocketAddr>,
+        to_proxy: Option<ToProxy>,
         sender: SendRequest<UpstreamBody>,
         task: AbortHandle,
     ) -> Upstream {
         Upstream {
             peer,
+            to_proxy,
             sender,
             task,
             idle_since: Instant::now(),
@@ -82,6 +88,13 @@ impl Upstream {
     fn reusable(&self) -> bool {
         self.idle_since.elapsed() < IDLE_FOR && !self.sender.is_closed()
     }
+}
+
+/// How requests are sent over a connection to the upstream proxy itself.
+#[derive(Clone, Debug)]
+pub(crate) struct ToProxy {
+    /// `Basic …` from the proxy URL, when it has credentials.
+    pub(crate) authorization: Option<std::sync::Arc<str>>,
 }
 
 /// The pool. Its lock is held only to push, pop or sweep, never across an await.

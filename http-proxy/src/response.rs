@@ -195,6 +195,16 @@ pub(crate) fn upstream_error_response(
         // one to arrive, the exchange still fails closed.
         UpstreamError::Refused(_) => (StatusCode::BAD_GATEWAY, "connect_failed"),
         UpstreamError::UnrequestedUpgrade => (StatusCode::BAD_GATEWAY, "bad_upstream_response"),
+        // The upstream (corporate) proxy, SPEC §16: never a direct dial instead.
+        UpstreamError::Dial(DialError::UpstreamProxyFailed(_)) => {
+            (StatusCode::BAD_GATEWAY, "upstream_proxy_failed")
+        }
+        UpstreamError::Dial(DialError::UpstreamProxyAuth) => {
+            (StatusCode::BAD_GATEWAY, "upstream_proxy_auth")
+        }
+        UpstreamError::Dial(DialError::UpstreamProxyRefused(_)) => {
+            (StatusCode::BAD_GATEWAY, "upstream_proxy_refused")
+        }
     };
     let body = UpstreamErrorBody {
         v: SCHEMA_VERSION,
@@ -404,6 +414,23 @@ mod tests {
                 UpstreamError::UnrequestedUpgrade,
                 502,
                 "bad_upstream_response",
+            ),
+            (
+                UpstreamError::Dial(DialError::UpstreamProxyFailed(
+                    std::io::ErrorKind::ConnectionRefused.into(),
+                )),
+                502,
+                "upstream_proxy_failed",
+            ),
+            (
+                UpstreamError::Dial(DialError::UpstreamProxyAuth),
+                502,
+                "upstream_proxy_auth",
+            ),
+            (
+                UpstreamError::Dial(DialError::UpstreamProxyRefused(403)),
+                502,
+                "upstream_proxy_refused",
             ),
         ];
         for (error, status, reason) in cases {

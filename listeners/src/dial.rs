@@ -20,6 +20,7 @@ use crate::{
     interfaces::interface_addresses,
     lookups::{ClientKey, LookupBound, LookupLimits, Lookups},
     tunnels::Tunnels,
+    upstream::{UpstreamProxy, UpstreamResolve},
 };
 
 /// A boxed future, so the traits below stay object-safe.
@@ -101,13 +102,42 @@ impl Connector for TcpConnector {
     }
 }
 
-/// A connection to a vetted address.
+/// A connection to a target: to a vetted address, or through the upstream proxy.
 #[derive(Debug)]
 pub struct Dialed {
-    /// The connected stream.
+    /// The connected stream: the target's bytes (through the upstream too, once its `CONNECT`
+    /// was answered), or, for [`Via::Forward`], the upstream proxy's HTTP.
     pub stream: TcpStream,
-    /// The address connected to.
-    pub peer: SocketAddr,
+    /// The target's vetted address, which a policy change re-vets; `None` when the upstream
+    /// proxy resolved the name (leash never learns the address).
+    pub peer: Option<SocketAddr>,
+    /// How the stream reaches the target.
+    pub via: Via,
+}
+
+/// How a dialled stream reaches its target (SPEC §16).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Directly.
+    Direct,
+    /// Through a `CONNECT` tunnel of the upstream proxy at this address.
+    Tunnel(SocketAddr),
+    /// To the upstream proxy at `proxy`, which takes plain HTTP requests in absolute-form with
+    /// this `Proxy-Authorization` (added by leash; a client's never goes upstream).
+    Forward {
+        /// The upstream's address.
+        proxy: SocketAddr,
+        /// `Basic …`, when the proxy URL has credentials.
+        authorization: Option<Arc<str>>,
+    },
+}
+
+/// What the caller will send: bytes of its own (a tunnel), or plain HTTP requests, which an
+/// upstream proxy that resolves names takes in absolute-form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hop {
+    Tunnel,
+    Http,
 }
 
 /// Why a dial did not produce a connection. Not `#[non_exhaustive]`: the protocol crates map it
@@ -132,6 +162,16 @@ pub enum DialError {
     /// No vetted address answered in time.
     #[error("connect timed out")]
     ConnectTimeout,
+    /// The upstream proxy could not be reached, or its answer was not HTTP (SPEC §16: never a
+    /// direct dial instead).
+    #[error("the upstream proxy failed: {0}")]
+    UpstreamProxyFailed(io::Error),
+    /// The upstream proxy refused leash's credentials (its `407`).
+    #[error("the upstream proxy refused leash's credentials (407)")]
+    UpstreamProxyAuth,
+    /// The upstream proxy refused the `CONNECT` (its `403`, or another non-2xx status).
+    #[error("the upstream proxy refused the connection ({0})")]
+    UpstreamProxyRefused(u16),
 }
 
 /// Resolves, vets and connects. Cheap to clone and share.
@@ -144,6 +184,7 @@ pub struct Dialer {
     own_listeners: Arc<[SocketAddr]>,
     tunnels: Arc<Tunnels>,
     lookups: Arc<Lookups>,
+    upstream: Option<Arc<UpstreamProxy>>,
 }
 
 impl Dialer {
@@ -162,7 +203,19 @@ impl Dialer {
             own_listeners: Arc::from([]),
             tunnels: Arc::default(),
             lookups: Arc::new(Lookups::new(LookupLimits::default())),
+            upstream: None,
         }
+    }
+
+    /// Sends every connection but those to `no_proxy` targets through `upstream` (SPEC §16).
+    pub fn with_upstream(mut self, upstream: Option<Arc<UpstreamProxy>>) -> Dialer {
+        self.upstream = upstream;
+        self
+    }
+
+    /// The upstream proxy, if one is configured.
+    pub fn upstream(&self) -> Option<&Arc<UpstreamProxy>> {
+        self.upstream.as_ref()
     }
 
     /// Bounds the lookups in flight (shared by this dialer's clones from here on).
@@ -203,29 +256,132 @@ impl Dialer {
     }
 
     /// Resolves `target` once (a lookup counted against `client`'s bound), vets every address
-    /// with `engine`, and connects to the first vetted address that answers. The caller has
-    /// already had `engine.decide` allow the target.
+    /// with `engine`, and connects to the first vetted address that answers; with an upstream
+    /// proxy, `CONNECT`s through it instead (see `dial_upstream`). The caller has already had
+    /// `engine.decide` allow the target. The stream carries the target's bytes.
     pub async fn dial(
         &self,
         engine: &dyn PolicyEngine,
         target: &Target,
         client: &ClientKey,
     ) -> Result<Dialed, DialError> {
-        let addrs = self.addresses(target.host(), client).await?;
-        let decision = engine.vet(target, &addrs);
-        if !decision.is_allowed() {
-            return Err(DialError::Blocked(decision));
+        self.dial_for(engine, target, client, Hop::Tunnel).await
+    }
+
+    /// `dial` for plain HTTP requests: through an upstream proxy that resolves names, the stream
+    /// is the upstream's own HTTP ([`Via::Forward`]: requests go in absolute-form, SPEC §16).
+    pub async fn dial_http(
+        &self,
+        engine: &dyn PolicyEngine,
+        target: &Target,
+        client: &ClientKey,
+    ) -> Result<Dialed, DialError> {
+        self.dial_for(engine, target, client, Hop::Http).await
+    }
+
+    async fn dial_for(
+        &self,
+        engine: &dyn PolicyEngine,
+        target: &Target,
+        client: &ClientKey,
+        hop: Hop,
+    ) -> Result<Dialed, DialError> {
+        match self.upstream.as_ref().filter(|u| !u.bypassed(target)) {
+            Some(upstream) => {
+                self.dial_upstream(upstream, engine, target, client, hop)
+                    .await
+            }
+            None => {
+                let addrs = self.vetted(engine, target, client).await?;
+                self.connect_vetted(&addrs, target.port()).await
+            }
         }
-        self.refuse_own_listeners(&addrs, target.port())?;
-        let connect = self.connect_any(&addrs, target.port());
-        tokio::time::timeout(self.connect_timeout, connect)
+    }
+
+    /// Through the upstream proxy. A name goes as it is when the upstream resolves names (leash
+    /// does no lookup); otherwise (an address, or `resolve = "local"`) the target is vetted here
+    /// first, as for a direct dial, and the vetted address is sent. The upstream's own address
+    /// is not vetted: it is configuration, not a target.
+    async fn dial_upstream(
+        &self,
+        upstream: &UpstreamProxy,
+        engine: &dyn PolicyEngine,
+        target: &Target,
+        client: &ClientKey,
+        hop: Hop,
+    ) -> Result<Dialed, DialError> {
+        let peer = match (upstream.resolve(), target.host()) {
+            (UpstreamResolve::Upstream, Host::Name(_)) => None,
+            _ => {
+                let addrs = self.vetted(engine, target, client).await?;
+                if addrs
+                    .iter()
+                    .any(|&ip| upstream.bypassed_ip(ip, target.port()))
+                {
+                    return self.connect_vetted(&addrs, target.port()).await;
+                }
+                Some(SocketAddr::new(addrs[0], target.port()))
+            }
+        };
+        let forward = hop == Hop::Http && upstream.resolve() == UpstreamResolve::Upstream;
+        let proxy_addrs = self.proxy_addresses(upstream, client).await?;
+        let through = async {
+            let (mut stream, proxy) = self
+                .connect_any(&proxy_addrs, upstream.target().port())
+                .await
+                .map_err(DialError::UpstreamProxyFailed)?;
+            if forward {
+                let authorization = upstream.authorization().cloned();
+                let via = Via::Forward {
+                    proxy,
+                    authorization,
+                };
+                return Ok(Dialed { stream, peer, via });
+            }
+            let authority = peer.map_or_else(|| target.to_string(), |peer| peer.to_string());
+            upstream.connect(&mut stream, &authority).await?;
+            let via = Via::Tunnel(proxy);
+            Ok(Dialed { stream, peer, via })
+        };
+        tokio::time::timeout(self.connect_timeout, through)
+            .await
+            .map_err(|_| upstream_failed(io::ErrorKind::TimedOut, "no answer in time"))?
+    }
+
+    /// The upstream proxy's addresses (looked up when it is named): exempt from the local check,
+    /// but never one of leash's own listeners, which would send leash's traffic back to itself.
+    async fn proxy_addresses(
+        &self,
+        upstream: &UpstreamProxy,
+        client: &ClientKey,
+    ) -> Result<Vec<IpAddr>, DialError> {
+        let proxy = upstream.target();
+        let addrs = self
+            .addresses(proxy.host(), client)
+            .await
+            .map_err(|error| upstream_failed(io::ErrorKind::NotFound, &error.to_string()))?;
+        self.refuse_own_listeners(&addrs, proxy.port())
+            .map_err(|_| upstream_failed(io::ErrorKind::InvalidInput, "it is leash itself"))?;
+        Ok(addrs)
+    }
+
+    /// Connects to the first vetted address that answers, within the connect timeout.
+    async fn connect_vetted(&self, addrs: &[IpAddr], port: u16) -> Result<Dialed, DialError> {
+        let connect = self.connect_any(addrs, port);
+        let (stream, peer) = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| DialError::ConnectTimeout)?
+            .map_err(DialError::ConnectFailed)?;
+        Ok(Dialed {
+            stream,
+            peer: Some(peer),
+            via: Via::Direct,
+        })
     }
 
     /// Resolves `target` once and vets every address, without connecting: what `dial` does before
     /// it connects, and what a UDP relay does before it sends.
-    pub async fn resolve_vetted(
+    async fn vetted(
         &self,
         engine: &dyn PolicyEngine,
         target: &Target,
@@ -238,6 +394,22 @@ impl Dialer {
         }
         self.refuse_own_listeners(&addrs, target.port())?;
         Ok(addrs)
+    }
+
+    /// The vetted addresses of `target`, for a UDP datagram. A datagram cannot go through an HTTP
+    /// upstream proxy: with one configured, only `no_proxy` targets are sent (directly), and
+    /// nothing else is ever sent directly instead.
+    pub async fn resolve_vetted(
+        &self,
+        engine: &dyn PolicyEngine,
+        target: &Target,
+        client: &ClientKey,
+    ) -> Result<Vec<IpAddr>, DialError> {
+        if self.upstream.as_ref().is_some_and(|u| !u.bypassed(target)) {
+            let why = "UDP cannot go through an HTTP upstream proxy";
+            return Err(upstream_failed(io::ErrorKind::Unsupported, why));
+        }
+        self.vetted(engine, target, client).await
     }
 
     /// Re-checks an address already connected to (a reused upstream connection) against the policy
@@ -304,18 +476,29 @@ impl Dialer {
         }
     }
 
-    async fn connect_any(&self, addrs: &[IpAddr], port: u16) -> Result<Dialed, DialError> {
+    async fn connect_any(
+        &self,
+        addrs: &[IpAddr],
+        port: u16,
+    ) -> io::Result<(TcpStream, SocketAddr)> {
         let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address");
         for &ip in addrs {
             let peer = SocketAddr::new(ip, port);
             match self.connector.connect(peer).await {
-                Ok(stream) => return Ok(Dialed { stream, peer }),
+                Ok(stream) => return Ok((stream, peer)),
                 Err(error) => last_error = error,
             }
         }
-        Err(DialError::ConnectFailed(last_error))
+        Err(last_error)
     }
+}
+
+fn upstream_failed(kind: io::ErrorKind, why: &str) -> DialError {
+    DialError::UpstreamProxyFailed(io::Error::new(kind, why.to_owned()))
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod upstream_tests;

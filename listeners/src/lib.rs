@@ -21,11 +21,13 @@ mod reserve;
 #[cfg(target_os = "linux")]
 mod splice;
 mod tunnels;
+mod upstream;
 
 pub use crate::{
     accept::{accept_loop, AcceptLimits, Busy, Connection, Parked, Stopping},
     dial::{
         BoxFuture, Connector, DialError, Dialed, Dialer, Resolver, StaticResolver, TcpConnector,
+        Via,
     },
     dns::{check_resolv_conf, DnsConfigError, DnsResolver, DnsSettings, MAX_CACHE_TTL},
     held::{
@@ -38,4 +40,5 @@ pub use crate::{
     relay::{relay, relay_sockets, RelayMode},
     reserve::{ListenError, ListenPlan, Reserved},
     tunnels::{ExchangeInfo, TunnelHandle, TunnelInfo, Tunnels},
+    upstream::{UpstreamProxy, UpstreamResolve},
 };

@@ -68,6 +68,7 @@ mod matcher;
 mod net;
 mod policy;
 mod rule;
+mod rule_list;
 
 pub use crate::{
     ask::{AnswerEvent, ApprovedBy, AskAnswer, AskScope, Held, Hold, Holder, Ruling},
@@ -89,4 +90,5 @@ pub use crate::{
     net::IpNet,
     policy::{AllowLocal, Policy, PolicyBuilder, PolicyError, VETTED},
     rule::{PortRange, Rule, RuleError, RuleHost},
+    rule_list::RuleList,
 };

@@ -254,8 +254,9 @@ impl SocksProxy {
             }
         };
         let info = TunnelInfo {
-            // The vetted address, which is what a policy change re-vets.
-            peer: Some(peer),
+            // The vetted address, which is what a policy change re-vets (none when the upstream
+            // proxy resolved the name).
+            peer,
             target: target.clone(),
             protocol: Protocol::Socks5,
             inspected: false,

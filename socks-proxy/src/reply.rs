@@ -55,6 +55,12 @@ pub(crate) fn reply_code(outcome: &Outcome<'_>) -> u8 {
             REPLY_CONNECTION_REFUSED
         }
         Outcome::Dial(DialError::ConnectFailed(_)) | Outcome::Failed => REPLY_GENERAL_FAILURE,
+        // The upstream proxy (SPEC §16) failing or refusing leash's credentials is leash's side
+        // failing; its refusal of the target is a refusal by (its) rule set.
+        Outcome::Dial(DialError::UpstreamProxyFailed(_) | DialError::UpstreamProxyAuth) => {
+            REPLY_GENERAL_FAILURE
+        }
+        Outcome::Dial(DialError::UpstreamProxyRefused(_)) => REPLY_NOT_ALLOWED,
         Outcome::CommandNotSupported => REPLY_COMMAND_NOT_SUPPORTED,
         Outcome::AddressTypeNotSupported => REPLY_ADDRESS_TYPE_NOT_SUPPORTED,
     }
@@ -141,6 +147,7 @@ mod tests {
         let blocked = DialError::Blocked(Decision::Deny(BlockReason::AllowlistMiss));
         let refused = DialError::ConnectFailed(io::Error::from(ErrorKind::ConnectionRefused));
         let reset = DialError::ConnectFailed(io::Error::from(ErrorKind::ConnectionReset));
+        let upstream_failed = DialError::UpstreamProxyFailed(io::Error::from(ErrorKind::TimedOut));
         let cases = [
             (Outcome::Granted, 0x00),
             (Outcome::Blocked(&BlockReason::AllowlistMiss), 0x02),
@@ -149,6 +156,9 @@ mod tests {
             (Outcome::Dial(&refused), 0x05),
             (Outcome::Dial(&DialError::ConnectTimeout), 0x06),
             (Outcome::Dial(&DialError::DnsTimeout), 0x04),
+            (Outcome::Dial(&upstream_failed), 0x01),
+            (Outcome::Dial(&DialError::UpstreamProxyAuth), 0x01),
+            (Outcome::Dial(&DialError::UpstreamProxyRefused(403)), 0x02),
             (Outcome::Dial(&busy), 0x04),
             (Outcome::CommandNotSupported, 0x07),
             (Outcome::AddressTypeNotSupported, 0x08),

@@ -43,6 +43,7 @@ fn the_benchmark_suite_runs_in_quick_mode() {
         "connect_bulk",
         "socks_bulk",
         "mitm_rate",
+        "upstream_connect_rate",
     ];
     for name in names {
         assert!(

@@ -30,4 +30,5 @@ mod relay;
 mod socks;
 mod tidy;
 mod udp;
+mod upstream;
 mod violation_log;

@@ -14,6 +14,14 @@ use toml::Spanned;
 struct File {
     #[serde(default)]
     policy: Option<Lists>,
+    #[serde(default)]
+    upstream: Option<Upstream>,
+}
+
+#[derive(Deserialize)]
+struct Upstream {
+    #[serde(default)]
+    no_proxy: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +77,16 @@ pub(super) fn rule_line(text: &str, key: &str) -> Option<usize> {
         "allow_local" => lists.allow_local.0,
         _ => return None,
     };
+    let start = rules.get(index)?.span().start;
+    Some(super::line_of(text, start))
+}
+
+/// The 1-based line of `upstream.no_proxy[N]` in `text`: the parser names the array's line for
+/// an element's error, which in a multi-line list is the wrong one.
+pub(super) fn no_proxy_line(text: &str, key: &str) -> Option<usize> {
+    let index = key.strip_prefix("upstream.no_proxy[")?.strip_suffix(']')?;
+    let index: usize = index.parse().ok()?;
+    let rules = toml::from_str::<File>(text).ok()?.upstream?.no_proxy;
     let start = rules.get(index)?.span().start;
     Some(super::line_of(text, start))
 }

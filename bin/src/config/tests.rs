@@ -359,3 +359,59 @@ fn the_decider_address_is_checked_at_load() {
         assert!(e.contains("expected `unix:PATH` or `fd:N`"), "{e}");
     }
 }
+
+#[test]
+fn upstream_keys_parse_and_the_password_never_shows() {
+    let text = "[upstream]\nproxy = \"http://corp%5Cme:s3cret@proxy.corp:3128\"\nno_proxy = [\"**.corp.example\", \"10.0.0.0/8\", \"intranet.test:8080\"]\nresolve = \"local\"\n";
+    let config = Config::parse(text, Path::new("leash.toml")).unwrap();
+    assert_eq!(config.upstream.no_proxy.len(), 3);
+    assert_eq!(config.upstream.resolve, crate::ResolveSetting::Local);
+    let shown = serde_json::to_value(&config).unwrap().to_string();
+    assert!(
+        shown.contains("http://corp%5Cme:<redacted>@proxy.corp:3128"),
+        "{shown}"
+    );
+    let debug = format!("{config:?}");
+    assert!(
+        !shown.contains("s3cret") && !debug.contains("s3cret"),
+        "{shown}\n{debug}"
+    );
+
+    let env = Config::parse("[upstream]\nproxy = \"env\"\n", Path::new("leash.toml")).unwrap();
+    assert_eq!(env.upstream.proxy, Some(crate::ProxySetting::Env));
+    assert_eq!(
+        Config::default().upstream.proxy,
+        None,
+        "no upstream unless configured"
+    );
+}
+
+#[test]
+fn bad_upstream_keys_name_the_file_line_and_key_and_never_echo_a_password() {
+    let e = error("[upstream]\n\nproxy = \"https://me:s3cret@proxy.corp:3128\"\n");
+    assert!(e.starts_with("leash.toml:3: key `upstream.proxy`: scheme `https` is not supported; expected \"env\" or \"http://[user:password@]host:port\""), "{e}");
+    assert!(!e.contains("s3cret"), "{e}");
+
+    let e = error("[upstream]\nproxy = \"http://me:s3cret@proxy.corp\"\n");
+    assert!(
+        e.starts_with("leash.toml:2: key `upstream.proxy`: the port is missing"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
+
+    let e = error("[upstream]\nno_proxy = [\"ok.test\",\n  \"*.com\"]\n");
+    assert_eq!(e, "leash.toml:3: key `upstream.no_proxy[1]`: invalid rule `*.com`: a wildcard may not cover the public suffix `com`");
+
+    let e = error("[upstream]\nresolve = \"dns\"\n");
+    assert!(
+        e.starts_with("leash.toml:2: key `upstream.resolve`:"),
+        "{e}"
+    );
+    assert!(e.contains("expected `upstream` or `local`"), "{e}");
+
+    let e = error("[upstream]\nproxi = \"env\"\n");
+    assert!(
+        e.contains("unknown field `proxi`, expected one of `proxy`, `no_proxy`, `resolve`"),
+        "{e}"
+    );
+}

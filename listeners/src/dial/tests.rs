@@ -61,7 +61,7 @@ async fn connects_only_to_vetted_addresses_and_looks_up_once() {
 
     let open = policy(&["dev.test"], &[&format!("127.0.0.1:{port}")]);
     let dialed = dialer.dial(&open, &target, &client()).await.unwrap();
-    assert_eq!(dialed.peer, SocketAddr::from(([127, 0, 0, 1], port)));
+    assert_eq!(dialed.peer, Some(SocketAddr::from(([127, 0, 0, 1], port))));
     assert_eq!(resolver.calls(), ["dev.test"]);
 
     let closed = policy(&["dev.test"], &[]);

@@ -68,7 +68,7 @@ impl Row {
 /// The table as text.
 pub(crate) fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<14} {:>14} {:>14} {:>7} {:>22} {:>12}\n",
+        "{:<21} {:>14} {:>14} {:>7} {:>22} {:>12}\n",
         "workload", "leash", "direct", "ratio", "p50/p99 us (direct)", "cpu us/op"
     );
     for row in rows {
@@ -83,7 +83,7 @@ pub(crate) fn table(rows: &[Row]) -> String {
             .cpu_us_per_op
             .map_or("-".to_owned(), |c| format!("{c:.1}"));
         out += &format!(
-            "{:<14} {:>10.1} {:<3} {:>14} {:>7} {:>22} {:>12}\n",
+            "{:<21} {:>10.1} {:<3} {:>14} {:>7} {:>22} {:>12}\n",
             row.name, row.value, row.unit, direct, ratio, latency, cpu
         );
     }
@@ -217,6 +217,9 @@ pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<R
     if wants("mitm_rate") {
         rows.push(mitm_rate(binary, &dir, scale).await?);
     }
+    if wants("upstream_connect_rate") {
+        rows.push(upstream_connect_rate(binary, &dir, origin, scale).await?);
+    }
     if wants("exec_isolate") {
         rows.push(exec_isolate(binary, &config).await?);
     }
@@ -308,6 +311,45 @@ async fn mitm_rate(binary: &Path, dir: &Path, scale: Scale) -> anyhow::Result<Ro
     };
     let (leashed, direct) = side_by_side(16, scale, leash.pid, through, direct).await?;
     Ok(Row::compared("mitm_rate", "op/s", &leashed, &direct))
+}
+
+/// `connect_rate` behind an upstream proxy (SPEC §16): leash → a second `leash proxy` acting as
+/// the corporate proxy (its own token, which the first presents) → origin, a fresh `CONNECT` and
+/// one GET per operation; directly: the same GET on a fresh connection. Both leashes share
+/// leash's core, so the row is the whole cost of the extra hop on the leash side of the machine.
+async fn upstream_connect_rate(
+    binary: &Path,
+    dir: &Path,
+    origin: SocketAddr,
+    scale: Scale,
+) -> anyhow::Result<Row> {
+    let log = |name: &str| -> anyhow::Result<String> {
+        Ok(format!(
+            "{:?}",
+            dir.join(name).to_str().context("a UTF-8 path")?
+        ))
+    };
+    let common =
+        "[listen]\nephemeral = true\n[admin]\nenabled = false\n[limits]\nmax_connections = 20000\n";
+    let corp_text = format!(
+        "[policy]\nallow_local = [\"{origin}\"]\n[auth]\ntoken = \"corp\"\n{common}[log]\nviolations = {}\n",
+        log("corp-violations.jsonl")?
+    );
+    let corp_config = dir.join("corp.toml");
+    std::fs::write(&corp_config, corp_text)?;
+    let (corp, _) = start_leash(binary, &corp_config, scale.leash_core).await?;
+    // `resolve` does not matter for an address target: leash vets it either way.
+    let text = format!(
+        "[policy]\nallow_local = [\"{origin}\"]\n[upstream]\nproxy = \"http://bench:corp@{}\"\n{common}[log]\nviolations = {}\n",
+        corp.http,
+        log("upstream-violations.jsonl")?
+    );
+    let config = dir.join("upstream.toml");
+    std::fs::write(&config, text)?;
+    let (leash, _) = start_leash(binary, &config, scale.leash_core).await?;
+    let row = rate("upstream_connect_rate", &leash, origin, scale, Via::Connect).await;
+    drop((leash, corp));
+    row
 }
 
 /// What one workload measured: operations, time, latencies, and leash's CPU time.
