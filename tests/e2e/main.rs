@@ -28,3 +28,4 @@ mod socks;
 mod tidy;
 mod udp;
 mod violation_log;
+mod websocket;
