@@ -301,6 +301,8 @@ impl WsOrigin {
 }
 
 /// Accepts one WebSocket on `stream` and echoes its messages until it closes.
+// The recording callback's type (and its large error, a whole HTTP response) is tungstenite's.
+#[allow(clippy::result_large_err)]
 async fn echo<S>(stream: S, seen: Arc<Seen>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
