@@ -11,7 +11,9 @@ use hyper::{
     Request, Response, StatusCode,
 };
 use hyper_util::rt::TokioIo;
-use listeners::{relay, relay_sockets, DialError, Dialed, RelayMode, TunnelHandle, TunnelInfo};
+use listeners::{
+    relay, relay_sockets, DialError, Dialed, Early, RelayMode, TunnelHandle, TunnelInfo,
+};
 use policy::{is_approved, BlockReason, Decision, Protocol, Request as PolicyRequest, Target};
 
 use crate::{
@@ -122,7 +124,7 @@ async fn relay_upgraded(
             // What hyper had buffered, then what the gate had released and hyper not yet read.
             let (client, released) = parts.io.into_inner().into_parts();
             let early = [&parts.read_buf[..], &released[..]].concat();
-            relay_sockets(client, &early, dialed.stream, idle, mode, tunnel).await;
+            relay_sockets(client, Early::up(&early), dialed.stream, idle, mode, tunnel).await;
         }
         Err(upgraded) => relay(TokioIo::new(upgraded), dialed.stream, idle, tunnel).await,
     }

@@ -15,6 +15,7 @@ use hyper::{
         GetAll, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, HOST, PROXY_AUTHORIZATION,
         TRANSFER_ENCODING, UPGRADE, WWW_AUTHENTICATE,
     },
+    upgrade::OnUpgrade,
     Request, Response, StatusCode, Uri, Version,
 };
 use hyper_util::rt::TokioIo;
@@ -32,11 +33,12 @@ use tokio_rustls::TlsConnector;
 
 use crate::{
     count::{Counted, UpstreamBody},
-    framing::OptionsAsterisk,
+    framing::{OptionsAsterisk, WebSocketHandshake},
     headers::strip_hop_by_hop,
     pool::{PoolKey, Returning, ToProxy, Upstream, UpstreamCache},
     proxy::{HttpProxy, Scope, Subject},
     response::{upstream_error_response, ProxyBody, UpstreamError},
+    websocket::{self, keep_websocket_upgrade, switches_to_websocket, Switch},
 };
 
 /// Method-override headers limited mode looks at (SPEC §4). Parsed names, not strings: a lookup
@@ -79,7 +81,8 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     cache: &Arc<UpstreamCache>,
 ) -> Response<ProxyBody> {
-    let authority = match absolute_form_authority(req.uri()) {
+    let websocket = req.extensions().get::<WebSocketHandshake>().is_some();
+    let authority = match absolute_form_authority(req.uri(), websocket) {
         Ok(authority) => authority,
         Err(detail) => return invalid_request(proxy, scope, detail, &req, Protocol::Http),
     };
@@ -196,14 +199,18 @@ fn upstream_error(error: &UpstreamError, target: &Target) -> Response<ProxyBody>
     upstream_error_response(error, &target.host().to_string(), target.port())
 }
 
-/// The authority of an absolute-form `http://` request; anything else is not for a forward proxy.
-fn absolute_form_authority(uri: &Uri) -> Result<String, &'static str> {
+/// The authority of an absolute-form `http://` request (or `ws://`, for a WebSocket handshake);
+/// anything else is not for a forward proxy.
+fn absolute_form_authority(uri: &Uri, websocket: bool) -> Result<String, &'static str> {
     let authority = uri
         .authority()
         .ok_or("origin-form request: leash is a proxy, not a server")?;
+    let plain = |scheme: &str| {
+        scheme.eq_ignore_ascii_case("http") || (websocket && scheme.eq_ignore_ascii_case("ws"))
+    };
     match uri.scheme_str() {
-        Some(scheme) if scheme.eq_ignore_ascii_case("http") => Ok(authority.as_str().to_owned()),
-        _ => Err("only http:// URIs are forwarded; use CONNECT for https"),
+        Some(scheme) if plain(scheme) => Ok(authority.as_str().to_owned()),
+        _ => Err("only http:// (and ws://) URIs are forwarded; use CONNECT for https and wss"),
     }
 }
 
@@ -360,8 +367,9 @@ where
     let (sender, connection) = client::handshake(TokioIo::new(io))
         .await
         .map_err(UpstreamError::Http)?;
+    // With upgrades: after a `101` (a WebSocket) the connection hands its stream to the relay.
     let task = tokio::spawn(async move {
-        if let Err(error) = connection.await {
+        if let Err(error) = connection.with_upgrades().await {
             tracing::debug!(%error, "upstream connection ended with an error");
         }
     });
@@ -396,7 +404,15 @@ impl Sending<'_> {
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
+        // Only a WebSocket handshake keeps its side of the upgrade, and its upgrade headers.
+        let client_upgrade = match parts.extensions.get::<WebSocketHandshake>() {
+            Some(_) => parts.extensions.remove::<OnUpgrade>(),
+            None => None,
+        };
         strip_hop_by_hop(&mut parts.headers);
+        if client_upgrade.is_some() {
+            keep_websocket_upgrade(&mut parts.headers);
+        }
         parts
             .headers
             .insert(HOST, host_header(&key.target, self.route.default_port()));
@@ -444,8 +460,15 @@ impl Sending<'_> {
             return Err(UpstreamError::Dial(DialError::UpstreamProxyAuth));
         }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // The connection now speaks something else: it is dropped, never pooled.
-            return Err(UpstreamError::UnrequestedUpgrade);
+            // The connection now speaks something else: it is never pooled, and relayed only
+            // when it switched to what the client asked for.
+            return match client_upgrade {
+                Some(client) if switches_to_websocket(response.headers()) => {
+                    Ok(self.switch(response, exchange, client))
+                }
+                Some(_) => Err(UpstreamError::OtherUpgrade),
+                None => Err(UpstreamError::UnrequestedUpgrade),
+            };
         }
         let (mut parts, body) = response.into_parts();
         upstream.private |=
@@ -455,6 +478,24 @@ impl Sending<'_> {
         let body = Counted::new(body, tunnels, false);
         let body = Returning::new(body, self.cache.clone(), key, upstream, exchange);
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    /// The origin switched to `websocket`: the exchange becomes a tunnel (see `websocket.rs`).
+    fn switch(
+        &self,
+        response: Response<Incoming>,
+        exchange: TunnelHandle,
+        client: OnUpgrade,
+    ) -> Response<ProxyBody> {
+        let limits = &self.proxy.limits;
+        let switch = Switch {
+            tunnel: exchange,
+            client,
+            busy: self.scope.connection.as_ref().map(|c| c.busy()),
+            idle: limits.idle_timeout,
+            mode: limits.relay,
+        };
+        websocket::switch(response, switch)
     }
 
     /// Registers the exchange on `upstream`'s address, checked against the policy in force

@@ -7,9 +7,10 @@
 //! hyper's bare `400`, unlogged, and what it accepts silently (both `Content-Length` and
 //! `Transfer-Encoding`) would not be seen at all.
 //!
-//! After a `CONNECT` head the gate holds what follows until the handler says how it answered:
-//! a tunnel (the bytes are the tunnel's, passed on untouched) or a refusal (the bytes are the next
-//! request, checked like the first). Body bytes pass unchanged.
+//! After a `CONNECT` head or a WebSocket handshake the gate holds what follows until the handler
+//! says how it answered: a tunnel or a `101` (the bytes are the tunnel's, passed on untouched) or
+//! anything else (the bytes are the next request, checked like the first). Body bytes pass
+//! unchanged.
 
 mod head;
 
@@ -29,6 +30,11 @@ pub(crate) use head::{HeadRefusal, HeadStatus};
 /// Marks a request whose head was `OPTIONS http://host` (no path): forwarded as `OPTIONS *`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct OptionsAsterisk;
+
+/// Marks a WebSocket handshake (`head::websocket_handshake`): the one request whose upgrade
+/// headers are forwarded, and whose answer the gate waits for (`FramingNotes::answered`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WebSocketHandshake;
 use head::{Accepted, Framing};
 
 /// What hyper gets instead of a refused head: a complete request it parses without complaint. The
@@ -57,17 +63,22 @@ impl FramingNotes {
                 if accepted.options_asterisk {
                     req.extensions_mut().insert(OptionsAsterisk);
                 }
+                if accepted.framing == Framing::WebSocket {
+                    req.extensions_mut().insert(WebSocketHandshake);
+                }
                 None
             }
             Err(refusal) => Some(refusal),
         }
     }
 
-    /// How a `CONNECT` was answered: as a tunnel (what follows is relayed untouched) or not (what
-    /// follows is the next request, and is checked).
-    pub(crate) fn connect_answered(&self, tunnel: bool) {
+    /// How a `CONNECT` or a WebSocket handshake was answered: with a tunnel or a `101` (what
+    /// follows is relayed untouched) or not (what follows is the next request, and is checked).
+    /// Only the handler of that request may say: while the gate waits, no later head reaches
+    /// hyper, so no other request is being answered.
+    pub(crate) fn answered(&self, tunnel: bool) {
         let mut tracker = self.lock();
-        if tracker.phase != Phase::Connect {
+        if tracker.phase != Phase::Answer {
             return;
         }
         let held = std::mem::take(&mut tracker.held);
@@ -99,10 +110,10 @@ struct Tracker {
     head: Vec<u8>,
     /// Bytes released to hyper, not yet read by it.
     out: BytesMut,
-    /// Bytes after a `CONNECT` head, until its answer.
+    /// Bytes after a `CONNECT` head or a WebSocket handshake, until its answer.
     held: Vec<u8>,
     notes: VecDeque<Result<Accepted, HeadRefusal>>,
-    /// The reader waiting for a `CONNECT`'s answer.
+    /// The reader waiting for that answer.
     waker: Option<Waker>,
 }
 
@@ -115,8 +126,8 @@ enum Phase {
     ChunkData(u64),
     ChunkDataEnd(u8),
     Trailers(Vec<u8>),
-    /// After a `CONNECT` head, until the handler says how it answered.
-    Connect,
+    /// After a `CONNECT` head or a WebSocket handshake, until the handler says how it answered.
+    Answer,
     /// A tunnel: bytes pass untouched.
     Raw,
     /// After a refused head or a body hyper will refuse: nothing more reaches hyper.
@@ -136,10 +147,10 @@ impl Tracker {
         }
     }
 
-    /// Whether reading must wait for a `CONNECT`'s answer (what was held is bound by the head
+    /// Whether reading must wait for an answer (`Phase::Answer`) (what was held is bound by the head
     /// limit: hyper reads nothing more until it answers, so this is only what came with the head).
     fn holding(&self) -> bool {
-        self.phase == Phase::Connect && self.held.len() >= self.max_head
+        self.phase == Phase::Answer && self.held.len() >= self.max_head
     }
 
     /// Whether `n` fresh bytes all pass to hyper unchanged (the common case of a body or a tunnel),
@@ -160,7 +171,7 @@ impl Tracker {
             | Phase::ChunkSize(_)
             | Phase::ChunkDataEnd(_)
             | Phase::Trailers(_)
-            | Phase::Connect
+            | Phase::Answer
             | Phase::Refused => false,
         }
     }
@@ -188,7 +199,7 @@ impl Tracker {
                 *seen += 1;
                 (1, true)
             }
-            Phase::Connect => {
+            Phase::Answer => {
                 self.held.extend_from_slice(bytes);
                 (bytes.len(), false)
             }
@@ -262,7 +273,7 @@ impl Tracker {
                     Framing::Empty => Phase::Head,
                     Framing::Length(length) => Phase::Body(length),
                     Framing::Chunked => Phase::ChunkSize(Vec::new()),
-                    Framing::Connect => Phase::Connect,
+                    Framing::Connect | Framing::WebSocket => Phase::Answer,
                 };
             }
             Err(refusal) => {
@@ -354,7 +365,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gated<S> {
                     | Phase::ChunkData(_)
                     | Phase::ChunkDataEnd(_)
                     | Phase::Trailers(_)
-                    | Phase::Connect
+                    | Phase::Answer
                     | Phase::Raw => Poll::Ready(Ok(())),
                 };
             }
@@ -364,7 +375,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Gated<S> {
             // Taken back, and handed over below as far as the gate releases them.
             tracker.feed(&buf.filled()[before..]);
             buf.set_filled(before);
-            if tracker.phase == Phase::Connect {
+            if tracker.phase == Phase::Answer {
                 tracker.waker = Some(cx.waker().clone());
             }
         }

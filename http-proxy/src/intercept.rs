@@ -20,10 +20,11 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use crate::{
     forward::{deliver, Route},
-    framing::{FramingNotes, Gated, HeadRefusal},
+    framing::{FramingNotes, Gated, HeadRefusal, WebSocketHandshake},
     pool::UpstreamCache,
     proxy::{HttpProxy, Scope, Subject},
     response::ProxyBody,
+    server::switched,
 };
 
 /// Serves an intercepted tunnel until the client leaves or a policy change closes it.
@@ -66,6 +67,7 @@ pub(crate) async fn intercept<S>(
     let (target, limits) = (Arc::new(target), proxy.limits.clone());
     let service = service_fn(move |mut req: Request<Incoming>| {
         let refusal = notes.take_note(&mut req);
+        let handshake = req.extensions().get::<WebSocketHandshake>().is_some();
         let (proxy, scope, target, route, cache, notes) = (
             proxy.clone(),
             scope.clone(),
@@ -76,8 +78,9 @@ pub(crate) async fn intercept<S>(
         );
         async move {
             let response = inner(&proxy, scope, &target, req, &cache, &route, refusal).await;
-            // An inner `CONNECT` is always refused: what follows it is checked as a request.
-            notes.connect_answered(false);
+            // An inner `CONNECT` is always refused: what follows it is checked as a request. A
+            // WebSocket handshake's bytes are the WebSocket's after a `101`.
+            notes.answered(handshake && switched(&response));
             Ok::<_, Infallible>(response)
         }
     });
@@ -86,7 +89,9 @@ pub(crate) async fn intercept<S>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_request_head.max(8192));
-    let served = builder.serve_connection(io, service);
+    // Upgrades for WebSocket handshakes (SPEC §15): after a `101` the tunnel's TLS stream is
+    // handed to the relay.
+    let served = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(served);
     tokio::select! {
         _ = served.as_mut() => return,

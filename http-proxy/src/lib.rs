@@ -1,5 +1,5 @@
 //! `http-proxy` owns leash's HTTP/1.1 forward proxy (SPEC §2, §3): absolute-form forwarding,
-//! `CONNECT` tunnels, proxy authentication carrying the attempt id, header hygiene, and the one
+//! `CONNECT` tunnels, WebSockets (SPEC §15), proxy authentication carrying the attempt id, header hygiene, and the one
 //! mapping from a decision or an upstream failure to an HTTP response.
 //!
 //! It asks a `PolicyEngine` for every request, hands every block to a `DecisionSink` before it
@@ -17,6 +17,7 @@ mod pool;
 mod proxy;
 mod response;
 mod server;
+mod websocket;
 
 pub use crate::{
     intercept::TlsInterceptor,

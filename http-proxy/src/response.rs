@@ -194,7 +194,9 @@ pub(crate) fn upstream_error_response(
         // `forward` answers a refusal as a block (403 and a log line) before it gets here; were
         // one to arrive, the exchange still fails closed.
         UpstreamError::Refused(_) => (StatusCode::BAD_GATEWAY, "connect_failed"),
-        UpstreamError::UnrequestedUpgrade => (StatusCode::BAD_GATEWAY, "bad_upstream_response"),
+        UpstreamError::UnrequestedUpgrade | UpstreamError::OtherUpgrade => {
+            (StatusCode::BAD_GATEWAY, "bad_upstream_response")
+        }
         // The upstream (corporate) proxy, SPEC §16: never a direct dial instead.
         UpstreamError::Dial(DialError::UpstreamProxyFailed(_)) => {
             (StatusCode::BAD_GATEWAY, "upstream_proxy_failed")
@@ -228,9 +230,12 @@ pub(crate) enum UpstreamError {
     Timeout,
     /// A policy change refused the exchange while it was in flight (a block, not a failure).
     Refused(policy::Decision),
-    /// The upstream answered `101 Switching Protocols`, though no request leash sends asks for an
-    /// upgrade (`Upgrade` is hop-by-hop and stripped): never relayed.
+    /// The upstream answered `101 Switching Protocols` to a request that asked for no upgrade
+    /// (only a WebSocket handshake keeps its `Upgrade`; every other one is stripped): never
+    /// relayed.
     UnrequestedUpgrade,
+    /// The upstream answered a WebSocket handshake with a `101` to another protocol.
+    OtherUpgrade,
 }
 
 impl std::fmt::Display for UpstreamError {
@@ -243,6 +248,9 @@ impl std::fmt::Display for UpstreamError {
             UpstreamError::Refused(_) => f.write_str("a policy change refused the exchange"),
             UpstreamError::UnrequestedUpgrade => {
                 f.write_str("the upstream switched protocols though no upgrade was asked for")
+            }
+            UpstreamError::OtherUpgrade => {
+                f.write_str("the upstream switched to another protocol than websocket")
             }
         }
     }
@@ -415,6 +423,7 @@ mod tests {
                 502,
                 "bad_upstream_response",
             ),
+            (UpstreamError::OtherUpgrade, 502, "bad_upstream_response"),
             (
                 UpstreamError::Dial(DialError::UpstreamProxyFailed(
                     std::io::ErrorKind::ConnectionRefused.into(),

@@ -23,7 +23,7 @@ use listeners::{accept_loop, AcceptLimits, Busy, Connection, Stopping};
 use tokio::net::TcpStream;
 
 use crate::{
-    framing::{FramingNotes, Gated},
+    framing::{FramingNotes, Gated, WebSocketHandshake},
     pool::UpstreamCache,
     proxy::HttpProxy,
     response::{BodyError, ProxyBody},
@@ -78,10 +78,14 @@ async fn serve_connection(
         let busy = service_connection.busy();
         let connection = service_connection.clone();
         let connect = *req.method() == Method::CONNECT;
+        let handshake = req.extensions().get::<WebSocketHandshake>().is_some();
         async move {
             let response = proxy.handle(req, client, cache, refusal, connection).await;
-            if connect {
-                notes.connect_answered(response.status().is_success());
+            // The gate holds what follows these two until it knows whether a tunnel follows.
+            match (connect, handshake) {
+                (true, _) => notes.answered(response.status().is_success()),
+                (false, true) => notes.answered(switched(&response)),
+                (false, false) => {}
             }
             Ok::<_, Infallible>(response.map(|body| Guarded { body, _busy: busy }.boxed()))
         }
@@ -109,6 +113,11 @@ async fn serve_connection(
     if let Err(error) = result {
         tracing::debug!(%client, %error, "client connection ended with an error");
     }
+}
+
+/// Whether a WebSocket handshake was answered with the origin's `101` (leash never makes one).
+pub(crate) fn switched<B>(response: &hyper::Response<B>) -> bool {
+    response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS
 }
 
 /// A response body that keeps its connection marked busy until it has been sent.

@@ -37,7 +37,7 @@ pub use crate::{
     lookups::{ClientKey, LookupBound, LookupLimits},
     observe::{Observed, ReadObserver},
     ready::ReadyRecord,
-    relay::{relay, relay_sockets, RelayMode},
+    relay::{relay, relay_sockets, Early, RelayMode},
     reserve::{ListenError, ListenPlan, Reserved},
     tunnels::{ExchangeInfo, TunnelHandle, TunnelInfo, Tunnels},
     upstream::{UpstreamProxy, UpstreamResolve},

@@ -59,11 +59,28 @@ pub enum RelayMode {
     Copy,
 }
 
-/// [`relay`] for two plain sockets. `early` is what the client sent before the tunnel existed
-/// (bytes a parser had already buffered past the `CONNECT` head); it goes upstream first.
+/// What each side sent before the tunnel existed, read by a parser past the last head: it is
+/// delivered first. The client's early bytes follow a `CONNECT` head or a WebSocket handshake;
+/// the upstream's follow its `101` (a server that speaks first).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Early<'a> {
+    /// From the client, for the upstream.
+    pub up: &'a [u8],
+    /// From the upstream, for the client.
+    pub down: &'a [u8],
+}
+
+impl<'a> Early<'a> {
+    /// Only the client sent early bytes.
+    pub fn up(up: &'a [u8]) -> Early<'a> {
+        Early { up, down: &[] }
+    }
+}
+
+/// [`relay`] for two plain sockets, after the [`Early`] bytes.
 pub async fn relay_sockets(
     client: TcpStream,
-    early: &[u8],
+    early: Early<'_>,
     upstream: TcpStream,
     idle: Duration,
     mode: RelayMode,
@@ -80,8 +97,8 @@ pub async fn relay_sockets(
 
 #[cfg(target_os = "linux")]
 async fn splice_sockets(
-    client: TcpStream,
-    early: &[u8],
+    mut client: TcpStream,
+    early: Early<'_>,
     mut upstream: TcpStream,
     idle: Duration,
     tunnel: TunnelHandle,
@@ -90,10 +107,9 @@ async fn splice_sockets(
     let up = Direction::new(&activity, &tunnel, true);
     let down = Direction::new(&activity, &tunnel, false);
     // The early bytes go first, inside the same bounds: a policy change or the idle timeout
-    // ends the tunnel even while they wait for the upstream to take them.
+    // ends the tunnel even while they wait for the other side to take them.
     let relayed = async {
-        upstream.write_all(early).await?;
-        up.moved(early.len());
+        send_early(&mut client, early, &mut upstream, &up, &down).await?;
         crate::splice::relay(&client, &upstream, &up, &down).await
     };
     tokio::select! {
@@ -104,23 +120,40 @@ async fn splice_sockets(
 }
 
 async fn copy_sockets(
-    client: TcpStream,
-    early: &[u8],
+    mut client: TcpStream,
+    early: Early<'_>,
     mut upstream: TcpStream,
     idle: Duration,
     tunnel: TunnelHandle,
 ) {
+    let activity = Arc::new(Activity::new());
+    let up = Direction::new(&activity, &tunnel, true);
+    let down = Direction::new(&activity, &tunnel, false);
     // Bounded like the relay itself: a policy change or the idle timeout ends the tunnel even
-    // while the early bytes wait for the upstream to take them.
+    // while the early bytes wait for the other side to take them.
     let sent = tokio::select! {
-        sent = upstream.write_all(early) => sent.is_ok(),
+        sent = send_early(&mut client, early, &mut upstream, &up, &down) => sent.is_ok(),
         () = tokio::time::sleep(idle) => false,
         () = tunnel.closed() => false,
     };
     if sent {
-        tunnel.tunnels().count(true, early.len());
         relay(client, upstream, idle, tunnel).await;
     }
+}
+
+/// Writes each side's early bytes to the other, counting them.
+async fn send_early(
+    client: &mut TcpStream,
+    early: Early<'_>,
+    upstream: &mut TcpStream,
+    up: &Direction,
+    down: &Direction,
+) -> std::io::Result<()> {
+    upstream.write_all(early.up).await?;
+    up.moved(early.up.len());
+    client.write_all(early.down).await?;
+    down.moved(early.down.len());
+    Ok(())
 }
 
 /// One direction of a tunnel: every byte read is activity, and counted.

@@ -107,25 +107,31 @@ impl ExchangeInfo {
     }
 }
 
-/// One live connection the policy can reach: a tunnel or a forwarded exchange.
+/// One live connection the policy can reach: a tunnel, a forwarded exchange, or an exchange the
+/// origin switched to another protocol (a WebSocket after its `101`): a tunnel now, re-checked as
+/// the handshake it began as, so limited mode refuses it as an upgrade and a deny rule as any
+/// request to its host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Live {
     Tunnel(TunnelInfo),
     Exchange(ExchangeInfo),
+    Upgraded(ExchangeInfo),
 }
 
 impl Live {
     fn refusal(&self, engine: &dyn PolicyEngine) -> Option<Decision> {
         match self {
             Live::Tunnel(tunnel) => tunnel.refusal(engine),
-            Live::Exchange(exchange) => exchange.refusal(engine),
+            Live::Exchange(exchange) | Live::Upgraded(exchange) => exchange.refusal(engine),
         }
     }
 
     fn attempt(&self) -> Option<&str> {
         match self {
             Live::Tunnel(tunnel) => tunnel.attempt.as_deref(),
-            Live::Exchange(exchange) => exchange.route.attempt.as_deref(),
+            Live::Exchange(exchange) | Live::Upgraded(exchange) => {
+                exchange.route.attempt.as_deref()
+            }
         }
     }
 }
@@ -264,11 +270,11 @@ impl Tunnels {
             .sum()
     }
 
-    /// Tunnels open now (exchanges in flight are not tunnels).
+    /// Tunnels open now, upgraded exchanges included (exchanges in flight are not tunnels).
     pub fn open_count(&self) -> usize {
         let open = self.open.lock().expect("tunnels lock");
         open.values()
-            .filter(|(live, _)| matches!(live, Live::Tunnel(_)))
+            .filter(|(live, _)| matches!(live, Live::Tunnel(_) | Live::Upgraded(_)))
             .count()
     }
 
@@ -332,6 +338,20 @@ impl TunnelHandle {
     pub fn cut(&self) -> impl Future<Output = Decision> + Send + Sync + 'static {
         let cut = self.cut.clone();
         async move { cut.wait().await }
+    }
+
+    /// The exchange's origin switched protocols (`101`): from now on it is a tunnel, counted
+    /// and re-checked as one, under the same cut (a cut that came first still stands).
+    pub fn upgraded(&self) {
+        let mut open = self.tunnels.open.lock().expect("tunnels lock");
+        let Some((live, _)) = open.get_mut(&self.id) else {
+            return;
+        };
+        let upgraded = match live {
+            Live::Exchange(exchange) => Live::Upgraded(exchange.clone()),
+            Live::Tunnel(_) | Live::Upgraded(_) => return,
+        };
+        *live = upgraded;
     }
 
     pub(crate) fn tunnels(&self) -> &Arc<Tunnels> {

@@ -4,8 +4,8 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use listeners::{
-    relay_sockets, ClientKey, Connection, DialError, Dialer, Interceptor, RelayMode, TunnelHandle,
-    TunnelInfo,
+    relay_sockets, ClientKey, Connection, DialError, Dialer, Early, Interceptor, RelayMode,
+    TunnelHandle, TunnelInfo,
 };
 use policy::{
     decide_with, is_approved, AskContext, Attempts, BlockReason, CredentialError, Decision,
@@ -274,7 +274,7 @@ impl SocksProxy {
             .is_ok()
         {
             let (idle, mode) = (self.options.idle_timeout, self.options.relay);
-            relay_sockets(stream, &[], upstream, idle, mode, tunnel).await;
+            relay_sockets(stream, Early::default(), upstream, idle, mode, tunnel).await;
         }
     }
 

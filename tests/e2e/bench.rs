@@ -42,6 +42,7 @@ fn the_benchmark_suite_runs_in_quick_mode() {
         "deny_connect",
         "connect_bulk",
         "socks_bulk",
+        "ws_bulk",
         "mitm_rate",
         "upstream_connect_rate",
     ];

@@ -32,3 +32,4 @@ mod tidy;
 mod udp;
 mod upstream;
 mod violation_log;
+mod websocket;

@@ -17,7 +17,7 @@ pub use crate::{
     certs::TestCa,
     clients::{curl, raw_request, CurlOutput},
     netns::{skip_unless_root, NetNs},
-    origin::{big_body, Origin, OriginPair, Seen, SeenRequest},
+    origin::{big_body, Origin, OriginPair, Seen, SeenRequest, WsOrigin},
     raw::{closed, exchange, log_line, read_head, read_response, Intercepting, RawResponse},
     running::{
         loopback, policy_config, start_proxy, start_proxy_from_file, start_proxy_logging_into,

@@ -245,3 +245,98 @@ impl OriginPair {
         }
     }
 }
+
+/// A WebSocket echo origin (RFC 6455, by tokio-tungstenite), plain (`ws://`) or over TLS
+/// (`wss://`): every text and binary message comes back as it was sent, and each handshake is
+/// recorded in `seen` (method, target and headers as they reached the origin).
+#[derive(Debug)]
+pub struct WsOrigin {
+    /// Where it listens (127.0.0.1).
+    pub addr: SocketAddr,
+    /// The handshakes that reached it (and the TCP connections).
+    pub seen: Arc<Seen>,
+}
+
+impl WsOrigin {
+    /// A `ws://` echo origin on `127.0.0.1:0`.
+    pub async fn plain() -> WsOrigin {
+        WsOrigin::start(None).await
+    }
+
+    /// A `wss://` echo origin on `127.0.0.1:0` with `tls` (a leaf from a `TestCa`).
+    pub async fn tls(tls: Arc<rustls::ServerConfig>) -> WsOrigin {
+        WsOrigin::start(Some(TlsAcceptor::from(tls))).await
+    }
+
+    async fn start(tls: Option<TlsAcceptor>) -> WsOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("origin binds");
+        let addr = listener.local_addr().expect("origin address");
+        let seen = Arc::new(Seen::default());
+        let accept_seen = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accept_seen.connections.fetch_add(1, Ordering::SeqCst);
+                let (seen, tls) = (accept_seen.clone(), tls.clone());
+                tokio::spawn(async move {
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                echo(stream, seen).await;
+                            }
+                        }
+                        None => echo(stream, seen).await,
+                    }
+                });
+            }
+        });
+        WsOrigin { addr, seen }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// Accepts one WebSocket on `stream` and echoes its messages until it closes.
+// The recording callback's type (and its large error, a whole HTTP response) is tungstenite's.
+#[allow(clippy::result_large_err)]
+async fn echo<S>(stream: S, seen: Arc<Seen>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{
+        handshake::server::{Request as Handshake, Response as Accepted},
+        Message,
+    };
+    let record = |request: &Handshake, response: Accepted| {
+        let headers = request
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        seen.requests.lock().expect("seen lock").push(SeenRequest {
+            method: request.method().to_string(),
+            uri: request.uri().to_string(),
+            headers,
+            body: Vec::new(),
+        });
+        Ok(response)
+    };
+    let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(stream, record).await else {
+        return;
+    };
+    while let Some(Ok(message)) = socket.next().await {
+        let echoed = match message {
+            Message::Text(_) | Message::Binary(_) => socket.send(message).await,
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+        };
+        if echoed.is_err() {
+            break;
+        }
+    }
+}

@@ -126,7 +126,7 @@ pub struct Intercepting {
     /// The proxy.
     pub proxy: TestProxy,
     client: Arc<rustls::ClientConfig>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Intercepting {
@@ -149,11 +149,12 @@ impl Intercepting {
         config.mitm.upstream_ca = vec![origin_ca_file];
         let proxy = start_proxy(config, Arc::new(resolver), Some(nat));
         let client = leash_trusting_client(dir.path().join("ca/ca.pem"));
-        Intercepting {
-            proxy,
-            client,
-            _dir: dir,
-        }
+        Intercepting { proxy, client, dir }
+    }
+
+    /// leash's CA certificate (PEM), for clients that trust it.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca/ca.pem")
     }
 
     /// A fresh intercepted tunnel to `secure.test:443`, TLS done.

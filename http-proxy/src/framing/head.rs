@@ -50,6 +50,9 @@ pub(crate) enum Framing {
     Chunked,
     /// A `CONNECT`: what follows is a tunnel or the next head, depending on the answer.
     Connect,
+    /// A WebSocket handshake (RFC 6455 §4.1: `GET`, HTTP/1.1, no body, `Upgrade: websocket`,
+    /// `Connection: upgrade`): what follows is the WebSocket's (after a `101`) or the next head.
+    WebSocket,
 }
 
 /// Checks one complete head (`head` ends with its empty line; leading empty lines are skipped).
@@ -94,15 +97,31 @@ pub(crate) fn check(head: &[u8], max_head: usize) -> Result<Accepted, HeadRefusa
     if has_bare_lf(head) {
         return Err(bad("a bare LF line ending in the request head"));
     }
+    let handshake = method == "GET" && http11 && websocket_handshake(req.headers);
     let framing = match (form, framing) {
         (Form::Authority, Framing::Empty) => Framing::Connect,
         (Form::Authority, _) => return Err(bad("CONNECT with content (RFC 9110 §9.3.6)")),
+        (Form::Other, Framing::Empty) if handshake => Framing::WebSocket,
         (Form::Other, framing) => framing,
     };
     Ok(Accepted {
         framing,
         options_asterisk: method == "OPTIONS" && bare_authority(target),
     })
+}
+
+/// `Upgrade` names `websocket` and `Connection` names `upgrade` (tokens, any case). The one
+/// reading of "this is a WebSocket handshake": the gate holds what follows it, and the handler
+/// (told through `WebSocketHandshake`) forwards its upgrade headers and relays after a `101`.
+fn websocket_handshake(fields: &[httparse::Header<'_>]) -> bool {
+    let names = |field: &str, token: &str| {
+        fields
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case(field))
+            .flat_map(|f| f.value.split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    };
+    names("upgrade", "websocket") && names("connection", "upgrade")
 }
 
 /// An absolute URI with nothing after its authority: `http://host[:port]`.

@@ -88,7 +88,7 @@ fn what_follows_a_connect_waits_for_its_answer() {
     // Refused: what followed is the next request, checked like any other.
     let notes = FramingNotes::new(MAX);
     notes.lock().feed(&input);
-    notes.connect_answered(false);
+    notes.answered(false);
     let tracker = notes.lock();
     let refused: Vec<bool> = tracker.notes.iter().map(Result::is_err).collect();
     assert_eq!(refused, [false, true]);
@@ -97,7 +97,7 @@ fn what_follows_a_connect_waits_for_its_answer() {
     // A tunnel: what followed is the tunnel's, untouched.
     let notes = FramingNotes::new(MAX);
     notes.lock().feed(&input);
-    notes.connect_answered(true);
+    notes.answered(true);
     notes.lock().feed(b"\x16\x03\x01 more tunnel bytes\r\n\r\n");
     let tracker = notes.lock();
     assert_eq!(tracker.notes.len(), 1);
@@ -174,4 +174,55 @@ fn options_of_a_bare_authority_is_marked() {
     assert!(!accepted("OPTIONS http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"));
     assert!(!accepted("OPTIONS http://a?q HTTP/1.1\r\nHost: a\r\n\r\n"));
     assert!(!accepted("GET http://a HTTP/1.1\r\nHost: a\r\n\r\n"));
+}
+
+/// A WebSocket handshake is held like a `CONNECT`: after a `101` what follows is the WebSocket's
+/// (frames are never read as requests), after anything else it is the next request.
+#[test]
+fn what_follows_a_websocket_handshake_waits_for_its_answer() {
+    let handshake = b"GET http://a/ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: WebSocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let frames = b"\x81\x85GET http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let input = [&handshake[..], &frames[..]].concat();
+    check(&input, &[false], handshake);
+    let notes = FramingNotes::new(MAX);
+    notes.lock().feed(&input);
+    let mut req = hyper::Request::new(());
+    assert!(notes.take_note(&mut req).is_none());
+    assert!(req.extensions().get::<WebSocketHandshake>().is_some());
+    notes.answered(true);
+    assert_eq!(
+        notes.lock().out.to_vec(),
+        input,
+        "the frames pass untouched"
+    );
+    // Refused (or answered without a `101`): the bytes are the next head, checked.
+    let notes = FramingNotes::new(MAX);
+    notes.lock().feed(&input);
+    notes.answered(false);
+    let refused: Vec<bool> = notes.lock().notes.iter().map(Result::is_err).collect();
+    assert_eq!(refused, [false, true]);
+}
+
+/// Only a real handshake is held: another upgrade token, a method other than `GET`, HTTP/1.0, a
+/// body, or no `Connection: upgrade` is an ordinary request (its `Upgrade` is stripped).
+#[test]
+fn only_websocket_handshakes_are_marked() {
+    let framing = |head: &str| head::check(head.as_bytes(), MAX).unwrap().framing;
+    let ws = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    assert_eq!(
+        framing(&format!("GET http://a/ HTTP/1.1\r\nHost: a\r\n{ws}\r\n")),
+        Framing::WebSocket
+    );
+    for head in [
+        "GET http://a/ HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+            .to_owned(),
+        "GET http://a/ HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n"
+            .to_owned(),
+        format!("POST http://a/ HTTP/1.1\r\nHost: a\r\n{ws}\r\n"),
+        format!("GET http://a/ HTTP/1.0\r\nHost: a\r\n{ws}\r\n"),
+    ] {
+        assert_eq!(framing(&head), Framing::Empty, "{head:?}");
+    }
+    let with_body = format!("GET http://a/ HTTP/1.1\r\nHost: a\r\n{ws}Content-Length: 2\r\n\r\n");
+    assert_eq!(framing(&with_body), Framing::Length(2));
 }

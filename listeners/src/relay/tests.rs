@@ -50,8 +50,8 @@ fn tunnel(tunnels: &Arc<Tunnels>) -> TunnelHandle {
 }
 
 /// Both directions at once, past the size where a direction switches from copying to splicing,
-/// with early bytes first and half-closes passed through: every byte arrives, in order, and is
-/// counted once.
+/// with early bytes first (each side's: a client's after `CONNECT`, a server's after `101`) and
+/// half-closes passed through: every byte arrives, in order, and is counted once.
 async fn sockets_relay_both_ways_losslessly_with_early_bytes_and_half_close(mode: RelayMode) {
     let (client, client_side) = pair().await;
     let (upstream_side, origin) = pair().await;
@@ -60,7 +60,10 @@ async fn sockets_relay_both_ways_losslessly_with_early_bytes_and_half_close(mode
     let relayed = tokio::spawn(async move {
         relay_sockets(
             client_side,
-            b"early",
+            Early {
+                up: b"early",
+                down: b"server first",
+            },
             upstream_side,
             Duration::from_secs(30),
             mode,
@@ -75,9 +78,11 @@ async fn sockets_relay_both_ways_losslessly_with_early_bytes_and_half_close(mode
     let mut expected_up = b"early".to_vec();
     expected_up.extend_from_slice(&up);
     assert!(at_origin == expected_up, "upstream bytes differ");
-    assert!(at_client == down, "downstream bytes differ");
+    let mut expected_down = b"server first".to_vec();
+    expected_down.extend_from_slice(&down);
+    assert!(at_client == expected_down, "downstream bytes differ");
     assert_eq!(tunnels.bytes_up(), expected_up.len() as u64);
-    assert_eq!(tunnels.bytes_down(), down.len() as u64);
+    assert_eq!(tunnels.bytes_down(), expected_down.len() as u64);
     assert_eq!(tunnels.open_count(), 0, "the tunnel is closed");
 }
 
@@ -89,7 +94,7 @@ async fn a_short_exchange_ends_when_both_sides_close(mode: RelayMode) {
     let handle = tunnel(&tunnels);
     let relayed = tokio::spawn(relay_sockets(
         client_side,
-        &[],
+        Early::default(),
         upstream_side,
         Duration::from_secs(30),
         mode,
@@ -114,7 +119,7 @@ async fn an_idle_tunnel_is_closed(mode: RelayMode) {
     let handle = tunnel(&tunnels);
     let relayed = relay_sockets(
         client_side,
-        &[],
+        Early::default(),
         upstream_side,
         Duration::from_millis(200),
         mode,
@@ -137,7 +142,7 @@ async fn urgent_data_in_a_bulk_direction_does_not_stall_it(mode: RelayMode) {
     let tunnels = Arc::new(Tunnels::default());
     let relayed = tokio::spawn(relay_sockets(
         client_side,
-        &[],
+        Early::default(),
         upstream_side,
         Duration::from_secs(30),
         mode,

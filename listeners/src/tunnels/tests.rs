@@ -183,3 +183,34 @@ async fn ending_an_attempt_cuts_only_what_runs_on_it() {
         "auth_failed"
     );
 }
+
+/// A WebSocket after its `101`: counted as a tunnel (not an exchange), and re-checked as the
+/// handshake it began as: limited mode refuses it as an upgrade, a deny rule as its host.
+#[tokio::test]
+async fn an_upgraded_exchange_is_a_tunnel_refused_as_its_handshake() {
+    let tunnels = Arc::new(Tunnels::default());
+    let full = policy(&["ws.test"], &[], Mode::Full);
+    let mut handshake = exchange("ws.test", "GET", false, &[]);
+    handshake.upgrade = true;
+    let handle = tunnels.open_exchange_checked(handshake, &full).unwrap();
+    assert_eq!((tunnels.open_count(), tunnels.exchange_count()), (0, 1));
+    handle.upgraded();
+    assert_eq!((tunnels.open_count(), tunnels.exchange_count()), (1, 0));
+    assert_eq!(tunnels.close_refused(&full), 0, "full mode keeps it");
+    let limited = policy(&["ws.test"], &[], Mode::Limited);
+    assert_eq!(tunnels.close_refused(&limited), 1);
+    let why = tokio::time::timeout(Duration::from_secs(5), handle.cut())
+        .await
+        .unwrap();
+    assert_eq!(why.reason().unwrap().code(), "method_not_allowed");
+    let other = Arc::new(Tunnels::default());
+    let mut handshake = exchange("ws.test", "GET", false, &[]);
+    handshake.upgrade = true;
+    let handle = other.open_exchange_checked(handshake, &full).unwrap();
+    handle.upgraded();
+    let denied = policy(&["ws.test"], &["ws.test"], Mode::Full);
+    assert_eq!(other.close_refused(&denied), 1);
+    assert_eq!(handle.cut().await.reason().unwrap().code(), "denylist");
+    drop(handle);
+    assert_eq!(other.open_count(), 0, "dropping the handle ends the tunnel");
+}

@@ -9,6 +9,7 @@
 mod origin;
 mod proc;
 mod tls;
+mod websocket;
 mod workloads;
 
 use std::{path::PathBuf, time::Duration};

@@ -1,12 +1,19 @@
-//! The origin every workload talks to: 1 KiB for `/small`, `n` bytes for `/big?n=`, keep-alive.
+//! The origin every workload talks to: 1 KiB for `/small`, `n` bytes for `/big?n=`, keep-alive;
+//! and `/ws?n=`, a WebSocket handshake answered `101`, then `n` bytes of binary frames and the
+//! close.
 
 use std::{convert::Infallible, net::SocketAddr};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{server::conn::http1, service::service_fn, Request, Response};
+use hyper::{
+    header::{CONNECTION, UPGRADE},
+    server::conn::http1,
+    service::service_fn,
+    Request, Response, StatusCode,
+};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::{io::AsyncWriteExt, net::TcpListener};
 
 /// Starts the origin on `127.0.0.1:0`; `big` is the largest body it will serve.
 pub(crate) async fn start(big: usize) -> anyhow::Result<SocketAddr> {
@@ -20,25 +27,65 @@ pub(crate) async fn start(big: usize) -> anyhow::Result<SocketAddr> {
             let (small, large) = (small.clone(), large.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let body = match req.uri().path() {
-                        "/big" => {
-                            let n = req
-                                .uri()
-                                .query()
-                                .and_then(|q| q.strip_prefix("n="))
-                                .and_then(|n| n.parse().ok())
-                                .unwrap_or(0);
-                            large.slice(..n.min(large.len()))
-                        }
-                        _ => small.clone(),
+                    let response = match req.uri().path() {
+                        "/big" => Response::new(Full::new(large.slice(..n(&req).min(large.len())))),
+                        "/ws" => websocket(req, large.clone()),
+                        _ => Response::new(Full::new(small.clone())),
                     };
-                    async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+                    async move { Ok::<_, Infallible>(response) }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
                     .await;
             });
         }
     });
     Ok(addr)
+}
+
+/// `n` from the query `n=N`.
+fn n<B>(req: &Request<B>) -> usize {
+    req.uri()
+        .query()
+        .and_then(|q| q.strip_prefix("n="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Frames this large: a bulk sender's size (the frame header is 10 bytes of 64 KiB).
+const FRAME: usize = 64 * 1024;
+
+/// The `101`, and behind it `n` bytes of unmasked binary frames, a close frame and the end. The
+/// accept key is the one for the key the bench client always sends (RFC 6455 §1.3's example).
+fn websocket(mut req: Request<hyper::body::Incoming>, payload: Bytes) -> Response<Full<Bytes>> {
+    let n = n(&req).min(payload.len());
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let mut io = TokioIo::new(upgraded);
+        for chunk in payload.slice(..n).chunks(FRAME) {
+            let mut header = vec![0x82, 127];
+            header.extend_from_slice(&(chunk.len() as u64).to_be_bytes());
+            if io.write_all(&header).await.is_err() || io.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = io.write_all(&[0x88, 0]).await;
+        let _ = io.shutdown().await;
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, "upgrade".parse().expect("a header value"));
+    headers.insert(UPGRADE, "websocket".parse().expect("a header value"));
+    headers.insert(
+        "sec-websocket-accept",
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+            .parse()
+            .expect("a header value"),
+    );
+    response
 }

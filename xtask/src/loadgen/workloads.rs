@@ -22,7 +22,7 @@ use tokio::{
     process::{Child, Command},
 };
 
-use crate::{origin, proc, Scale};
+use crate::{origin, proc, websocket, Scale};
 
 /// One line of the table.
 #[derive(Clone, Debug)]
@@ -209,6 +209,13 @@ pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<R
     }
     if wants("socks_bulk") {
         rows.push(bulk("socks_bulk", &leash, origin, scale, Via::Socks).await?);
+    }
+    if wants("ws_bulk") {
+        // A WebSocket through the listener (absolute-form `ws://`) whose origin sends the bytes.
+        let (proxy, n) = (leash.http, scale.bulk_bytes);
+        let fetch = move |through: bool| websocket::download(through.then_some(proxy), origin, n);
+        let (leashed, direct) = bulk_rounds(leash.pid, scale, fetch).await?;
+        rows.push(Row::compared("ws_bulk", "MB/s", &leashed, &direct));
     }
     if wants("rss_5k") {
         rows.push(rss_idle(&leash, scale).await?);
@@ -698,44 +705,56 @@ async fn bulk(
         Via::Connect => leash.http,
         Via::Socks => leash.socks,
     };
-    // Alternating rounds, as `side_by_side` does; here the operation is a mebibyte.
-    let (mut leashed, mut direct) = (Sample::default(), Sample::default());
-    let each = Scale {
-        duration: scale.duration / ROUNDS,
-        ..scale
+    let path = format!("/big?n={}", scale.bulk_bytes);
+    let fetch = move |through: bool| {
+        let path = path.clone();
+        async move {
+            let mut stream = match through {
+                true => open(via, to, origin).await?,
+                false => TcpStream::connect(origin).await?,
+            };
+            get_close(&mut stream, &path).await
+        }
     };
-    for _ in 0..ROUNDS {
-        let ticks = proc::cpu_ticks(leash.pid);
-        let mut round = downloads(each, Some((via, to)), origin).await?;
-        round.leash_ticks = Some(proc::cpu_ticks(leash.pid) - ticks);
-        leashed.merge(round);
-        direct.merge(downloads(each, None, origin).await?);
-    }
+    let (leashed, direct) = bulk_rounds(leash.pid, scale, fetch).await?;
     Ok(Row::compared(name, "MB/s", &leashed, &direct))
 }
 
-/// Rounds of four concurrent downloads for `scale.duration` (one round at least); one operation
-/// of the sample is one MiB.
-async fn downloads(
+/// `fetch(true)` (through leash) and `fetch(false)` (directly) in alternating rounds, as
+/// `side_by_side` does; here the operation is a mebibyte, and leash's CPU time is measured
+/// around each of its rounds.
+async fn bulk_rounds<F, Fut>(
+    leash_pid: u32,
     scale: Scale,
-    via: Option<(Via, SocketAddr)>,
-    origin: SocketAddr,
-) -> anyhow::Result<Sample> {
-    let path = format!("/big?n={}", scale.bulk_bytes);
+    fetch: F,
+) -> anyhow::Result<(Sample, Sample)>
+where
+    F: Fn(bool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<usize>> + Send + 'static,
+{
+    let (mut leashed, mut direct) = (Sample::default(), Sample::default());
+    let each = scale.duration / ROUNDS;
+    for _ in 0..ROUNDS {
+        let ticks = proc::cpu_ticks(leash_pid);
+        let mut round = downloads(each, || fetch(true)).await?;
+        round.leash_ticks = Some(proc::cpu_ticks(leash_pid) - ticks);
+        leashed.merge(round);
+        direct.merge(downloads(each, || fetch(false)).await?);
+    }
+    Ok((leashed, direct))
+}
+
+/// Rounds of four concurrent `fetch`es (each returning the bytes it read) for `duration` (one
+/// round at least); one operation of the sample is one MiB.
+async fn downloads<F, Fut>(duration: Duration, fetch: F) -> anyhow::Result<Sample>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<usize>> + Send + 'static,
+{
     let started = Instant::now();
     let mut bytes = 0;
-    while bytes == 0 || started.elapsed() < scale.duration {
-        let mut tasks = Vec::new();
-        for _ in 0..4 {
-            let path = path.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut stream = match via {
-                    Some((via, to)) => open(via, to, origin).await?,
-                    None => TcpStream::connect(origin).await?,
-                };
-                get_close(&mut stream, &path).await
-            }));
-        }
+    while bytes == 0 || started.elapsed() < duration {
+        let tasks: Vec<_> = (0..4).map(|_| tokio::spawn(fetch())).collect();
         for task in tasks {
             bytes += task.await??;
         }
