@@ -191,6 +191,12 @@ async fn reconnect(path: PathBuf, hub: &Arc<Hub>, mut stop: watch::Receiver<bool
             _ = stop.wait_for(|stop| *stop) => return,
         };
         match connected {
+            Ok(Ok(stream)) if !same_user(&stream) => complain(
+                &mut quiet,
+                &name,
+                "refused: the process listening there runs as another user (a decider answers \
+                 for the person running leash; anyone could bind a socket in a shared directory)",
+            ),
             Ok(Ok(stream)) => {
                 tracing::info!(decider = %name, "decider connected");
                 let since = Instant::now();
@@ -214,6 +220,15 @@ async fn reconnect(path: PathBuf, hub: &Arc<Hub>, mut stop: watch::Receiver<bool
         }
         retry = (retry * 2).min(MAX_RETRY);
     }
+}
+
+/// Whether the process listening on `stream` runs as leash's own user (or root, who can be
+/// anyone anyway): only such a decider may answer for the person running leash.
+fn same_user(stream: &UnixStream) -> bool {
+    let ours = rustix::process::geteuid().as_raw();
+    stream
+        .peer_cred()
+        .is_ok_and(|peer| peer.uid() == ours || peer.uid() == 0)
 }
 
 /// The first trouble of an outage is a warning; the rest, until a steady connection, debug.

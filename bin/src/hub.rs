@@ -345,7 +345,7 @@ impl Control for Hub {
         // Its credentials no longer pass, so what it has open is cut as a failed authentication.
         let ended = policy::Decision::Deny(policy::BlockReason::AuthFailed);
         self.tunnels.close_attempt(id, &ended);
-        self.pending.forget_attempt(id);
+        self.pending.end_attempt(id, &ended);
         Ok(())
     }
 

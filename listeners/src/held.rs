@@ -14,13 +14,24 @@ use std::{
 use policy::{
     Answer, AnswerEvent, ApprovedBy, AskAnswer, AskContext, AskScope, Decider, Decision,
     DecisionEvent, DecisionSink, EventId, Held, Hold, Holder, PolicyEngine, Protocol, Request,
-    RequestShape, Rule, Target, Verdict,
+    RequestShape, Rule, Target, Verdict, APPROVED_BY,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 /// A poller counts as present this long after its last `GET /pending` ended (SPEC §14).
 const POLLER_GRACE: Duration = Duration::from_secs(10);
+
+/// The most pending items one client (its attempt, else its address) may have open: past it, an
+/// ask is refused at once. A program must not bury a person's real question under junk ones, nor
+/// hold the connection limit for `ask.hold`.
+pub const MAX_ITEMS_PER_CLIENT: usize = 32;
+
+/// The most pending items at once, whoever asks.
+pub const MAX_ITEMS: usize = 1024;
+
+/// The longest path an item keeps (what a person is shown; the program chose it).
+const MAX_SHOWN_PATH: usize = 1024;
 
 /// One pending item as `GET /pending` shows it (and `leash approve` reads it back).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -115,6 +126,8 @@ struct Asked {
 #[derive(Debug)]
 struct Item {
     key: Key,
+    /// Whose item it is, for `MAX_ITEMS_PER_CLIENT`: the attempt, else the client's address.
+    owner: String,
     asked: Asked,
     path: Option<String>,
     since: u64,
@@ -180,6 +193,29 @@ impl Pending {
     pub fn with_bound_attempts(mut self) -> Pending {
         self.bound_attempts = true;
         self
+    }
+
+    /// An attempt ended (`DELETE /attempts/{id}`): its held requests get `ended` at once (an
+    /// answer given later must not release a request whose credentials no longer pass), and its
+    /// answers and rules are forgotten.
+    pub fn end_attempt(&self, attempt: &str, ended: &Decision) {
+        let mut state = self.state();
+        let ids: Vec<u64> = (state.items.iter())
+            .filter(|(_, item)| item.key.attempt.as_deref() == Some(attempt))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            if let Some(item) = state.items.remove(id) {
+                self.log_answer(&item, ended.verdict(), None, ApprovedBy::Policy);
+                item.outcome
+                    .send_replace(Some(Hold::Redecided(ended.clone())));
+            }
+        }
+        drop(state);
+        self.forget_attempt(attempt);
+        if !ids.is_empty() {
+            self.bump();
+        }
     }
 
     /// Forgets the `attempt` answers and allow rules of an ended attempt (its id may be bound
@@ -422,6 +458,13 @@ impl Pending {
         if !poller_present(&state) {
             return Err(None);
         }
+        let found = state.items.iter().any(|(_, item)| item.key == key);
+        let owner = owner_of(ask);
+        if !found && over_bounds(&state, &owner) {
+            // Refused at once, as with nobody to ask (never the embedder's decider either: the
+            // bound is what this client may make anyone look at).
+            return Err(Some(Hold::Unanswered));
+        }
         state.counts.held += 1;
         let found = state.items.iter_mut().find(|(_, item)| item.key == key);
         let (id, outcome, first) = match found {
@@ -436,8 +479,9 @@ impl Pending {
                 let (outcome, receiver) = watch::channel(None);
                 let item = Item {
                     key,
+                    owner,
                     asked: Asked::of(ask.request),
-                    path: ask.path.map(str::to_owned),
+                    path: ask.path.map(shown_path),
                     since: SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs()),
@@ -480,11 +524,19 @@ impl Pending {
             () = tokio::time::sleep(self.hold) => None,
         };
         let held_ms = Some(millis(started.elapsed()));
-        let hold = hold.unwrap_or_else(|| {
-            self.state().counts.timed_out += 1;
-            waiter.timed_out = true;
-            Hold::Unanswered
-        });
+        let hold = match hold {
+            // Approved while it waited: decided on the policy in force now, not the snapshot its
+            // request took before the wait (limited mode or a deny rule may have come meanwhile).
+            Some(Hold::Approved) => Hold::Redecided(
+                (self.engine.snapshot()).decide_approved(ask.request, Arc::from(APPROVED_BY)),
+            ),
+            Some(hold) => hold,
+            None => {
+                self.state().counts.timed_out += 1;
+                waiter.timed_out = true;
+                Hold::Unanswered
+            }
+        };
         drop(waiter);
         Held { hold, held_ms }
     }
@@ -617,6 +669,33 @@ impl Item {
             event: self.event.0,
         }
     }
+}
+
+/// Whose an ask is, for the per-client bound: its attempt, else its client's address.
+fn owner_of(ask: &AskContext<'_>) -> String {
+    match (ask.attempt, ask.client) {
+        (Some(attempt), _) => format!("attempt:{attempt}"),
+        (None, Some(client)) => format!("peer:{}", client.ip()),
+        (None, None) => String::new(),
+    }
+}
+
+/// Whether one more item for `owner` would pass `MAX_ITEMS_PER_CLIENT` or `MAX_ITEMS`.
+fn over_bounds(state: &State, owner: &str) -> bool {
+    let owned = state.items.values().filter(|i| i.owner == owner).count();
+    state.items.len() >= MAX_ITEMS || owned >= MAX_ITEMS_PER_CLIENT
+}
+
+/// The path as an item keeps it: at most `MAX_SHOWN_PATH` bytes (cut at a character), marked.
+fn shown_path(path: &str) -> String {
+    if path.len() <= MAX_SHOWN_PATH {
+        return path.to_owned();
+    }
+    let mut end = MAX_SHOWN_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end])
 }
 
 /// A person is there to answer: a `GET /pending` in progress or recent (SPEC §14).

@@ -32,6 +32,7 @@ pub use crate::{
     dns::{check_resolv_conf, DnsConfigError, DnsResolver, DnsSettings, MAX_CACHE_TTL},
     held::{
         AnswerError, Pending, PendingCounts, PendingItem, PollGuard, Remembered, RememberedAnswer,
+        MAX_ITEMS, MAX_ITEMS_PER_CLIENT,
     },
     intercept::Interceptor,
     lookups::{ClientKey, LookupBound, LookupLimits},

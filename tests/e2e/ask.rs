@@ -711,3 +711,78 @@ async fn a_long_poll_of_pending_wakes_when_an_item_goes() {
     assert_eq!(page["pending"], json!([]), "{page}");
     assert_eq!(held.await.unwrap().text(), "hello from origin");
 }
+
+/// Ending an attempt answers its held requests at once with `auth_failed` (its credentials no
+/// longer pass), and the item is gone: a later answer cannot release them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_an_attempt_refuses_its_held_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking_bound(dir.path()).await;
+    let a = bind(&proxy, "a", &[]).await;
+    become_approver(&proxy).await;
+    let url = format!("http://origin.test:{}/", origins.plain.port());
+    let held = spawn_curl(vec!["-i".into(), "-x".into(), a, url]);
+    let item = pending_item(&proxy, 1).await;
+    let (status, _) = call(&proxy.admin_client(), "DELETE", "/attempts/a", None, None).await;
+    assert_eq!(status, 200);
+    let refused = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("answered at once, not after ask.hold")
+        .unwrap()
+        .text();
+    assert!(refused.contains("auth_failed"), "{refused}");
+    let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
+    assert_eq!(status, 404, "the ended attempt's item is gone");
+}
+
+/// One client may keep at most `MAX_ITEMS_PER_CLIENT` items open: past it, its asks are refused
+/// at once (no `held_ms`), and another client's ask is still held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_open_more_than_its_share_of_pending_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking(dir.path(), "30s").await;
+    become_approver(&proxy).await;
+    let port = origins.plain.port();
+    let flood: Vec<_> = (0..listeners::MAX_ITEMS_PER_CLIENT)
+        .map(|i| {
+            let url = format!("http://h{i}.test:{port}/");
+            spawn_curl(vec!["-x".into(), proxy.proxy_url("flood:tok"), url])
+        })
+        .collect();
+    let last = listeners::MAX_ITEMS_PER_CLIENT as u64;
+    let admin = proxy.admin_client();
+    let mut open = 0;
+    for _ in 0..40 {
+        let (_, page) = call(&admin, "GET", "/pending?wait=1", None, None).await;
+        open = page["pending"].as_array().map_or(0, Vec::len) as u64;
+        if open == last {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(open, last, "every flood request is held");
+    let url = format!("http://one-more.test:{port}/");
+    let refused = curl(&["-i", "-x", &proxy.proxy_url("flood:tok"), &url])
+        .await
+        .text();
+    assert!(refused.contains("allowlist_miss"), "{refused}");
+    assert!(!refused.contains("held_ms"), "refused at once: {refused}");
+    let url = format!("http://origin.test:{port}/");
+    let other = spawn_curl(vec!["-x".into(), proxy.proxy_url("other:tok"), url]);
+    let mut found = None;
+    for _ in 0..40 {
+        let (_, page) = call(&admin, "GET", "/pending?wait=1", None, None).await;
+        let items = page["pending"].as_array().cloned().unwrap_or_default();
+        found = items.into_iter().find(|i| i["attempt"] == "other");
+        if found.is_some() {
+            break;
+        }
+    }
+    let item = found.expect("another client's ask is held");
+    let (status, _) = answer(&proxy, &item["id"], "allow", "once").await;
+    assert_eq!(status, 200);
+    assert_eq!(other.await.unwrap().text(), "hello from origin");
+    for held in flood {
+        held.abort();
+    }
+}

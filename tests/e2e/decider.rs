@@ -543,3 +543,72 @@ fn a_bad_decider_address_stops_the_start() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("expected `unix:PATH` or `fd:N`"), "{err}");
 }
+
+/// A decider socket bound by another user (anyone can bind a path in a shared directory while the
+/// real decider is down) is refused: leash does not converse with it, asks are refused at once as
+/// with no decider, and the refusal is warned about. Needs root (to run the impostor as nobody).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decider_socket_of_another_user_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    if tests::skip_unless_root("decider::a_decider_socket_of_another_user_is_refused") {
+        return;
+    }
+    let setup = Setup::new(false).await;
+    let shared = setup.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    for (dir, mode) in [(setup.dir.path(), 0o755), (shared.as_path(), 0o777)] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let socket = shared.join("decider.sock");
+    let impostor = "import socket, os, sys, time\n\
+        s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777)\n\
+        s.listen(8); print('ready', flush=True); s.settimeout(30)\n\
+        conns = []\n\
+        while True:\n    c, _ = s.accept(); conns.append(c)\n";
+    // A Python nobody can run (a per-user install under /root is out of its reach).
+    let Some(python) = ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!(
+            "SKIPPED decider::a_decider_socket_of_another_user_is_refused: no system python3"
+        );
+        return;
+    };
+    let mut nobody = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            python,
+            "-c",
+        ])
+        .arg(impostor)
+        .arg(&socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv runs python3 as nobody");
+    let mut ready = String::new();
+    let stdout = nobody.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let flag = format!("unix:{}", socket.display());
+    let proxy = setup.start(&["--decider", &flag]);
+    for _ in 0..2 {
+        let text = spawn_curl(&proxy, &setup.url()).await.unwrap().text();
+        assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+        assert!(
+            !text.contains("held_ms"),
+            "never held for the impostor: {text}"
+        );
+    }
+    let output = proxy.terminate();
+    let _ = nobody.kill();
+    let _ = nobody.wait();
+    assert_eq!(
+        warnings(&output, "runs as another user"),
+        1,
+        "{}",
+        stderr(&output)
+    );
+}
