@@ -156,9 +156,10 @@ fn exec(args: ExecArgs) -> anyhow::Result<u8> {
                 }
             })
         });
+        let command = detached_with(args.ask, leash_bin.as_deref(), &args.command)?;
         let child = match args.isolate {
-            true => spawn_isolated(&mut running, scratch.path(), &args.command, env).await?,
-            false => spawn(&args.command, env)?,
+            true => spawn_isolated(&mut running, scratch.path(), &command, env).await?,
+            false => spawn(&command, env)?,
         };
         let status = match child {
             Ok(mut child) => exit_code(wait_forwarding_signals(&mut child).await?),
@@ -198,6 +199,23 @@ fn admin_token() -> anyhow::Result<String> {
              included) could be read by the command"
         ),
     }
+}
+
+/// The command as started: with `--ask`, through `leash __detach`, so it has no controlling
+/// terminal and cannot type answers into the one leash asks on (see `detach.rs`).
+fn detached_with(
+    ask: bool,
+    leash_bin: Option<&std::path::Path>,
+    command: &[String],
+) -> anyhow::Result<Vec<String>> {
+    if !ask {
+        return Ok(command.to_vec());
+    }
+    let Some(leash) = leash_bin.and_then(|p| p.to_str()) else {
+        bail!("--ask needs leash's own path to start the command off the terminal");
+    };
+    let helper = [leash, crate::detach::HELPER, "--"].map(str::to_owned);
+    Ok(helper.into_iter().chain(command.iter().cloned()).collect())
 }
 
 /// The command, or the shell's exit code when it cannot run (127 not found, 126 not runnable).

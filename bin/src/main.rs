@@ -11,6 +11,7 @@ mod ca;
 mod check;
 mod config_check;
 mod connect;
+mod detach;
 mod env_cmd;
 mod exec;
 mod flags;
@@ -44,6 +45,9 @@ enum Command {
     #[cfg(target_os = "linux")]
     #[command(name = "__isolate", hide = true)]
     Isolate(isolate::HelperArgs),
+    /// Internal: runs a command without a controlling terminal (`leash exec --ask`).
+    #[command(name = "__detach", hide = true)]
+    Detach(detach::DetachArgs),
     /// Decide a target offline with its trace (policy only, no network).
     Check(check::CheckArgs),
     /// Work with configuration files.
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
     raise_file_limit();
     let exit = match cli.command {
         Command::Exec(args) => return exec::run(args),
+        Command::Detach(args) => return detach::run(args),
         #[cfg(target_os = "linux")]
         Command::Isolate(args) => return isolate::helper(args),
         Command::Env(args) => env_cmd::run(args),

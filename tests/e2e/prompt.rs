@@ -455,3 +455,87 @@ fn approve_refuses_clearly_without_a_proxy_an_admin_api_or_a_terminal() {
     std::fs::write(&ready, r#"{"http":"127.0.0.1:1","admin":"127.0.0.1:1"}"#).unwrap();
     assert!(approve(dir.path()).contains("asks on a terminal, and has none"));
 }
+
+/// What the command under `--ask` tries: its request is held, and while the question shows it
+/// pushes `a` ("always") into the terminal's input queue (`ioctl(TIOCSTI)`) through its stdin and
+/// through `/dev/tty`, every half second for six seconds; it prints what each try came to.
+const INJECTOR: &str = r#"
+import fcntl, os, sys, termios, threading, time, urllib.request
+def fetch():
+    try:
+        print("fetched:", urllib.request.urlopen(sys.argv[1], timeout=60).read().decode(), flush=True)
+    except Exception as e:
+        print("fetch failed:", e, flush=True)
+t = threading.Thread(target=fetch)
+t.start()
+results = set()
+for _ in range(12):
+    time.sleep(0.5)
+    for name in ("stdin", "tty"):
+        try:
+            fd = 0 if name == "stdin" else os.open("/dev/tty", os.O_RDWR)
+            fcntl.ioctl(fd, termios.TIOCSTI, b"a")
+            results.add(name + ":injected")
+        except OSError as e:
+            results.add(name + ":" + str(e.strerror))
+print("tiocsti:", sorted(results), flush=True)
+t.join()
+"#;
+
+/// The command cannot answer its own question by typing into the terminal leash asks on: it
+/// runs without a controlling terminal (`leash __detach`), so `TIOCSTI` is refused, the question
+/// stays until the person answers, and the person's `d` is the answer. As root the command runs
+/// as nobody (root may push keys into any terminal; an agent should never run as root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_cannot_type_an_answer_into_the_terminal() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::http().await;
+    let config = asking_config(dir.path(), &origin, "");
+    let script = dir.path().join("inject.py");
+    std::fs::write(&script, INJECTOR).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let python = match std::path::Path::new("/usr/bin/python3").exists() {
+        true => "/usr/bin/python3",
+        false => "python3",
+    };
+    let as_user = match rustix::process::geteuid().is_root() {
+        true => "setpriv --reuid=65534 --regid=65534 --clear-groups ",
+        false => "",
+    };
+    let url = format!("http://origin.test:{}/", origin.port());
+    let command = format!("{as_user}{python} {script:?} {url}");
+    let tmux = Tmux::start(dir.path(), &exec_script(dir.path(), &config, &command));
+    let question = format!(
+        "leash: allow origin.test:{} (GET /, attempt exec-",
+        origin.port()
+    );
+    tmux.wait_for(&question, 1).await;
+    // The injector's six seconds of tries end; the question is still waiting for the person.
+    let out = dir.path().join("out");
+    let mut tried = String::new();
+    for _ in 0..WAIT.as_millis() / 100 {
+        tried = std::fs::read_to_string(&out).unwrap_or_default();
+        if tried.contains("tiocsti:") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(tried.contains("tiocsti:"), "{tried}\n{}", tmux.screen());
+    assert!(!tried.contains("injected"), "{tried}");
+    assert_eq!(
+        answers(&dir.path().join("log.jsonl")),
+        [],
+        "{}",
+        tmux.screen()
+    );
+    tmux.keys("d");
+    let status = finished(dir.path(), &tmux).await;
+    assert_eq!(status, "exit=0\n", "{}", tmux.screen());
+    assert_eq!(
+        answers(&dir.path().join("log.jsonl")),
+        [answer("deny", "once")]
+    );
+    let out = std::fs::read_to_string(&out).unwrap();
+    assert!(out.contains("fetch failed"), "{out}");
+}
