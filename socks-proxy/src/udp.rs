@@ -135,9 +135,18 @@ impl Association<'_> {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(_) => return,
             };
-            let active = match side {
-                Side::Client => self.on_client_socket(&buf[..len], from).await,
-                Side::Remote(_) => self.on_remote_socket(&buf[..len], from).await,
+            let handled = async {
+                match side {
+                    Side::Client => self.on_client_socket(&buf[..len], from).await,
+                    Side::Remote(_) => self.on_remote_socket(&buf[..len], from).await,
+                }
+            };
+            // A datagram held for an answer (SPEC §14) waits here: the client leaving, or an
+            // eviction, ends the wait (and withdraws its pending item) like any other request's.
+            let active = tokio::select! {
+                active = handled => active,
+                _ = control.read(&mut control_byte) => return,
+                () = connection.evicted() => return,
             };
             // Only the client and the remotes it wrote to keep an association alive.
             if active {

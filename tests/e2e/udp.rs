@@ -338,3 +338,66 @@ async fn udp_reaches_an_ipv6_remote_from_an_ipv4_client() {
     );
     drop(control);
 }
+
+/// The pending items `/pending` lists now (after a short long poll).
+async fn pending_now(proxy: &tests::TestProxy) -> Vec<serde_json::Value> {
+    let admin = proxy.admin_client();
+    let (status, page) = crate::admin::call(&admin, "GET", "/pending?wait=1", None, None).await;
+    assert_eq!(status, 200, "{page}");
+    page["pending"].as_array().cloned().unwrap_or_default()
+}
+
+/// A datagram to a target nobody allowed is held while someone can answer (SPEC §14): the
+/// client closing its control connection ends the wait and withdraws the item; answered
+/// `allow`, the datagram goes out and its echo comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_datagram_is_withdrawn_when_the_client_leaves_and_sent_when_allowed() {
+    let (echo, _) = udp_echo().await;
+    let mut config = policy_config(&[], &[], &[echo.to_string()]);
+    config.socks.udp = true;
+    config.ask = serde_json::from_value(serde_json::json!({ "hold": "30s" })).unwrap();
+    let resolver = StaticResolver::new().answer("origin.test", &[echo.ip()]);
+    let proxy = start_proxy(config, Arc::new(resolver), None);
+    let datagram = domain_datagram("origin.test", echo.port(), b"ping");
+    assert!(pending_now(&proxy).await.is_empty());
+
+    let (control, relay) = udp_associate(&proxy).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.send_to(&datagram, relay).await.unwrap();
+    let mut items = Vec::new();
+    for _ in 0..20 {
+        items = pending_now(&proxy).await;
+        if !items.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(items.len(), 1, "the datagram is held");
+    assert_eq!(items[0]["protocol"], "socks5_udp", "{items:?}");
+    drop(control);
+    let mut gone = false;
+    for _ in 0..20 {
+        gone = pending_now(&proxy).await.is_empty();
+        if gone {
+            break;
+        }
+    }
+    assert!(gone, "the client left: its item is withdrawn");
+
+    let (_control, relay) = udp_associate(&proxy).await;
+    client.send_to(&datagram, relay).await.unwrap();
+    let mut item = None;
+    for _ in 0..20 {
+        item = pending_now(&proxy).await.into_iter().next();
+        if item.is_some() {
+            break;
+        }
+    }
+    let item = item.expect("held again");
+    let body = serde_json::json!({ "answer": "allow", "scope": "once" }).to_string();
+    let path = format!("/pending/{}", item["id"]);
+    let admin = proxy.admin_client();
+    let (status, _) = crate::admin::call(&admin, "POST", &path, Some(&body), None).await;
+    assert_eq!(status, 200);
+    let echoed = recv_within(&client, Duration::from_secs(10)).await;
+    assert_eq!(echoed, Some(udp_datagram(echo, b"ping")));
+}
