@@ -6,7 +6,7 @@
 use std::{
     fs, io,
     io::Write,
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -40,10 +40,13 @@ pub(crate) struct ApprovalsFile {
 }
 
 impl ApprovalsFile {
-    /// `configured`, else `leash-approvals.toml` beside the config file (SPEC §14), else
-    /// `approvals.toml` in leash's state directory.
+    /// `configured` (relative to the config file's directory, never to the working directory,
+    /// which `leash exec`'s command may control), else `leash-approvals.toml` beside the config
+    /// file (SPEC §14), else `approvals.toml` in leash's state directory.
     pub(crate) fn locate(configured: Option<&Path>, config_file: Option<&Path>) -> ApprovalsFile {
+        let beside = |file: &Path, name: &Path| file.parent().unwrap_or(Path::new(".")).join(name);
         let path = match (configured, config_file) {
+            (Some(path), Some(file)) if path.is_relative() => beside(file, path),
             (Some(path), _) => path.to_owned(),
             (None, Some(file)) => file.with_file_name("leash-approvals.toml"),
             (None, None) => state_dir().join("approvals.toml"),
@@ -56,8 +59,16 @@ impl ApprovalsFile {
         &self.path
     }
 
-    /// Reads the file; a missing file holds no approvals.
+    /// Reads the file; a missing file holds no approvals. A file someone else could have
+    /// written (another owner, or writable by group or others) is refused: its rules would be
+    /// allow rules nobody approved.
     pub(crate) fn load(&self) -> Result<Approvals, ConfigError> {
+        if let Err(error) = self.trusted() {
+            return Err(ConfigError::Read {
+                path: self.path.clone(),
+                error,
+            });
+        }
         let text = match fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
@@ -120,6 +131,30 @@ impl ApprovalsFile {
         Ok(approvals)
     }
 
+    /// Whether the file, if there, is leash's user's (or root's) and writable by nobody else.
+    fn trusted(&self) -> io::Result<()> {
+        let meta = match fs::metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let ours = rustix::process::geteuid().as_raw();
+        if meta.uid() != ours && meta.uid() != 0 {
+            let owner = meta.uid();
+            let message = format!("owned by uid {owner}, not by leash's user {ours}");
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, message));
+        }
+        if meta.mode() & 0o022 != 0 {
+            let message = format!(
+                "writable by group or others (mode {:o}); fix: chmod 600 {}",
+                meta.mode() & 0o777,
+                self.path.display()
+            );
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, message));
+        }
+        Ok(())
+    }
+
     fn write(&self, approvals: &Approvals) -> io::Result<()> {
         let text = render(approvals);
         let dir = self
@@ -127,7 +162,11 @@ impl ApprovalsFile {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
+        // A directory leash makes is its user's alone (`0700`), like the token file's.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         // A temp file in the same directory: the rename is atomic only within one filesystem.
         let temp = tempfile::Builder::new()
             .prefix(".leash-approvals")

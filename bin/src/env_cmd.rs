@@ -154,6 +154,7 @@ fn proxy(args: &EnvArgs) -> anyhow::Result<Proxy> {
 
 /// The running proxy a ready record (`leash proxy --ready-file`) describes.
 pub(crate) fn read_ready(path: &Path) -> anyhow::Result<Proxy> {
+    trusted_record(path)?;
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let ready: serde_json::Value = serde_json::from_str(&text)
@@ -224,4 +225,54 @@ fn ca_files(config: &Config) -> anyhow::Result<CaFiles> {
         .unwrap_or_else(mitm::default_ca_dir);
     let ca = mitm::CertificateAuthority::load(&dir)?;
     Ok(CaFiles::write(&ca.cert_path(), ca.cert_pem())?)
+}
+
+/// A ready record names where the admin token goes and which token file to read: one that
+/// another user could have written (another owner, or writable by group or others) could send
+/// the token to that user's listener, so it is refused.
+fn trusted_record(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let ours = rustix::process::geteuid().as_raw();
+    if meta.uid() != ours && meta.uid() != 0 {
+        bail!(
+            "{} belongs to uid {}, not to you: its addresses cannot be trusted with the admin token",
+            path.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "{} is writable by group or others: its addresses cannot be trusted with the admin \
+             token (chmod go-w {})",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A ready record anyone else could have written is refused before its addresses are used;
+    /// one only its owner can write is read.
+    #[test]
+    fn a_ready_record_others_could_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ready.json");
+        std::fs::write(&path, r#"{"http":"127.0.0.1:3128","admin":"127.0.0.1:9"}"#).unwrap();
+        for mode in [0o666, 0o646, 0o664] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let error = read_ready(&path)
+                .expect_err("writable by others")
+                .to_string();
+            assert!(error.contains("writable by group or others"), "{error}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_ready(&path).is_ok());
+    }
 }

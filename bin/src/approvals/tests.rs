@@ -94,3 +94,32 @@ fn the_default_sits_beside_the_config_file() {
     let file = ApprovalsFile::locate(None, None);
     assert!(file.path().ends_with("leash/approvals.toml"), "{file:?}");
 }
+
+/// A file others could have written is refused, naming the fix; the directory leash makes is
+/// `0700`; a relative `ask.approvals` is taken beside the config file, not in the working
+/// directory (which `leash exec`'s command may control).
+#[test]
+fn a_file_others_could_write_is_refused_and_paths_are_the_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = file_in(dir.path());
+    file.append(AskAnswer::Allow, rule("a.test:443")).unwrap();
+    let made = fs::metadata(dir.path().join("sub"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(made & 0o777, 0o700);
+    for mode in [0o620, 0o602, 0o666] {
+        fs::set_permissions(file.path(), fs::Permissions::from_mode(mode)).unwrap();
+        let error = file.load().expect_err("writable by others").to_string();
+        assert!(error.contains("chmod 600"), "{error}");
+        assert!(error.contains("approvals.toml"), "{error}");
+    }
+    fs::set_permissions(file.path(), fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(file.load().unwrap().allow, vec![rule("a.test:443")]);
+
+    let config = dir.path().join("conf/leash.toml");
+    let relative = ApprovalsFile::locate(Some(Path::new("mine.toml")), Some(&config));
+    assert_eq!(relative.path(), dir.path().join("conf/mine.toml"));
+    let absolute = ApprovalsFile::locate(Some(&dir.path().join("x.toml")), Some(&config));
+    assert_eq!(absolute.path(), dir.path().join("x.toml"));
+}
