@@ -102,6 +102,24 @@ pub(crate) struct Live {
 }
 
 impl Hub {
+    /// The rules the command line's flags add (the overlay applied to a config without rules).
+    fn cli_rules(&self) -> RuntimeRules {
+        let Some(overlay) = &self.overlay else {
+            return RuntimeRules::default();
+        };
+        let mut bare = Config::default();
+        bare.policy.allow.clear();
+        bare.policy.deny.clear();
+        if overlay(&mut bare).is_err() {
+            return RuntimeRules::default();
+        }
+        let change = RuleChange {
+            allow: bare.policy.allow,
+            deny: bare.policy.deny,
+        };
+        RuntimeRules::parse(&change).unwrap_or_default()
+    }
+
     /// An `always` answer for `host:port`: appends the rule to the approvals file and adds it
     /// to the policy in force (an allow rule for `allow`, a deny rule for `deny`).
     fn approve_always(&self, host: &str, port: u16, answer: AskAnswer) -> Result<(), ControlError> {
@@ -372,11 +390,14 @@ impl Control for Hub {
     fn rule_sources(&self) -> Option<RuleSources> {
         let policy = self.policy()?;
         let state = self.state.lock().expect("hub lock");
-        let source = |rule: &Rule, approved: &[Rule], added: &[Rule]| {
+        let cli = self.cli_rules();
+        let source = |rule: &Rule, approved: &[Rule], added: &[Rule], cli: &[Rule]| {
             let source = if approved.contains(rule) {
                 "approval:always"
             } else if added.contains(rule) {
                 "runtime"
+            } else if cli.contains(rule) {
+                "cli"
             } else {
                 "config"
             };
@@ -385,10 +406,10 @@ impl Control for Hub {
         let (approved, added) = (&state.approved, &state.added);
         let mut sources = RuleSources {
             allow: (policy.allow_rules().iter())
-                .map(|r| source(r, &approved.allow, &added.allow))
+                .map(|r| source(r, &approved.allow, &added.allow, &cli.allow))
                 .collect(),
             deny: (policy.deny_rules().iter())
-                .map(|r| source(r, &approved.deny, &added.deny))
+                .map(|r| source(r, &approved.deny, &added.deny, &cli.deny))
                 .collect(),
         };
         drop(state);

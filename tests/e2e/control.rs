@@ -700,3 +700,65 @@ fn isolate_hides_the_unix_sockets_under_run() {
         stderr(&hidden)
     );
 }
+
+/// `/patterns` names where each rule comes from: the config file (`config`) or the command line's
+/// flags (`cli`), as SPEC §14 lists the sources.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patterns_tell_rules_of_the_file_from_rules_of_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("leash.toml");
+    std::fs::write(
+        &config,
+        "[policy]\nallow = [\"file.test\"]\ndeny = [\"bad-file.test\"]\n",
+    )
+    .unwrap();
+    let mut command = Command::new(leash_bin());
+    command
+        .current_dir(dir.path())
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .args([
+            "proxy",
+            "--ephemeral",
+            "--allow",
+            "cli.test",
+            "--deny",
+            "bad-cli.test",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--log")
+        .arg(dir.path().join("log.jsonl"));
+    let proxy = BinaryProxy::start(command, Duration::from_secs(30));
+    let file = PathBuf::from(proxy.ready["admin_token_file"].as_str().unwrap());
+    let token = leash::read_token_file(&file).unwrap();
+    let admin: std::net::SocketAddr = proxy.ready["admin"].as_str().unwrap().parse().unwrap();
+    let (status, response) =
+        status_of(admin, &get(&admin.to_string(), "/patterns", Some(&token))).await;
+    assert_eq!(status, 200, "{response}");
+    let sources = body_json(&response)["sources"].clone();
+    let source = |list: &str, rule: &str| {
+        let rules = sources[list].as_array().cloned().unwrap_or_default();
+        let found = rules.into_iter().find(|r| r["rule"] == rule);
+        found.map(|r| r["source"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        source("allow", "file.test").as_deref(),
+        Some("config"),
+        "{sources}"
+    );
+    assert_eq!(
+        source("allow", "cli.test").as_deref(),
+        Some("cli"),
+        "{sources}"
+    );
+    assert_eq!(
+        source("deny", "bad-file.test").as_deref(),
+        Some("config"),
+        "{sources}"
+    );
+    assert_eq!(
+        source("deny", "bad-cli.test").as_deref(),
+        Some("cli"),
+        "{sources}"
+    );
+}
