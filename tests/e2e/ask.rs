@@ -786,3 +786,43 @@ async fn one_client_cannot_open_more_than_its_share_of_pending_items() {
         held.abort();
     }
 }
+
+/// Over `CONNECT` and `socks5h://` too: a held ask answered `deny` is the `declined` block, and
+/// one nobody answers is the `ask` block after `ask.hold`, each logged with `held_ms` (the
+/// client of a tunnel cannot read a body: the log is where it learns why).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_and_timeout_end_held_tunnels_as_blocks_with_held_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, origins) = asking(dir.path(), "2s").await;
+    let tunnels: Vec<_> = three_ways(&proxy, &origins)
+        .into_iter()
+        .filter(|(way, _)| way != "http")
+        .collect();
+    for (way, args) in &tunnels {
+        become_approver(&proxy).await;
+        let held = spawn_curl(args.clone());
+        let item = pending_item(&proxy, 1).await;
+        let (status, _) = answer(&proxy, &item["id"], "deny", "once").await;
+        assert_eq!(status, 200, "{way}");
+        let out = held.await.unwrap();
+        assert_ne!(out.code, Some(0), "{way}: refused");
+        assert!(!out.text().contains("hello from origin"), "{way}");
+        // Nobody answers this one: the ask stands after `ask.hold`.
+        become_approver(&proxy).await;
+        let out = spawn_curl(args.clone()).await.unwrap();
+        assert_ne!(out.code, Some(0), "{way}: refused after the hold");
+    }
+    let lines = proxy.log_lines();
+    for protocol in ["connect", "socks5"] {
+        let blocks: Vec<_> = lines
+            .iter()
+            .filter(|l| l["protocol"] == protocol && l["blocked"] == true && l["held_ms"].is_u64())
+            .map(|l| l["reason"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(
+            blocks,
+            ["declined", "allowlist_miss"],
+            "{protocol}: {lines:?}"
+        );
+    }
+}
