@@ -93,10 +93,20 @@ fn load_config(args: &ExecArgs) -> anyhow::Result<Config> {
             None => eprintln!("leash: no config file; embedded defaults"),
         }
     }
-    let config = match &located {
+    let mut config = match &located {
         Some((path, _)) => Config::load(path)?,
         None => Config::default(),
     };
+    // `always` answers live beside the config file exec used (SPEC §14), and a relative
+    // `ask.approvals` is taken from there, as for `leash proxy` with that file — never from the
+    // working directory, which the command may control. Without a file: the state directory.
+    if let Some((path, _)) = &located {
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        config.ask.approvals = Some(match config.ask.approvals.take() {
+            Some(file) => dir.join(file),
+            None => dir.join("leash-approvals.toml"),
+        });
+    }
     args.policy.apply_to(config)
 }
 

@@ -539,3 +539,35 @@ async fn the_command_cannot_type_an_answer_into_the_terminal() {
     let out = std::fs::read_to_string(&out).unwrap();
     assert!(out.contains("fetch failed"), "{out}");
 }
+
+/// `a` keeps the answer in the approvals file beside the config `leash exec` used (SPEC §14),
+/// never in the user's state directory or the working directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_is_kept_beside_the_config_exec_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::http().await;
+    let config = asking_config(dir.path(), &origin, "");
+    let state = dir.path().join("state");
+    let script = exec_script(dir.path(), &config, &curl_cmd(&origin)).replace(
+        "env -u LEASH_CONFIG",
+        &format!("env -u LEASH_CONFIG XDG_STATE_HOME={state:?}"),
+    );
+    let tmux = Tmux::start(dir.path(), &script);
+    let question = format!(
+        "leash: allow origin.test:{} (GET /, attempt exec-",
+        origin.port()
+    );
+    tmux.wait_for(&question, 1).await;
+    tmux.keys("a");
+    let status = finished(dir.path(), &tmux).await;
+    assert_eq!(status, "exit=0\n", "{}", tmux.screen());
+    let kept = std::fs::read_to_string(dir.path().join("leash-approvals.toml")).unwrap();
+    assert!(
+        kept.contains(&format!("\"origin.test:{}\"", origin.port())),
+        "{kept}"
+    );
+    assert!(
+        !state.join("leash/approvals.toml").exists(),
+        "not in the state directory"
+    );
+}

@@ -71,12 +71,20 @@ pub struct BinaryProxy {
     child: Child,
     /// The parsed ready record.
     pub ready: serde_json::Value,
+    /// Its state directory, unless the test chose one: leash keeps `always` answers there when
+    /// no config file names a place, and a test must never read or write the user's.
+    _state: Option<tempfile::TempDir>,
 }
 
 impl BinaryProxy {
     /// Starts `command` (a `leash proxy …` or `cargo xtask run-proxy …`) and waits (bounded) for
     /// the ready record, the first line it prints on stdout.
     pub fn start(mut command: Command, wait: Duration) -> BinaryProxy {
+        let chosen = command.get_envs().any(|(name, _)| name == "XDG_STATE_HOME");
+        let state = (!chosen).then(|| tempfile::tempdir().expect("a state directory"));
+        if let Some(state) = &state {
+            command.env("XDG_STATE_HOME", state.path());
+        }
         let mut child = command
             .env_remove("LEASH_CONFIG")
             .stdout(Stdio::piped())
@@ -94,7 +102,11 @@ impl BinaryProxy {
             Ok(line) if !line.is_empty() => {
                 let ready =
                     serde_json::from_str(&line).expect("the first stdout line is the ready record");
-                BinaryProxy { child, ready }
+                BinaryProxy {
+                    child,
+                    ready,
+                    _state: state,
+                }
             }
             _ => {
                 let _ = child.kill();
