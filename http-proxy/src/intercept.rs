@@ -245,12 +245,17 @@ async fn inner(
         }
     }
     if !names_target(&req, target) {
-        let named = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        // What the request named: its authority (absolute-form, or HTTP/2's `:authority`), else
+        // its `Host`.
+        let named = match req.uri().authority() {
+            Some(authority) => authority.as_str(),
+            None => req
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default(),
+        };
+        let named = named.to_owned();
         let subject = subject(
             named,
             target.port(),
