@@ -295,16 +295,19 @@ async fn h2_streams_naming_another_host_or_a_tunnel_are_refused_on_their_own() {
         (StatusCode::OK, "hello from origin")
     );
     assert_eq!(setup.origin.seen.requests().len(), 1);
-    let reasons: Vec<_> = setup
-        .proxy
-        .stop()
-        .await
+    let lines = setup.proxy.stop().await;
+    let logged: Vec<(&str, &str)> = lines
         .iter()
-        .map(|l| l["reason"].clone())
+        .map(|l| (l["reason"].as_str().unwrap(), l["host"].as_str().unwrap()))
         .collect();
     assert_eq!(
-        reasons,
-        ["host_mismatch", "host_mismatch", "invalid_request"]
+        logged,
+        [
+            ("host_mismatch", "other.test"),
+            ("host_mismatch", "other.test"),
+            ("invalid_request", "secure.test"),
+        ],
+        "each refusal names what the stream named"
     );
 }
 
