@@ -13,7 +13,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use listeners::StaticResolver;
 use policy::Mode;
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
-use tests::{curl, policy_config, start_proxy, LoopbackNat, Origin, TestCa, TestProxy};
+use tests::{
+    curl, policy_config, start_proxy, Intercepting, LoopbackNat, Origin, TestCa, TestProxy,
+    WsOrigin,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -432,4 +435,29 @@ async fn a_burst_of_stream_resets_is_cut_without_harming_other_connections() {
     let fresh = setup.hyper_h2().await;
     let (status, _) = send(fresh, setup.request("GET", "/", "")).await;
     assert_eq!(status, StatusCode::OK, "and new connections are served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_handshake_goes_over_http1_to_an_origin_that_offers_h2() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ca = TestCa::new("ws origin CA");
+    let mut tls = (*ca.server_config(&["secure.test"], &[])).clone();
+    // The origin would pick h2 if leash offered it; tungstenite then could not read it.
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let origin = WsOrigin::tls(Arc::new(tls)).await;
+    let plain = Origin::http().await;
+    let leash = Intercepting::start(origin.addr, &ca, &plain).await;
+    let tunnel = leash.tunnel().await;
+    let connected = tokio_tungstenite::client_async("wss://secure.test/echo", tunnel);
+    let (mut ws, _) = tokio::time::timeout(WAIT, connected)
+        .await
+        .expect("in time")
+        .expect("the handshake succeeds");
+    ws.send(Message::text("over http/1.1")).await.unwrap();
+    let echoed = tokio::time::timeout(WAIT, ws.next()).await.unwrap();
+    assert_eq!(echoed.unwrap().unwrap(), Message::text("over http/1.1"));
+    let seen = origin.seen.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].version, "HTTP/1.1");
 }
