@@ -374,3 +374,34 @@ impl Interceptor for TlsInterceptor {
         Box::pin(intercept(proxy, scope, target, stream, tunnel))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(fields: &[(&'static str, &'static str)], expected: Option<&str>) {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(*name, value.parse().unwrap());
+        }
+        assert_eq!(connection_specific(&headers), expected, "{fields:?}");
+    }
+
+    #[test]
+    fn connection_specific_fields_are_found_in_h2_requests() {
+        check(&[], None);
+        check(&[("accept", "*/*"), ("te", "trailers")], None);
+        check(&[("connection", "keep-alive")], Some("connection"));
+        check(&[("keep-alive", "timeout=5")], Some("keep-alive"));
+        check(&[("proxy-connection", "close")], Some("proxy-connection"));
+        check(
+            &[("transfer-encoding", "chunked")],
+            Some("transfer-encoding"),
+        );
+        check(&[("upgrade", "websocket")], Some("upgrade"));
+        check(&[("te", "gzip")], Some("te"));
+        // A second `te` after an allowed one is still refused.
+        check(&[("te", "trailers"), ("te", "gzip")], Some("te"));
+    }
+}

@@ -461,3 +461,67 @@ async fn a_websocket_handshake_goes_over_http1_to_an_origin_that_offers_h2() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].version, "HTTP/1.1");
 }
+
+/// The response to `request` once its first body frame has arrived; the rest is left unread.
+async fn started(
+    mut sender: http2::SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> (hyper::body::Incoming, Vec<u8>) {
+    let start = async {
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        (body, first.to_vec())
+    };
+    tokio::time::timeout(WAIT, start)
+        .await
+        .expect("started in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_stream_leaves_the_shared_h2_upstream_and_its_other_streams_alone() {
+    let setup = setup(Mode::Full, true).await;
+    // Larger than every flow-control window between the origin and the client put together, so
+    // both downloads are still in flight when the policy tightens.
+    let n = 32 << 20;
+    let path = format!("/big?n={n}");
+    let (read, write) = (setup.hyper_h2().await, setup.hyper_h2().await);
+    let (mut reading, mut got) = started(read, setup.request("GET", &path, "")).await;
+    let (mut writing, _) = started(write, setup.request("POST", &path, "a write")).await;
+    assert_eq!(
+        setup.origin.seen.connections(),
+        1,
+        "both streams share one upstream"
+    );
+    let admin = setup.proxy.admin_client();
+    let body = Some(r#"{"mode":"limited"}"#);
+    let (status, answer) = crate::admin::call(&admin, "POST", "/mode", body, None).await;
+    assert_eq!(status, 200, "{answer}");
+    // Limited mode refuses the write: its stream is cut, its download broken off.
+    let cut = tokio::time::timeout(WAIT, async {
+        while let Some(frame) = writing.frame().await {
+            if frame.is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(
+        cut.await.expect("cut in time"),
+        "the POST's download is cut"
+    );
+    // The read, on the same upstream connection, carries on to its end.
+    let rest = tokio::time::timeout(WAIT, reading.collect())
+        .await
+        .expect("in time");
+    got.extend_from_slice(&rest.unwrap().to_bytes());
+    assert!(got == tests::big_body(n), "the GET got all {n} bytes");
+    let (status, _) = send(setup.hyper_h2().await, setup.request("GET", "/", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        setup.origin.seen.connections(),
+        1,
+        "the upstream was never torn down"
+    );
+}
