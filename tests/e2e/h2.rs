@@ -487,7 +487,7 @@ async fn a_cut_stream_leaves_the_shared_h2_upstream_and_its_other_streams_alone(
     let n = 32 << 20;
     let path = format!("/big?n={n}");
     let (read, write) = (setup.hyper_h2().await, setup.hyper_h2().await);
-    let (mut reading, mut got) = started(read, setup.request("GET", &path, "")).await;
+    let (reading, mut got) = started(read, setup.request("GET", &path, "")).await;
     let (mut writing, _) = started(write, setup.request("POST", &path, "a write")).await;
     assert_eq!(
         setup.origin.seen.connections(),
