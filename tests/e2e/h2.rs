@@ -36,6 +36,10 @@ struct Setup {
 }
 
 async fn setup(mode: Mode, origin_h2: bool) -> Setup {
+    setup_with(mode, origin_h2, |_| {}).await
+}
+
+async fn setup_with(mode: Mode, origin_h2: bool, tweak: impl FnOnce(&mut leash::Config)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let origin_ca = TestCa::new("origin CA");
     let origin_ca_file = dir.path().join("origin-ca.pem");
@@ -55,6 +59,7 @@ async fn setup(mode: Mode, origin_h2: bool) -> Setup {
     config.mitm.enabled = true;
     config.mitm.ca_dir = Some(dir.path().join("ca"));
     config.mitm.upstream_ca = vec![origin_ca_file];
+    tweak(&mut config);
     let proxy = start_proxy(config, resolver, Some(Arc::new(nat)));
     Setup {
         proxy,
@@ -524,4 +529,26 @@ async fn a_cut_stream_leaves_the_shared_h2_upstream_and_its_other_streams_alone(
         1,
         "the upstream was never torn down"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_tunnel_with_no_stream_open_is_closed_at_the_header_timeout() {
+    let timeout = |c: &mut leash::Config| c.limits.header_timeout = "1s".parse().unwrap();
+    let setup = setup_with(Mode::Full, true, timeout).await;
+    let io = TokioIo::new(setup.tunnel().await);
+    let (sender, connection) = http2::handshake(TokioExecutor::new(), io).await.unwrap();
+    let mut connection = tokio::spawn(connection);
+    // A download held open past the timeout keeps the tunnel: a stream is open.
+    let path = format!("/big?n={}", 32 << 20);
+    let (body, _) = started(sender.clone(), setup.request("GET", &path, "")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rest = tokio::time::timeout(WAIT, body.collect())
+        .await
+        .expect("in time");
+    assert!(rest.is_ok(), "the download was not cut");
+    let (status, _) = send(sender, setup.request("GET", "/", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    // Then nothing: leash closes the tunnel (its h2 connection ends).
+    let ended = tokio::time::timeout(WAIT, &mut connection).await;
+    assert!(ended.is_ok(), "the idle tunnel was closed");
 }
