@@ -554,3 +554,26 @@ async fn an_h2_tunnel_with_no_stream_open_is_closed_at_the_header_timeout() {
     assert!(ended.is_ok(), "the idle tunnel was closed");
     assert!(sender.is_closed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_header_list_over_the_head_limit_is_refused() {
+    let setup = setup(Mode::Full, true).await;
+    let mut raw = setup.raw_h2().await;
+    let big = "x".repeat(70 << 10); // more than `limits.max_request_head` (64 KiB)
+    let request = Request::get(setup.url("/"))
+        .header("x-big", big)
+        .body(())
+        .unwrap();
+    let refused = match raw.send_request(request, true) {
+        Err(error) => format!("the client would not send it: {error}"),
+        Ok((response, _)) => match tokio::time::timeout(WAIT, response).await.expect("in time") {
+            Ok(response) => format!("status {}", response.status()),
+            Err(error) => format!("reset: {error}"),
+        },
+    };
+    // hyper's h2 answers it itself (before leash sees a request, so it is not logged).
+    assert_eq!(refused, "status 431 Request Header Fields Too Large");
+    assert!(setup.origin.seen.requests().is_empty());
+    let (status, _) = send(setup.hyper_h2().await, setup.request("GET", "/", "")).await;
+    assert_eq!(status, StatusCode::OK, "another connection is served");
+}
