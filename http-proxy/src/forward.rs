@@ -133,7 +133,10 @@ pub(crate) async fn deliver(
         )
     };
     let shape = Shape::of(&req);
-    let http1_only = req.extensions().get::<WebSocketHandshake>().is_some();
+    // A WebSocket handshake is an HTTP/1.1 upgrade; connection-bound authentication (NTLM,
+    // Negotiate) needs a connection of its own, never the HTTP/2 one every client shares.
+    let http1_only = req.extensions().get::<WebSocketHandshake>().is_some()
+        || connection_bound_auth(req.headers().get_all(AUTHORIZATION));
     let (ruling, approved) = decide(proxy, scope, target, &req, &shape, route.protocol).await;
     if !ruling.decision.is_allowed() {
         return proxy.block_held(scope, ruling, &subject());
@@ -507,7 +510,8 @@ impl Sending<'_> {
                 };
                 // Boxed: this rare path would otherwise grow every request's future (hyper keeps
                 // one allocated per client connection) by a whole TLS handshake's state.
-                let (pool, http1_only) = (self.cache.pool(), client_upgrade.is_some());
+                let http1_only = client_upgrade.is_some() || bound_auth;
+                let pool = self.cache.pool();
                 let fresh = dial_fresh(self.proxy, self.scope, &key, self.route, pool, http1_only);
                 upstream = Box::pin(fresh).await?;
                 // The new connection may speak another HTTP version than the closed one.

@@ -577,3 +577,41 @@ async fn an_h2_header_list_over_the_head_limit_is_refused() {
     let (status, _) = send(setup.hyper_h2().await, setup.request("GET", "/", "")).await;
     assert_eq!(status, StatusCode::OK, "another connection is served");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_bound_authentication_never_rides_the_shared_h2_upstream() {
+    let setup = setup(Mode::Full, true).await;
+    let sender = setup.hyper_h2().await;
+    let (status, _) = send(sender.clone(), setup.request("GET", "/first", "")).await;
+    assert_eq!(status, StatusCode::OK);
+    for scheme in ["NTLM TlRMTVNTUAABAAAA", "Negotiate YIIB"] {
+        let mut request = setup.request("GET", "/ntlm", "");
+        request
+            .headers_mut()
+            .insert("authorization", scheme.parse().unwrap());
+        let (status, _) = send(sender.clone(), request).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let versions: Vec<(String, String)> = setup
+        .origin
+        .seen
+        .requests()
+        .into_iter()
+        .map(|r| {
+            (
+                r.uri.parse::<hyper::Uri>().unwrap().path().to_owned(),
+                r.version,
+            )
+        })
+        .collect();
+    let want = [
+        ("/first", "HTTP/2.0"),
+        ("/ntlm", "HTTP/1.1"),
+        ("/ntlm", "HTTP/1.1"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(u, v)| (u.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(versions, want);
+}
