@@ -17,6 +17,8 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use listeners::Tunnels;
 
+use crate::{pool::Cut, response::BodyError};
+
 /// How long, and how much, of a cut request body is still read from the client and thrown away.
 const DRAIN_FOR: Duration = Duration::from_secs(2);
 const DRAIN_AT_MOST: usize = 1 << 20;
@@ -42,14 +44,21 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        // Over HTTP/2 the connection is not aborted on a cut (other streams share it): the body
+        // then fails, so its stream is reset and the origin never sees a complete request.
+        if self.cut.load(Ordering::Acquire) {
+            return Poll::Ready(Some(Err(Box::new(Cut("cut")))));
+        }
         match self.body.as_mut() {
-            Some(body) => Pin::new(body).poll_frame(cx),
+            Some(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(|e| -> BodyError { Box::new(e) }))),
             None => Poll::Ready(None),
         }
     }

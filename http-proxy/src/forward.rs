@@ -9,8 +9,8 @@ use std::sync::{
 
 use http_body_util::BodyExt;
 use hyper::{
-    body::Incoming,
-    client::conn::http1::{self as client, SendRequest},
+    body::{Body, Incoming},
+    client::conn::{http1, http2},
     header::{
         GetAll, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, HOST, PROXY_AUTHORIZATION,
         TRANSFER_ENCODING, UPGRADE, WWW_AUTHENTICATE,
@@ -18,7 +18,7 @@ use hyper::{
     upgrade::OnUpgrade,
     Request, Response, StatusCode, Uri, Version,
 };
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use listeners::{DialError, ExchangeInfo, TunnelHandle, TunnelInfo, Via};
 use policy::{
     is_approved, BlockReason, Decision, Host, Protocol, Request as PolicyRequest, RequestShape,
@@ -35,7 +35,7 @@ use crate::{
     count::{Counted, UpstreamBody},
     framing::{OptionsAsterisk, WebSocketHandshake},
     headers::strip_hop_by_hop,
-    pool::{PoolKey, Returning, ToProxy, Upstream, UpstreamCache},
+    pool::{PoolKey, Returning, Sender, ToProxy, Upstream, UpstreamCache, UpstreamPool},
     proxy::{HttpProxy, Scope, Subject},
     response::{upstream_error_response, ProxyBody, UpstreamError},
     websocket::{self, keep_websocket_upgrade, switches_to_websocket, Switch},
@@ -57,7 +57,15 @@ const POOLED_READY_WAIT: std::time::Duration = std::time::Duration::from_millis(
 #[derive(Clone, Debug)]
 pub(crate) struct Route {
     pub(crate) protocol: Protocol,
-    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) tls: Option<OriginTls>,
+}
+
+/// TLS towards origins: offering `h2` and `http/1.1`, or `http/1.1` alone (a WebSocket handshake
+/// is an HTTP/1.1 upgrade).
+#[derive(Clone, Debug)]
+pub(crate) struct OriginTls {
+    pub(crate) any: Arc<rustls::ClientConfig>,
+    pub(crate) http1: Arc<rustls::ClientConfig>,
 }
 
 impl Route {
@@ -125,6 +133,10 @@ pub(crate) async fn deliver(
         )
     };
     let shape = Shape::of(&req);
+    // A WebSocket handshake is an HTTP/1.1 upgrade; connection-bound authentication (NTLM,
+    // Negotiate) needs a connection of its own, never the HTTP/2 one every client shares.
+    let http1_only = req.extensions().get::<WebSocketHandshake>().is_some()
+        || connection_bound_auth(req.headers().get_all(AUTHORIZATION));
     let (ruling, approved) = decide(proxy, scope, target, &req, &shape, route.protocol).await;
     if !ruling.decision.is_allowed() {
         return proxy.block_held(scope, ruling, &subject());
@@ -134,7 +146,7 @@ pub(crate) async fn deliver(
         target: target.clone(),
         protocol: route.protocol,
     };
-    let upstream = match upstream(proxy, scope, &key, cache, route).await {
+    let upstream = match upstream(proxy, scope, &key, cache, route, http1_only).await {
         Ok(upstream) => upstream,
         Err(UpstreamError::Dial(DialError::Blocked(decision))) => {
             return proxy.block(scope, decision, &subject())
@@ -251,7 +263,10 @@ struct Shape {
 impl Shape {
     fn of(req: &Request<Incoming>) -> Shape {
         let headers = req.headers();
-        let has_body = headers.contains_key(TRANSFER_ENCODING)
+        // An HTTP/2 body needs no length header: a request whose headers did not end the stream
+        // has one (RFC 9113 §8.1).
+        let has_body = !req.body().is_end_stream()
+            || headers.contains_key(TRANSFER_ENCODING)
             || headers
                 .get(CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
@@ -303,14 +318,29 @@ async fn upstream(
     key: &PoolKey,
     cache: &UpstreamCache,
     route: &Route,
+    http1_only: bool,
 ) -> Result<Upstream, UpstreamError> {
+    let shared = match http1_only {
+        true => None,
+        false => cache.pool().shared(key),
+    };
+    if let Some(shared) = shared {
+        if still_allowed(proxy, scope, key, &shared) {
+            return Ok(shared);
+        }
+        // Dial afresh: the dialer then refuses with the decision, and names it.
+        return Box::pin(dial_fresh(
+            proxy,
+            scope,
+            key,
+            route,
+            cache.pool(),
+            http1_only,
+        ))
+        .await;
+    }
     while let Some(mut pooled) = cache.take(key) {
-        // Through an upstream proxy that resolved the name there is no address to re-vet.
-        let still_allowed = pooled.peer.is_none_or(|peer| {
-            let engine = scope.engine.as_ref();
-            proxy.dialer.revet(engine, &key.target, peer).is_allowed()
-        });
-        if !still_allowed {
+        if !still_allowed(proxy, scope, key, &pooled) {
             // Dial afresh: the dialer then refuses with the decision, and names it.
             break;
         }
@@ -323,17 +353,37 @@ async fn upstream(
     }
     // Boxed, as in `Sending::send`: a TLS handshake's state is large, and kept connections make
     // this path the rare one.
-    Box::pin(dial_fresh(proxy, scope, key, route)).await
+    Box::pin(dial_fresh(
+        proxy,
+        scope,
+        key,
+        route,
+        cache.pool(),
+        http1_only,
+    ))
+    .await
+}
+
+/// Whether a kept connection's address still passes the policy in force. Through an upstream
+/// proxy that resolved the name there is no address to re-vet.
+fn still_allowed(proxy: &HttpProxy, scope: &Scope, key: &PoolKey, kept: &Upstream) -> bool {
+    kept.peer.is_none_or(|peer| {
+        let engine = scope.engine.as_ref();
+        proxy.dialer.revet(engine, &key.target, peer).is_allowed()
+    })
 }
 
 /// A new connection to a vetted address of the target, TLS-wrapped for an intercepted request.
 /// Plain HTTP may instead go to the upstream proxy itself, in absolute-form (SPEC §16); TLS to
-/// the origin goes through its `CONNECT` tunnel.
+/// the origin goes through its `CONNECT` tunnel. TLS offers `h2` unless `http1_only`; an origin
+/// that picks it gets an HTTP/2 connection, shared through `pool` with later requests.
 async fn dial_fresh(
     proxy: &HttpProxy,
     scope: &Scope,
     key: &PoolKey,
     route: &Route,
+    pool: &UpstreamPool,
+    http1_only: bool,
 ) -> Result<Upstream, UpstreamError> {
     let (target, engine, client) = (&key.target, scope.engine.as_ref(), &scope.client_key());
     let dialed = match &route.tls {
@@ -348,23 +398,31 @@ async fn dial_fresh(
     let (sender, task) = match &route.tls {
         None => handshake(dialed.stream).await?,
         Some(tls) => {
-            let name = server_name(target);
-            let stream = TlsConnector::from(tls.clone())
-                .connect(name, dialed.stream)
+            let config = match http1_only {
+                true => tls.http1.clone(),
+                false => tls.any.clone(),
+            };
+            let stream = TlsConnector::from(config)
+                .connect(server_name(target), dialed.stream)
                 .await
                 .map_err(|e| UpstreamError::Tls(e.to_string()))?;
-            handshake(stream).await?
+            match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => handshake_h2(stream).await?,
+                _ => handshake(stream).await?,
+            }
         }
     };
-    Ok(Upstream::new(dialed.peer, to_proxy, sender, task))
+    let upstream = Upstream::new(dialed.peer, to_proxy, sender, task);
+    pool.share(key, &upstream);
+    Ok(upstream)
 }
 
 /// An HTTP/1.1 client connection over `io`, driven by its own task.
-async fn handshake<IO>(io: IO) -> Result<(SendRequest<UpstreamBody>, AbortHandle), UpstreamError>
+async fn handshake<IO>(io: IO) -> Result<(Sender, AbortHandle), UpstreamError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = client::handshake(TokioIo::new(io))
+    let (sender, connection) = http1::handshake(TokioIo::new(io))
         .await
         .map_err(UpstreamError::Http)?;
     // With upgrades: after a `101` (a WebSocket) the connection hands its stream to the relay.
@@ -373,7 +431,25 @@ where
             tracing::debug!(%error, "upstream connection ended with an error");
         }
     });
-    Ok((sender, task.abort_handle()))
+    Ok((Sender::Http1(sender), task.abort_handle()))
+}
+
+/// An HTTP/2 client connection over `io` (the origin picked `h2`), driven by its own task.
+async fn handshake_h2<IO>(io: IO) -> Result<(Sender, AbortHandle), UpstreamError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::Http)?;
+    let task = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "upstream HTTP/2 connection ended with an error");
+        }
+    });
+    Ok((Sender::Http2(sender), task.abort_handle()))
 }
 
 /// The name the origin's certificate must carry.
@@ -413,43 +489,38 @@ impl Sending<'_> {
         if client_upgrade.is_some() {
             keep_websocket_upgrade(&mut parts.headers);
         }
-        parts
-            .headers
-            .insert(HOST, host_header(&key.target, self.route.default_port()));
         let asterisk = parts.extensions.get::<OptionsAsterisk>().is_some();
-        parts.uri = origin_form(&parts.uri, asterisk);
-        if let Some(to_proxy) = &upstream.to_proxy {
-            // leash's own credentials for the upstream; the client's were stripped above.
-            parts.uri = absolute_form(&key.target, &parts.uri);
-            if let Some(authorization) = &to_proxy.authorization {
-                let value = HeaderValue::from_str(authorization)
-                    .expect("base64 credentials are a valid header value");
-                parts.headers.insert(PROXY_AUTHORIZATION, value);
-            }
-        }
-        parts.version = Version::HTTP_11;
+        let origin = origin_form(&parts.uri, asterisk);
         let tunnels = self.proxy.dialer.tunnels();
         let cut = Arc::new(AtomicBool::new(false));
         let body = UpstreamBody::new(Counted::new(body, tunnels, true), cut.clone());
         let bound_auth = connection_bound_auth(parts.headers.get_all(AUTHORIZATION));
-        let request = Request::from_parts(parts, body);
+        let mut request = Request::from_parts(parts, body);
+        self.address(&mut request, &upstream, &key.target, &origin);
         let mut exchange = self.register(&upstream)?;
-        let sending = upstream.sender.try_send_request(request);
-        let response = match unless_cut(&exchange, &upstream.task, &cut, sending).await? {
+        let cutter = upstream.cutter();
+        let sending = upstream.sender.try_send(request);
+        let response = match unless_cut(&exchange, cutter, &cut, sending).await? {
             Ok(response) => response,
             Err(mut failed) => {
                 // The connection closed before the request went out (a kept one the origin had
                 // just closed): the request is whole, so it goes once more, on a new connection.
-                let Some(request) = failed.take_message() else {
+                let Some(mut request) = failed.take_message() else {
                     return Err(UpstreamError::Http(failed.into_error()));
                 };
                 // Boxed: this rare path would otherwise grow every request's future (hyper keeps
                 // one allocated per client connection) by a whole TLS handshake's state.
-                upstream = Box::pin(dial_fresh(self.proxy, self.scope, &key, self.route)).await?;
+                let http1_only = client_upgrade.is_some() || bound_auth;
+                let pool = self.cache.pool();
+                let fresh = dial_fresh(self.proxy, self.scope, &key, self.route, pool, http1_only);
+                upstream = Box::pin(fresh).await?;
+                // The new connection may speak another HTTP version than the closed one.
+                self.address(&mut request, &upstream, &key.target, &origin);
                 exchange = self.register(&upstream)?;
-                let sending = upstream.sender.send_request(request);
-                let sent = unless_cut(&exchange, &upstream.task, &cut, sending).await?;
-                sent.map_err(UpstreamError::Http)?
+                let cutter = upstream.cutter();
+                let sending = upstream.sender.try_send(request);
+                let sent = unless_cut(&exchange, cutter, &cut, sending).await?;
+                sent.map_err(|failed| UpstreamError::Http(failed.into_error()))?
             }
         };
         if upstream.to_proxy.is_some()
@@ -478,6 +549,39 @@ impl Sending<'_> {
         let body = Counted::new(body, tunnels, false);
         let body = Returning::new(body, self.cache.clone(), key, upstream, exchange);
         Ok(Response::from_parts(parts, body.boxed()))
+    }
+
+    /// Addresses `request` for `upstream`'s HTTP version: HTTP/1.1 in origin-form (`origin`) with
+    /// `Host` naming the target (absolute-form to an upstream proxy, with leash's credentials);
+    /// HTTP/2 with `:authority` naming it instead (RFC 9113 §8.3.1).
+    fn address(
+        &self,
+        request: &mut Request<UpstreamBody>,
+        upstream: &Upstream,
+        target: &Target,
+        origin: &Uri,
+    ) {
+        let authority = host_header(target, self.route.default_port());
+        let headers = request.headers_mut();
+        if let Some(to_proxy) = &upstream.to_proxy {
+            // leash's own credentials for the upstream; the client's were stripped.
+            if let Some(authorization) = &to_proxy.authorization {
+                let value = HeaderValue::from_str(authorization)
+                    .expect("base64 credentials are a valid header value");
+                headers.insert(PROXY_AUTHORIZATION, value);
+            }
+        }
+        let (version, uri) = match (&upstream.sender, &upstream.to_proxy) {
+            (Sender::Http1(_), Some(_)) => (Version::HTTP_11, absolute_form(target, origin)),
+            (Sender::Http1(_), None) => (Version::HTTP_11, origin.clone()),
+            (Sender::Http2(_), _) => (Version::HTTP_2, https_form(&authority, origin)),
+        };
+        match version {
+            Version::HTTP_2 => headers.remove(HOST),
+            _ => headers.insert(HOST, authority),
+        };
+        *request.version_mut() = version;
+        *request.uri_mut() = uri;
     }
 
     /// The origin switched to `websocket`: the exchange becomes a tunnel (see `websocket.rs`).
@@ -515,7 +619,7 @@ impl Sending<'_> {
 /// `UpstreamBody`), and the refusal is returned.
 async fn unless_cut<T>(
     exchange: &TunnelHandle,
-    connection: &AbortHandle,
+    connection: Option<AbortHandle>,
     drain: &AtomicBool,
     sending: impl std::future::Future<Output = T>,
 ) -> Result<T, UpstreamError> {
@@ -523,7 +627,10 @@ async fn unless_cut<T>(
         biased;
         refusal = exchange.cut() => {
             drain.store(true, Ordering::Release);
-            connection.abort();
+            // An HTTP/2 stream is reset instead, as `sending` is dropped (see `Upstream::cutter`).
+            if let Some(connection) = connection {
+                connection.abort();
+            }
             Err(UpstreamError::Refused(refusal))
         }
         sent = sending => Ok(sent),
@@ -543,6 +650,21 @@ fn origin_form(uri: &Uri, asterisk: bool) -> Uri {
             .parse()
             .unwrap_or_else(|_| Uri::from_static("/")),
     }
+}
+
+/// The URI of an HTTP/2 request to an origin: `:scheme` `https`, `:authority` the target, and
+/// `:path` the origin-form target (`*` for `OPTIONS *`).
+fn https_form(authority: &HeaderValue, origin: &Uri) -> Uri {
+    let path = origin
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme("https")
+        .authority(authority.as_bytes())
+        .path_and_query(path)
+        .build()
+        .expect("a canonical target and a path make a valid URI")
 }
 
 /// The request-target an upstream proxy takes (RFC 9112 §3.2.2): `http://` and the target (as

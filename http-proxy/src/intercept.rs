@@ -2,12 +2,16 @@
 //! (its SNI must name that host), and every request inside is checked (its authority must name the
 //! host too, else `421`) and decided on its own, like a plain HTTP request, then sent to the origin
 //! over TLS that verifies the origin's certificate.
+//!
+//! The leaf offers `h2` and `http/1.1` (SPEC §15). Over HTTP/1.1 the tunnel is served behind the
+//! head gate, as the listener is; over HTTP/2 (`streams.rs`) every stream is one request through
+//! the same `inner` and `deliver`.
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
 use hyper::{
     body::Incoming, header::HOST, server::conn::http1, service::service_fn, Method, Request,
-    Response,
+    Response, Version,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
 use listeners::{Interceptor, TunnelHandle};
@@ -18,8 +22,11 @@ use tokio::{
 };
 use tokio_rustls::LazyConfigAcceptor;
 
+mod streams;
+
+use self::streams::{refuse_h2, serve_h2};
 use crate::{
-    forward::{deliver, Route},
+    forward::{deliver, OriginTls, Route},
     framing::{FramingNotes, Gated, HeadRefusal, WebSocketHandshake},
     pool::UpstreamCache,
     proxy::{HttpProxy, Scope, Subject},
@@ -57,14 +64,49 @@ pub(crate) async fn intercept<S>(
     let Ok(tls) = start.into_stream(config).await else {
         return;
     };
+    let tls_routes = OriginTls {
+        any: mitm.upstream.clone(),
+        http1: mitm.upstream_http1.clone(),
+    };
+    let tunnel_ = Tunnel {
+        proxy,
+        scope,
+        target: Arc::new(target),
+        route: Route {
+            protocol: Protocol::Https,
+            tls: Some(tls_routes),
+        },
+    };
+    match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => serve_h2(tunnel_, tls, tunnel).await,
+        _ => serve_http1(tunnel_, tls, tunnel).await,
+    }
+}
+
+/// What every request inside one intercepted tunnel shares.
+#[derive(Clone)]
+struct Tunnel {
+    proxy: Arc<HttpProxy>,
+    scope: Scope,
+    target: Arc<Target>,
+    route: Route,
+}
+
+/// Serves HTTP/1.1 inside the tunnel, behind the head gate.
+async fn serve_http1<S>(tunnel_: Tunnel, tls: S, tunnel: TunnelHandle)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Tunnel {
+        proxy,
+        scope,
+        target,
+        route,
+    } = tunnel_;
     let notes = Arc::new(FramingNotes::new(proxy.limits.max_request_head));
     let io = TokioIo::new(Gated::new(tls, notes.clone()));
-    let route = Route {
-        protocol: Protocol::Https,
-        tls: Some(mitm.upstream.clone()),
-    };
     let cache = Arc::new(UpstreamCache::new(proxy.pool.clone()));
-    let (target, limits) = (Arc::new(target), proxy.limits.clone());
+    let limits = proxy.limits.clone();
     let service = service_fn(move |mut req: Request<Incoming>| {
         let refusal = notes.take_note(&mut req);
         let handshake = req.extensions().get::<WebSocketHandshake>().is_some();
@@ -128,13 +170,23 @@ async fn inner(
         let subject = subject(target.host().to_string(), target.port(), "CONNECT", None);
         return proxy.block(&scope, Decision::Deny(reason), &subject);
     }
+    if req.version() == Version::HTTP_2 {
+        if let Some(refused) = refuse_h2(proxy, &scope, target, &req) {
+            return refused;
+        }
+    }
     if !names_target(&req, target) {
-        let named = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        // What the request named: its authority (absolute-form, or HTTP/2's `:authority`), else
+        // its `Host`.
+        let named = match req.uri().authority() {
+            Some(authority) => authority.as_str(),
+            None => req
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default(),
+        };
+        let named = named.to_owned();
         let subject = subject(
             named,
             target.port(),

@@ -5,6 +5,11 @@
 //! connection; without the shared pool every one of them would pay for a new upstream connection,
 //! and inside an intercepted tunnel for a new TLS handshake with the origin too.
 //!
+//! An origin that picked `h2` (ALPN) gets one connection that every client shares: its streams
+//! are concurrent, so it is never taken out, only looked up ([`UpstreamPool::shared`]). The pool is
+//! thus keyed by target, protocol and HTTP version: HTTP/1.1 connections on the shelves, HTTP/2
+//! ones in the shared map.
+//!
 //! A pooled connection carries no client identity (proxy credentials never go upstream), and the
 //! caller re-vets its address against the policy in force before every reuse.
 
@@ -21,7 +26,8 @@ use std::{
 use bytes::Bytes;
 use hyper::{
     body::{Body, Frame, Incoming, SizeHint},
-    client::conn::http1::SendRequest,
+    client::conn::{http1, http2, TrySendError},
+    Request, Response,
 };
 
 use crate::{
@@ -39,6 +45,9 @@ const IDLE_IN_ALL: usize = 256;
 /// An idle connection older than this is closed rather than reused: origins close idle
 /// connections too (5 s is common), and the older one is, the likelier it races such a close.
 const IDLE_FOR: Duration = Duration::from_secs(4);
+/// A shared HTTP/2 connection nobody used for this long is let go (it closes once its last stream
+/// ends): HTTP/2 origins announce their close (`GOAWAY`), so it may be kept longer than HTTP/1.1.
+const SHARED_IDLE_FOR: Duration = Duration::from_secs(30);
 
 /// Which connections can serve a request: the same target over the same protocol (plain HTTP, or
 /// TLS to the origin for a request from inside an intercepted tunnel).
@@ -56,7 +65,7 @@ pub(crate) struct Upstream {
     /// The connection is to the upstream proxy itself (SPEC §16): requests go in absolute-form,
     /// with this `Proxy-Authorization`.
     pub(crate) to_proxy: Option<ToProxy>,
-    pub(crate) sender: SendRequest<UpstreamBody>,
+    pub(crate) sender: Sender,
     /// The task driving the connection: aborting it drops the socket at once, mid-request too
     /// (dropping `sender` would let the request in flight finish).
     pub(crate) task: AbortHandle,
@@ -71,7 +80,7 @@ impl Upstream {
     pub(crate) fn new(
         peer: Option<SocketAddr>,
         to_proxy: Option<ToProxy>,
-        sender: SendRequest<UpstreamBody>,
+        sender: Sender,
         task: AbortHandle,
     ) -> Upstream {
         Upstream {
@@ -88,6 +97,51 @@ impl Upstream {
     fn reusable(&self) -> bool {
         self.idle_since.elapsed() < IDLE_FOR && !self.sender.is_closed()
     }
+
+    /// What cuts this exchange's upstream side when a policy change refuses it: the whole
+    /// connection for HTTP/1.1; for HTTP/2 nothing more than dropping the exchange's futures and
+    /// bodies, which resets its stream alone (the connection carries other clients' streams).
+    pub(crate) fn cutter(&self) -> Option<AbortHandle> {
+        match self.sender {
+            Sender::Http1(_) => Some(self.task.clone()),
+            Sender::Http2(_) => None,
+        }
+    }
+}
+
+/// The sending half of an upstream connection, by the HTTP version the origin picked (ALPN).
+#[derive(Debug)]
+pub(crate) enum Sender {
+    Http1(http1::SendRequest<UpstreamBody>),
+    Http2(http2::SendRequest<UpstreamBody>),
+}
+
+impl Sender {
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(sender) => sender.is_closed(),
+            Sender::Http2(sender) => sender.is_closed(),
+        }
+    }
+
+    /// Ready for a request (an HTTP/1.1 connection is ready once the previous exchange ended).
+    pub(crate) async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::Http1(sender) => sender.ready().await,
+            Sender::Http2(sender) => sender.ready().await,
+        }
+    }
+
+    /// Sends `req`, which comes back whole if the connection closed before it went out.
+    pub(crate) async fn try_send(
+        &mut self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
+        match self {
+            Sender::Http1(sender) => sender.try_send_request(req).await,
+            Sender::Http2(sender) => sender.try_send_request(req).await,
+        }
+    }
 }
 
 /// How requests are sent over a connection to the upstream proxy itself.
@@ -97,10 +151,26 @@ pub(crate) struct ToProxy {
     pub(crate) authorization: Option<std::sync::Arc<str>>,
 }
 
-/// The pool. Its lock is held only to push, pop or sweep, never across an await.
+/// The pool. Its locks are held only to push, pop, look up or sweep, never across an await.
 #[derive(Debug, Default)]
 pub(crate) struct UpstreamPool {
     idle: Mutex<Shelves>,
+    shared: Mutex<HashMap<PoolKey, Shared>>,
+}
+
+/// An HTTP/2 connection every request to its key may use at once.
+#[derive(Debug)]
+struct Shared {
+    peer: Option<SocketAddr>,
+    sender: http2::SendRequest<UpstreamBody>,
+    task: AbortHandle,
+    used: Instant,
+}
+
+impl Shared {
+    fn live(&self) -> bool {
+        self.used.elapsed() < SHARED_IDLE_FOR && !self.sender.is_closed()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -121,6 +191,42 @@ impl Shelves {
 }
 
 impl UpstreamPool {
+    /// The shared HTTP/2 connection to `key`, if one is open: a handle on it for one request.
+    pub(crate) fn shared(&self, key: &PoolKey) -> Option<Upstream> {
+        let mut shared = self.shared.lock().expect("pool lock");
+        let entry = shared.get_mut(key)?;
+        if !entry.live() {
+            shared.remove(key);
+            return None;
+        }
+        entry.used = Instant::now();
+        let sender = Sender::Http2(entry.sender.clone());
+        Some(Upstream::new(entry.peer, None, sender, entry.task.clone()))
+    }
+
+    /// Offers a new HTTP/2 connection to every later request to `key` (it replaces an older one,
+    /// which closes once its streams end). When the map is full of live connections it serves
+    /// only the request that opened it.
+    pub(crate) fn share(&self, key: &PoolKey, upstream: &Upstream) {
+        let Sender::Http2(sender) = &upstream.sender else {
+            return;
+        };
+        let mut shared = self.shared.lock().expect("pool lock");
+        if shared.len() >= IDLE_IN_ALL {
+            shared.retain(|_, entry| entry.live());
+        }
+        if shared.len() >= IDLE_IN_ALL && !shared.contains_key(key) {
+            return;
+        }
+        let entry = Shared {
+            peer: upstream.peer,
+            sender: sender.clone(),
+            task: upstream.task.clone(),
+            used: Instant::now(),
+        };
+        shared.insert(key.clone(), entry);
+    }
+
     /// The most recently used live connection for `key`, if any.
     pub(crate) fn take(&self, key: &PoolKey) -> Option<Upstream> {
         let mut shelves = self.idle.lock().expect("pool lock");
@@ -144,7 +250,9 @@ impl UpstreamPool {
     /// Keeps `upstream` for the next request to `key`, unless it is private, closed or stale, or
     /// the pool is full of live connections (then the oldest of the target's goes first).
     pub(crate) fn put(&self, key: PoolKey, upstream: Upstream) {
-        if upstream.private || !upstream.reusable() {
+        // An HTTP/2 handle is one request's: its connection stays in the shared map.
+        let http2 = matches!(upstream.sender, Sender::Http2(_));
+        if http2 || upstream.private || !upstream.reusable() {
             return;
         }
         let mut shelves = self.idle.lock().expect("pool lock");
@@ -182,6 +290,11 @@ impl UpstreamCache {
         }
     }
 
+    /// The shared pool (for HTTP/2 connections, which no client connection keeps to itself).
+    pub(crate) fn pool(&self) -> &UpstreamPool {
+        &self.pool
+    }
+
     /// This connection's own upstream if it goes to `key`; else one from the shared pool.
     pub(crate) fn take(&self, key: &PoolKey) -> Option<Upstream> {
         let kept = self.slot.lock().expect("cache lock").take();
@@ -198,6 +311,9 @@ impl UpstreamCache {
     }
 
     fn put(&self, key: PoolKey, upstream: Upstream) {
+        if matches!(upstream.sender, Sender::Http2(_)) {
+            return; // Shared already; this handle was one request's.
+        }
         let replaced = self
             .slot
             .lock()
@@ -234,7 +350,8 @@ pub(crate) struct Returning {
 struct Watched {
     handle: TunnelHandle,
     cut: Pin<Box<dyn Future<Output = Decision> + Send + Sync>>,
-    task: AbortHandle,
+    /// The connection to abort on a cut (HTTP/1.1; see `Upstream::cutter`).
+    task: Option<AbortHandle>,
 }
 
 impl std::fmt::Debug for Returning {
@@ -248,7 +365,7 @@ impl std::fmt::Debug for Returning {
 /// The error a cut response body ends with.
 #[derive(Debug, thiserror::Error)]
 #[error("a policy change cut the exchange: {0}")]
-pub(crate) struct Cut(&'static str);
+pub(crate) struct Cut(pub(crate) &'static str);
 
 impl Returning {
     pub(crate) fn new(
@@ -261,7 +378,7 @@ impl Returning {
         let watched = Watched {
             cut: Box::pin(exchange.cut()),
             handle: exchange,
-            task: upstream.task.clone(),
+            task: upstream.cutter(),
         };
         Returning {
             body,
@@ -275,7 +392,9 @@ impl Returning {
         // a policy change cut it before anyone polled the cut.
         if let Some(watched) = self.exchange.take() {
             if watched.handle.is_cut() {
-                watched.task.abort();
+                if let Some(task) = &watched.task {
+                    task.abort();
+                }
                 self.back = None;
             }
         }
@@ -292,7 +411,9 @@ impl Returning {
         let Poll::Ready(refusal) = watched.cut.as_mut().poll(cx) else {
             return None;
         };
-        watched.task.abort();
+        if let Some(task) = &watched.task {
+            task.abort();
+        }
         self.back = None;
         self.exchange = None;
         Some(refusal)

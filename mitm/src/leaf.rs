@@ -96,7 +96,8 @@ impl LeafIssuer {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| MitmError::Tls(e.to_string()))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/2 first (SPEC §15): the HTTP proxy serves either, per the client's choice.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 }
@@ -166,7 +167,15 @@ mod tests {
             "least recently used goes"
         );
         drop(cache);
-        issuer.server_config(&host("127.0.0.1")).unwrap();
+        let alpn = &issuer
+            .server_config(&host("127.0.0.1"))
+            .unwrap()
+            .alpn_protocols;
+        assert_eq!(
+            alpn,
+            &[b"h2".to_vec(), b"http/1.1".to_vec()],
+            "h2 is offered"
+        );
         issuer.server_config(&host("[::1]")).unwrap();
     }
 }

@@ -16,7 +16,7 @@ pub use crate::{
     ca::{default_ca_dir, CertificateAuthority, CA_CERT_FILE, CA_KEY_FILE},
     error::MitmError,
     leaf::LeafIssuer,
-    upstream::upstream_client_config,
+    upstream::{http1_only, upstream_client_config},
 };
 
 /// The rustls crypto provider every TLS config here uses (ring).
@@ -29,8 +29,10 @@ pub fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
 pub struct Interception {
     /// Issues and caches leaf certificates.
     pub leaves: LeafIssuer,
-    /// Verifies origins (platform roots plus `mitm.upstream_ca`).
+    /// Verifies origins (platform roots plus `mitm.upstream_ca`); offers `h2` and `http/1.1`.
     pub upstream: std::sync::Arc<rustls::ClientConfig>,
+    /// The same, offering only `http/1.1` (for WebSocket handshakes).
+    pub upstream_http1: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl Interception {
@@ -40,9 +42,11 @@ impl Interception {
         upstream_ca: &[std::path::PathBuf],
     ) -> Result<Interception, MitmError> {
         let ca = CertificateAuthority::load_or_create(ca_dir)?;
+        let upstream = upstream_client_config(upstream_ca)?;
         Ok(Interception {
             leaves: LeafIssuer::new(ca, LEAF_CACHE)?,
-            upstream: upstream_client_config(upstream_ca)?,
+            upstream_http1: http1_only(&upstream),
+            upstream,
         })
     }
 }

@@ -14,6 +14,7 @@ mod decider;
 mod dns;
 mod exec;
 mod framing;
+mod h2;
 mod head_rules;
 mod hints;
 mod http;

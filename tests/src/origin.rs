@@ -13,8 +13,13 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn, Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::{
+    body::Incoming,
+    server::conn::{http1, http2},
+    service::service_fn,
+    Request, Response,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -29,6 +34,8 @@ pub struct SeenRequest {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
+    /// The HTTP version it arrived with (`HTTP/1.1`, `HTTP/2.0`).
+    pub version: String,
 }
 
 /// What reached an origin.
@@ -80,6 +87,22 @@ impl Origin {
         Origin::start("127.0.0.1:0", Some(TlsAcceptor::from(tls)), None).await
     }
 
+    /// An HTTPS origin on `127.0.0.1:0` offering ALPN `h2` and `http/1.1`, serving either.
+    pub async fn https_h2(tls: Arc<rustls::ServerConfig>) -> Origin {
+        Origin::https_alpn(tls, &[b"h2", b"http/1.1"]).await
+    }
+
+    /// An HTTPS origin on `127.0.0.1:0` offering only ALPN `http/1.1`.
+    pub async fn https_http1_only(tls: Arc<rustls::ServerConfig>) -> Origin {
+        Origin::https_alpn(tls, &[b"http/1.1"]).await
+    }
+
+    async fn https_alpn(tls: Arc<rustls::ServerConfig>, alpn: &[&[u8]]) -> Origin {
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Origin::https(Arc::new(tls)).await
+    }
+
     /// A static file server for `root` (a "dumb" git remote, for one), on `127.0.0.1:0`.
     pub async fn files(root: PathBuf) -> Origin {
         Origin::start("127.0.0.1:0", None, Some(Arc::new(root))).await
@@ -97,8 +120,12 @@ impl Origin {
                 tokio::spawn(async move {
                     match tls {
                         Some(tls) => {
-                            if let Ok(stream) = tls.accept(stream).await {
-                                serve(TokioIo::new(stream), seen, root).await;
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            match stream.get_ref().1.alpn_protocol() {
+                                Some(b"h2") => serve_h2(TokioIo::new(stream), seen).await,
+                                _ => serve(TokioIo::new(stream), seen, root).await,
                             }
                         }
                         None => serve(TokioIo::new(stream), seen, root).await,
@@ -121,6 +148,16 @@ where
 {
     let service = service_fn(move |req| respond(req, seen.clone(), root.clone()));
     let _ = http1::Builder::new().serve_connection(io, service).await;
+}
+
+async fn serve_h2<I>(io: I, seen: Arc<Seen>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| respond(req, seen.clone(), None));
+    let _ = http2::Builder::new(TokioExecutor::new())
+        .serve_connection(io, service)
+        .await;
 }
 
 async fn respond(
@@ -150,6 +187,7 @@ async fn respond(
         uri: parts.uri.to_string(),
         headers,
         body: body.clone(),
+        version: format!("{:?}", parts.version),
     });
     if let Some(root) = root {
         return Ok(file_response(&root, parts.uri.path()));
@@ -323,6 +361,7 @@ where
             uri: request.uri().to_string(),
             headers,
             body: Vec::new(),
+            version: format!("{:?}", request.version()),
         });
         Ok(response)
     };
