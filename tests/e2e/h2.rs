@@ -243,12 +243,20 @@ async fn concurrent_streams_on_one_connection_are_each_decided_in_limited_mode()
     let head = Request::get(setup.url("/sneak")).body(()).unwrap();
     let (response, mut body) = raw.send_request(head, false).unwrap();
     body.send_data(Bytes::from_static(b"a body"), true).unwrap();
-    let response = tokio::time::timeout(WAIT, response).await.unwrap().unwrap();
-    assert_eq!(
-        response.status(),
-        StatusCode::FORBIDDEN,
-        "a GET with a body"
-    );
+    // The 403 is sent while the body may still be arriving; the stream's end can then race the
+    // answer (a reset instead of the response, seen once on a loaded machine). Either is a
+    // refusal; that the origin never saw `/sneak` is checked below.
+    match tokio::time::timeout(WAIT, response)
+        .await
+        .expect("answered")
+    {
+        Ok(response) => assert_eq!(
+            response.status(),
+            StatusCode::FORBIDDEN,
+            "a GET with a body"
+        ),
+        Err(error) => assert!(error.is_reset(), "a GET with a body: {error}"),
+    }
     let paths: Vec<String> = setup
         .origin
         .seen
