@@ -13,6 +13,7 @@ use policy::{Mode, Policy, PolicyBuilder, PolicyConfig, PolicyError};
 use serde::{Deserialize, Serialize};
 use serde_with::{serde_as, DisplayFromStr};
 
+pub use self::credentials::{CredentialConfig, HeadersConfig};
 use crate::{
     duration::{ConnectionCount, HeadSize, Timeout},
     upstream::UpstreamConfig,
@@ -48,6 +49,12 @@ pub struct Config {
     pub ask: AskConfig,
     /// The upstream (corporate) proxy (SPEC §16).
     pub upstream: UpstreamConfig,
+    /// Credentials that never enter the sandbox (SPEC §17).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialConfig>,
+    /// Header rules (SPEC §17).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeadersConfig>,
 }
 
 /// `[ask]` (SPEC §14): how long a held `ask` waits for an answer.
@@ -427,6 +434,7 @@ impl Config {
                 message,
             });
         }
+        config.check_credentials(text, path)?;
         if let Err(message) = check_token(&config.auth.token) {
             return Err(ConfigError::Parse {
                 path: path.to_owned(),
@@ -438,12 +446,63 @@ impl Config {
         Ok(config)
     }
 
-    /// The compiled policy of `[policy]`, `mode` and whether MITM is on.
+    /// The compiled policy of `[policy]`, `mode` and whether MITM is on; credential hosts are
+    /// intercepted on every port.
     pub fn policy(&self) -> Result<Policy, PolicyError> {
         PolicyBuilder::from_config(&self.policy)?
             .mode(self.mode)
             .tls_inspection(self.mitm.enabled)
+            .always_inspect(credentials::credential_hosts(&self.credentials))
             .build()
+    }
+
+    /// `[[credentials]]` and `[[headers]]`, checked (secrets read and dropped again).
+    fn check_credentials(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let error = |table: &str, index: usize, (key, message): (String, String)| {
+            let line = array_key_line(
+                text,
+                table,
+                index,
+                key.split(['[', '.']).next().unwrap_or(""),
+            );
+            let key = match key.is_empty() {
+                true => format!("{table}[{index}]"),
+                false => format!("{table}[{index}].{key}"),
+            };
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                key,
+                message,
+            }
+        };
+        credentials::check_credentials(&self.credentials, self.mitm.enabled)
+            .map_err(|(index, e)| error("credentials", index, e))?;
+        for (index, headers) in self.headers.iter().enumerate() {
+            headers.rule().map_err(|e| error("headers", index, e))?;
+        }
+        Ok(())
+    }
+
+    /// The credentials (secrets read now, placeholders from `random`) and header rules the
+    /// proxy applies.
+    pub fn credentials(
+        &self,
+        random: impl FnMut() -> String,
+    ) -> Result<(http_proxy::Credentials, Vec<(String, String)>), String> {
+        let built = credentials::build_credentials(&self.credentials, random)
+            .map_err(|(index, (key, message))| format!("credentials[{index}].{key}: {message}"))?;
+        let rules = (self.headers.iter().enumerate())
+            .map(|(index, h)| {
+                h.rule()
+                    .map_err(|(key, message)| format!("headers[{index}].{key}: {message}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let variables = built
+            .iter()
+            .map(|c| (c.variable.clone(), c.placeholder.clone()))
+            .collect();
+        Ok((http_proxy::Credentials::new(built, rules), variables))
     }
 
     /// Where the config comes from: `--config`, else `$LEASH_CONFIG`, else `./leash.toml` if it
@@ -476,6 +535,32 @@ fn key_line(text: &str, table: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// The line of `key` in the `index`-th `[[table]]`, else of that table's header.
+fn array_key_line(text: &str, table: &str, index: usize, key: &str) -> Option<usize> {
+    let header = format!("[[{table}]]");
+    let (mut seen, mut header_line) = (0usize, None);
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            if header_line.is_some() {
+                break;
+            }
+            if line == header {
+                seen += 1;
+                if seen == index + 1 {
+                    header_line = Some(number + 1);
+                }
+            }
+        } else if header_line.is_some()
+            && !key.is_empty()
+            && line.split('=').next().map(str::trim) == Some(key)
+        {
+            return Some(number + 1);
+        }
+    }
+    header_line
+}
+
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -491,6 +576,7 @@ pub(crate) fn check_token(token: &str) -> Result<(), &'static str> {
     }
 }
 
+mod credentials;
 mod rule_line;
 
 #[cfg(test)]
