@@ -406,9 +406,24 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// `load` for a command that never runs the proxy (`leash env`, `leash ca`): credentials are
+    /// checked, but their secrets are not read (a sandboxed shell does not have them).
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Config::parse_with(&text, path, Secrets::Skip)
+    }
+
     /// Parses `text`, naming `path` in errors; rules are checked too, so a loaded config always
-    /// builds a policy.
+    /// builds a policy, and each credential's secret is read (and dropped), so a missing one
+    /// stops the start.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, Secrets::Read)
+    }
+
+    fn parse_with(text: &str, path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
             let key = error.path().to_string();
@@ -434,7 +449,7 @@ impl Config {
                 message,
             });
         }
-        config.check_credentials(text, path)?;
+        config.check_credentials(text, path, secrets)?;
         if let Err(message) = check_token(&config.auth.token) {
             return Err(ConfigError::Parse {
                 path: path.to_owned(),
@@ -457,7 +472,12 @@ impl Config {
     }
 
     /// `[[credentials]]` and `[[headers]]`, checked (secrets read and dropped again).
-    fn check_credentials(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+    fn check_credentials(
+        &self,
+        text: &str,
+        path: &Path,
+        secrets: Secrets,
+    ) -> Result<(), ConfigError> {
         let error = |table: &str, index: usize, (key, message): (String, String)| {
             let line = array_key_line(
                 text,
@@ -476,7 +496,7 @@ impl Config {
                 message,
             }
         };
-        credentials::check_credentials(&self.credentials, self.mitm.enabled)
+        credentials::check_credentials(&self.credentials, self.mitm.enabled, secrets)
             .map_err(|(index, e)| error("credentials", index, e))?;
         for (index, headers) in self.headers.iter().enumerate() {
             headers.rule().map_err(|e| error("headers", index, e))?;
@@ -517,6 +537,13 @@ impl Config {
         let local = PathBuf::from("leash.toml");
         local.is_file().then_some(local)
     }
+}
+
+/// Whether loading reads credentials' secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Secrets {
+    Read,
+    Skip,
 }
 
 /// The line of `key` inside `[table]`, found by its text (the TOML parser keeps no spans once a

@@ -76,7 +76,7 @@ fn render(args: &EnvArgs) -> anyhow::Result<String> {
     }
     let proxy = proxy(args)?;
     let config = match Config::locate(args.config.as_deref()) {
-        Some(path) => Config::load(&path)?,
+        Some(path) => Config::load_without_secrets(&path)?,
         None => Config::default(),
     };
     let ca = match proxy.mitm {

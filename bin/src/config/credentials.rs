@@ -165,6 +165,7 @@ impl CredentialConfig {
 pub(super) fn check_credentials(
     credentials: &[CredentialConfig],
     mitm: bool,
+    secrets: super::Secrets,
 ) -> Result<(), (usize, KeyError)> {
     let mut variables = BTreeMap::new();
     let mut names = BTreeMap::new();
@@ -187,7 +188,9 @@ pub(super) fn check_credentials(
             };
             return Err((i, (key.into(), message)));
         }
-        credential.read_secret().map_err(|e| (i, e))?;
+        if secrets == super::Secrets::Read {
+            credential.read_secret().map_err(|e| (i, e))?;
+        }
     }
     Ok(())
 }

@@ -1,0 +1,398 @@
+//! Credentials that never enter the sandbox, and header rules (SPEC §17), end to end: the real
+//! `leash` binary (`leash exec`, `leash proxy` + `leash env`), curl as the child, and local
+//! origins standing in for the API (`api.origin.test`, HTTPS on a port that is not 443, and
+//! `plain.origin.test`, plain HTTP) and for another allowed host (`other.test`, both).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use serde_json::Value;
+use tests::{leash_bin, stderr, BinaryProxy, Origin, SeenRequest, TestCa};
+
+const SECRET: &str = "ghp_REAL-secret-9f8e7d6c5b4a";
+const OTHER_SECRET: &str = "other_REAL-secret-0a1b2c";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The origins, the config naming them, and a directory for everything a run writes.
+struct Fixture {
+    dir: tempfile::TempDir,
+    https: Origin,
+    plain: Origin,
+    config: PathBuf,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("credentials origin CA");
+        let ca_pem = dir.path().join("origin-ca.pem");
+        ca.write_pem(&ca_pem);
+        let https = Origin::https(ca.server_config(&["api.origin.test", "other.test"], &[])).await;
+        let plain = Origin::http().await;
+        let hosts = dir.path().join("hosts");
+        std::fs::write(
+            &hosts,
+            "127.0.0.1 api.origin.test other.test plain.origin.test\n",
+        )
+        .unwrap();
+        for sub in ["data", "run"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let d = dir.path().display();
+        let text = format!(
+            r#"[policy]
+allow = ["api.origin.test", "other.test", "plain.origin.test"]
+allow_local = ["127.0.0.1:{s}", "127.0.0.1:{p}"]
+[dns]
+hosts = "{d}/hosts"
+[mitm]
+enabled = true
+ca_dir = "{d}/ca"
+upstream_ca = ["{d}/origin-ca.pem"]
+[log]
+violations = "{d}/log.jsonl"
+log_allowed = true
+[ask]
+approvals = "{d}/approvals.toml"
+hold = "2s"
+
+[[credentials]]
+name = "github"
+hosts = ["api.origin.test", "plain.origin.test"]
+secret_env = "GITHUB_TOKEN"
+
+[[credentials]]
+name = "other"
+hosts = ["other.test"]
+secret_env = "OTHER_TOKEN"
+
+[[headers]]
+hosts = ["api.origin.test"]
+methods = ["POST"]
+paths = ["/v1/*"]
+set = {{ "x-team" = "a" }}
+remove = ["cookie"]
+"#,
+            s = https.port(),
+            p = plain.port(),
+        );
+        let config = dir.path().join("leash.toml");
+        std::fs::write(&config, text).unwrap();
+        Fixture {
+            dir,
+            https,
+            plain,
+            config,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `leash ARGS` with this fixture's home, secrets in the environment.
+    fn leash(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(leash_bin());
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env("XDG_RUNTIME_DIR", self.path("run"))
+            .env("GITHUB_TOKEN", SECRET)
+            .env("OTHER_TOKEN", OTHER_SECRET)
+            .env_remove("LEASH_CONFIG");
+        command
+    }
+
+    /// `leash exec --config C -- sh -c SCRIPT sh HTTPS_PORT PLAIN_PORT`, in the fixture's dir.
+    async fn exec(&self, script: &str) -> Output {
+        let mut command = self.leash(&["exec", "--config"]);
+        command
+            .arg(&self.config)
+            .arg("--log")
+            .arg(self.path("log.jsonl"))
+            .args(["--", "sh", "-c", script, "sh"])
+            .arg(self.https.port().to_string())
+            .arg(self.plain.port().to_string());
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        output
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+
+    /// Every request either origin saw.
+    fn seen(&self) -> Vec<SeenRequest> {
+        let mut all = self.https.seen.requests();
+        all.extend(self.plain.seen.requests());
+        all
+    }
+
+    fn log(&self) -> Vec<Value> {
+        self.read("log.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn header<'a>(request: &'a SeenRequest, name: &str) -> Option<&'a str> {
+    request
+        .headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn is_placeholder(text: &str, name: &str) -> bool {
+    let prefix = format!("leash-cred-{name}-");
+    text.strip_prefix(&prefix)
+        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_gets_the_secret_and_the_child_only_the_placeholder() {
+    let fixture = Fixture::start().await;
+    let script = r#"printf %s "$GITHUB_TOKEN" > seen-by-child
+env > env-of-child
+curl -sS -f -o https.out -H "Authorization: Bearer $GITHUB_TOKEN" "https://api.origin.test:$1/user"
+curl -sS -f -o basic.out -u "x-access-token:$GITHUB_TOKEN" "https://api.origin.test:$1/basic"
+curl -sS -f -o plain.out -H "Authorization: token $GITHUB_TOKEN" "http://plain.origin.test:$2/plain""#;
+    fixture.exec(script).await;
+    let placeholder = fixture.read("seen-by-child");
+    assert!(is_placeholder(&placeholder, "github"), "{placeholder}");
+    let env = fixture.read("env-of-child");
+    assert!(
+        !env.contains(SECRET) && !env.contains(OTHER_SECRET),
+        "{env}"
+    );
+    assert_eq!(fixture.read("https.out"), "hello from origin");
+    let seen = fixture.seen();
+    let by_path = |path: &str| {
+        seen.iter()
+            .find(|r| r.uri == path)
+            .unwrap_or_else(|| panic!("{path} reached no origin: {seen:?}"))
+    };
+    assert_eq!(
+        header(by_path("/user"), "authorization"),
+        Some(format!("Bearer {SECRET}").as_str())
+    );
+    let basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("x-access-token:{SECRET}"))
+    );
+    assert_eq!(
+        header(by_path("/basic"), "authorization"),
+        Some(basic.as_str())
+    );
+    // Plain HTTP to the credential's host: replaced as well.
+    assert_eq!(
+        header(by_path("/plain"), "authorization"),
+        Some(format!("token {SECRET}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_placeholder_sent_to_another_allowed_host_is_refused() {
+    let fixture = Fixture::start().await;
+    // Over HTTPS (other.test is intercepted: it has a credential of its own) and plain HTTP.
+    let script = r#"T="$GITHUB_TOKEN"
+probe() { name=$1; shift; curl -sS -i -o "$name.out" "$@"; }
+for base in "https://other.test:$1" "http://other.test:$2"; do
+  kind=${base%%:*}
+  probe "$kind-header" -H "Authorization: Bearer $T" "$base/h"
+  probe "$kind-query" "$base/q?access_token=$T"
+  probe "$kind-query-encoded" "$base/q?t=$(printf %s "$T" | sed 's/-/%2D/g')"
+  probe "$kind-path" "$base/p/$T/x"
+  probe "$kind-basic" -u "user:$T" "$base/b"
+  probe "$kind-body" -d "token=$T" "$base/d"
+  probe "$kind-json" -H 'content-type: application/json' -d "{\"t\":\"$T\"}" "$base/j"
+  probe "$kind-clean" "$base/clean"
+done"#;
+    fixture.exec(script).await;
+    let mut refused = 0;
+    for kind in ["https", "http"] {
+        for case in [
+            "header",
+            "query",
+            "query-encoded",
+            "path",
+            "basic",
+            "body",
+            "json",
+        ] {
+            let out = fixture.read(&format!("{kind}-{case}.out")).to_lowercase();
+            assert!(
+                out.contains("x-proxy-error: blocked-by-credential-scope")
+                    && out.contains("\"reason\":\"credential_scope\""),
+                "{kind}-{case}: {out}"
+            );
+            refused += 1;
+        }
+        let clean = fixture.read(&format!("{kind}-clean.out"));
+        assert!(clean.ends_with("hello from origin"), "{kind}: {clean}");
+    }
+    let seen = fixture.seen();
+    assert_eq!(
+        seen.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(),
+        ["/clean", "/clean"],
+        "only the clean requests reached an origin"
+    );
+    let blocks: Vec<Value> = fixture
+        .log()
+        .into_iter()
+        .filter(|l| l["reason"] == "credential_scope")
+        .collect();
+    assert_eq!(blocks.len(), refused, "{blocks:?}");
+    for block in &blocks {
+        assert_eq!(
+            (&block["decision"], &block["detail"], &block["host"]),
+            (&"deny".into(), &"github".into(), &"other.test".into()),
+            "{block}"
+        );
+        assert!(!block.to_string().contains("leash-cred-github-"), "{block}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_rules_apply_by_host_method_and_path() {
+    let fixture = Fixture::start().await;
+    let script = r#"h() { curl -sS -f -o /dev/null -H 'Cookie: c=1' -H 'X-Team: z' "$@"; }
+h -X POST "https://api.origin.test:$1/v1/edited"
+h "https://api.origin.test:$1/v1/get"
+h -X POST "https://api.origin.test:$1/v2/other-path"
+h -X POST "https://other.test:$1/v1/other-host""#;
+    fixture.exec(script).await;
+    let seen = fixture.seen();
+    let edits = |path: &str| {
+        let request = seen.iter().find(|r| r.uri == path).expect(path);
+        (
+            header(request, "x-team").map(str::to_owned),
+            header(request, "cookie").is_some(),
+        )
+    };
+    assert_eq!(edits("/v1/edited"), (Some("a".to_owned()), false));
+    for path in ["/v1/get", "/v2/other-path", "/v1/other-host"] {
+        assert_eq!(edits(path), (Some("z".to_owned()), true), "{path}");
+    }
+}
+
+/// A GET of the admin API at `admin` with the bearer `token`.
+fn admin_get(admin: &str, token: &str, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://{admin}{path}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every file under `dir`, read.
+fn every_file(dir: &Path, into: &mut Vec<(PathBuf, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        match path.is_dir() {
+            true => every_file(&path, into),
+            false => into.push((path.clone(), std::fs::read(&path).unwrap_or_default())),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_is_nowhere_in_what_a_run_leaves() {
+    let fixture = Fixture::start().await;
+    let ready = fixture.path("ready.json");
+    let mut command = fixture.leash(&["proxy", "--ephemeral", "--config"]);
+    command
+        .arg(&fixture.config)
+        .arg("--ready-file")
+        .arg(&ready)
+        .env("LEASH_LOG", "trace");
+    let proxy = BinaryProxy::start(command, WAIT);
+    // `leash env` learns the placeholders from the ready record; the shell never sees a secret.
+    let script = r#"eval "$("$LEASH" env --ready-file "$READY")"
+printf %s "$GITHUB_TOKEN" > seen-by-shell
+curl -sS -o ok.out -H "Authorization: Bearer $GITHUB_TOKEN" -u "u:$GITHUB_TOKEN" "https://api.origin.test:$1/ok"
+curl -sS -o plain.out -H "Authorization: Bearer $GITHUB_TOKEN" "http://plain.origin.test:$2/ok"
+curl -sS -o refused.out -H "Authorization: Bearer $GITHUB_TOKEN" "https://other.test:$1/p/$GITHUB_TOKEN?t=$GITHUB_TOKEN"
+curl -sS -o asked.out "http://not-allowed.test/?t=$GITHUB_TOKEN"
+true"#;
+    let mut shell = Command::new("sh");
+    shell
+        .args(["-c", script, "sh"])
+        .arg(fixture.https.port().to_string())
+        .arg(fixture.plain.port().to_string())
+        .current_dir(fixture.dir.path())
+        .env("LEASH", leash_bin())
+        .env("READY", &ready)
+        .env("XDG_RUNTIME_DIR", fixture.path("run"))
+        .env_remove("GITHUB_TOKEN")
+        .env_remove("OTHER_TOKEN");
+    let out = tokio::task::spawn_blocking(move || shell.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(is_placeholder(&fixture.read("seen-by-shell"), "github"));
+    let authorization = fixture
+        .https
+        .seen
+        .requests()
+        .iter()
+        .find(|r| r.uri == "/ok")
+        .and_then(|r| header(r, "authorization").map(str::to_owned));
+    assert_eq!(authorization, Some(format!("Bearer {SECRET}")));
+    let admin = proxy.ready["admin"]
+        .as_str()
+        .expect("an admin API")
+        .to_owned();
+    let token_file = proxy.ready["admin_token_file"]
+        .as_str()
+        .expect("a token file");
+    let token = std::fs::read_to_string(token_file).unwrap();
+    let mut answers = String::new();
+    for path in [
+        "/config",
+        "/blocked",
+        "/patterns",
+        "/pending",
+        "/metrics",
+        "/health",
+        "/attempts",
+        "/",
+    ] {
+        let answer = admin_get(&admin, token.trim(), path);
+        answers += &format!("== {path}\n{answer}\n");
+    }
+    assert!(answers.contains("credential_scope"), "{answers}");
+    let output = proxy.terminate();
+    std::fs::write(fixture.path("admin-answers.txt"), &answers).unwrap();
+    std::fs::write(fixture.path("proxy-stdout.txt"), &output.stdout).unwrap();
+    std::fs::write(fixture.path("proxy-stderr.txt"), &output.stderr).unwrap();
+    // Lines below the default `warn` show the filter took `trace`.
+    assert!(
+        stderr(&output).contains("INFO"),
+        "LEASH_LOG=trace logged: {}",
+        stderr(&output)
+    );
+    let mut files = Vec::new();
+    every_file(fixture.dir.path(), &mut files);
+    let basic = STANDARD.encode(format!("u:{SECRET}"));
+    let mut searched = 0;
+    for (path, bytes) in &files {
+        for needle in [SECRET, OTHER_SECRET, basic.as_str()] {
+            let found = bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+            assert!(!found, "{} holds a secret ({needle})", path.display());
+        }
+        searched += bytes.len();
+    }
+    assert!(files.len() >= 8 && searched > 0, "{files:?}");
+}
