@@ -27,6 +27,11 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Fixture::start_with(None).await
+    }
+
+    /// The fixture; with `git`, also `git.origin.test` (a credential host) on that port.
+    async fn start_with(git: Option<u16>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new("credentials origin CA");
         let ca_pem = dir.path().join("origin-ca.pem");
@@ -36,7 +41,7 @@ impl Fixture {
         let hosts = dir.path().join("hosts");
         std::fs::write(
             &hosts,
-            "127.0.0.1 api.origin.test other.test plain.origin.test\n",
+            "127.0.0.1 api.origin.test other.test plain.origin.test git.origin.test\n",
         )
         .unwrap();
         for sub in ["data", "run"] {
@@ -45,8 +50,8 @@ impl Fixture {
         let d = dir.path().display();
         let text = format!(
             r#"[policy]
-allow = ["api.origin.test", "other.test", "plain.origin.test"]
-allow_local = ["127.0.0.1:{s}", "127.0.0.1:{p}"]
+allow = ["api.origin.test", "other.test", "plain.origin.test", "git.origin.test"]
+allow_local = ["127.0.0.1:{s}", "127.0.0.1:{p}"{git_local}]
 [dns]
 hosts = "{d}/hosts"
 [mitm]
@@ -62,7 +67,7 @@ hold = "2s"
 
 [[credentials]]
 name = "github"
-hosts = ["api.origin.test", "plain.origin.test"]
+hosts = ["api.origin.test", "plain.origin.test", "git.origin.test"]
 secret_env = "GITHUB_TOKEN"
 
 [[credentials]]
@@ -79,6 +84,9 @@ remove = ["cookie"]
 "#,
             s = https.port(),
             p = plain.port(),
+            git_local = git
+                .map(|g| format!(", \"127.0.0.1:{g}\""))
+                .unwrap_or_default(),
         );
         let config = dir.path().join("leash.toml");
         std::fs::write(&config, text).unwrap();
@@ -395,4 +403,130 @@ true"#;
         searched += bytes.len();
     }
     assert!(files.len() >= 8 && searched > 0, "{files:?}");
+}
+
+/// `git http-backend` over HTTPS behind a Basic check (`credentials/git_origin.py`); killed on
+/// drop.
+struct GitOrigin {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for GitOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl GitOrigin {
+    /// Serves the bare repositories under `root` to `user` with the password in `password`.
+    fn start(dir: &Path, root: &Path, user: &str, password: &Path) -> GitOrigin {
+        let ca = TestCa::new("git origin CA");
+        ca.write_pem(&dir.join("git-ca.pem"));
+        let (cert, key) = (dir.join("git-leaf.pem"), dir.join("git-leaf.key"));
+        ca.write_leaf(&["git.origin.test"], &cert, &key);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e/credentials/git_origin.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([&cert, &key, root])
+            .arg(user)
+            .arg(password)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().expect("piped");
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            let _ = send.send(line);
+        });
+        let line = receive
+            .recv_timeout(WAIT)
+            .expect("the git origin prints its port");
+        let port = line.trim().parse().expect("a port");
+        GitOrigin { child, port }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+}
+
+/// A bare repository `ROOT/repo.git` with one commit holding `README` = `text`.
+fn bare_repo(root: &Path, text: &str) {
+    let work = root.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    std::fs::write(work.join("README"), text).unwrap();
+    git(&work, &["add", "README"]);
+    git(
+        &work,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "one",
+        ],
+    );
+    git(root, &["clone", "-q", "--bare", "work", "repo.git"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_clones_over_https_with_the_placeholder_as_its_password() {
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().join("repos");
+    std::fs::create_dir(&root).unwrap();
+    bare_repo(&root, "cloned with a credential leash kept\n");
+    let password = scratch.path().join("password");
+    std::fs::write(&password, SECRET).unwrap();
+    let origin = GitOrigin::start(scratch.path(), &root, "x-access-token", &password);
+    let fixture = Fixture::start_with(Some(origin.port)).await;
+    // leash trusts the git origin's CA too (the fixture's config names one file: add this one).
+    let config = std::fs::read_to_string(&fixture.config).unwrap().replace(
+        "upstream_ca = [",
+        &format!(
+            "upstream_ca = [\"{}\", ",
+            scratch.path().join("git-ca.pem").display()
+        ),
+    );
+    std::fs::write(&fixture.config, config).unwrap();
+    let script = r#"export GIT_TERMINAL_PROMPT=0 GIT_CONFIG_NOSYSTEM=1 HOME="$PWD"
+helper='!f() { echo username=x-access-token; echo "password=$GITHUB_TOKEN"; }; f'
+git -c credential.helper= -c "credential.helper=$helper" clone -q "https://git.origin.test:$3/repo.git" clone 2> git.err
+echo "exit $?" >> git.err"#;
+    let mut command = fixture.leash(&["exec", "--config"]);
+    command
+        .arg(&fixture.config)
+        .arg("--log")
+        .arg(fixture.path("log.jsonl"))
+        .args(["--", "sh", "-c", script, "sh", "-", "-"])
+        .arg(origin.port.to_string());
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        fixture.read("clone/README"),
+        "cloned with a credential leash kept\n",
+        "{}",
+        fixture.read("git.err")
+    );
+    let mut files = Vec::new();
+    every_file(&fixture.path("clone/.git"), &mut files);
+    for (path, bytes) in files {
+        let found = bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes());
+        assert!(!found, "{} holds the secret", path.display());
+    }
 }
