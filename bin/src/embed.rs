@@ -239,6 +239,9 @@ impl LeashBuilder {
         let (credentials, placeholders) = config
             .credentials(|| crate::random_hex(16).expect("the system's random source"))
             .map_err(BuildError::Credentials)?;
+        if !config.credentials.is_empty() {
+            keep_secrets_private().map_err(BuildError::Credentials)?;
+        }
         let issuer = attempts.clone().map(|attempts| Issuer {
             attempts,
             addrs,
@@ -329,6 +332,17 @@ impl LeashBuilder {
             decider,
         })
     }
+}
+
+/// A process holding secrets is made non-dumpable: its `/proc/PID/environ` (where a
+/// `secret_env` value still is: the kernel keeps the environment leash started with) and memory
+/// are then closed to processes of the same user, such as the child `leash exec` runs, and no
+/// core file is written. Elsewhere than Linux there is nothing to do here.
+fn keep_secrets_private() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| format!("credentials: cannot make the process non-dumpable: {e}"))?;
+    Ok(())
 }
 
 /// The CA and upstream roots when `mitm.enabled`; an unsafe CA key stops the start.

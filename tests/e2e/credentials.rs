@@ -530,3 +530,69 @@ echo "exit $?" >> git.err"#;
         assert!(!found, "{} holds the secret", path.display());
     }
 }
+
+/// A sandboxed program runs as the same user as `leash proxy`, so it could read leash's own
+/// `/proc/PID/environ`, where the `secret_env` value still is: leash makes itself non-dumpable
+/// when it holds credentials, which closes that file (and its memory) to same-user processes
+/// (`leash exec` already was). Run as `nobody` (root reads every process's environment whatever
+/// it does), so the test needs root to switch users.
+#[test]
+fn a_same_user_process_cannot_read_the_secret_from_leash_s_environment() {
+    let root = Command::new("id").arg("-u").output().unwrap();
+    let setpriv = Command::new("setpriv").arg("--version").output();
+    if String::from_utf8_lossy(&root.stdout).trim() != "0" || setpriv.is_err() {
+        eprintln!(
+            "SKIPPED a_same_user_process_cannot_read_the_secret_from_leash_s_environment: needs \
+             root and setpriv, to run leash and the reader as another user"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let d = dir.path().display();
+    let config = dir.path().join("leash.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mitm]\nenabled = true\nca_dir = \"{d}/ca\"\n[log]\nviolations = \"{d}/log.jsonl\"\n\
+             [admin]\nenabled = false\n[[credentials]]\nname = \"github\"\n\
+             hosts = [\"api.origin.test\"]\nsecret_env = \"GITHUB_TOKEN\"\n"
+        ),
+    )
+    .unwrap();
+    let as_nobody = |program: &Path| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program)
+            .current_dir(dir.path())
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path())
+            .env("XDG_RUNTIME_DIR", dir.path())
+            .env_remove("LEASH_CONFIG");
+        command
+    };
+    let mut command = as_nobody(leash_bin());
+    command
+        .args(["proxy", "--ephemeral", "--config"])
+        .arg(&config)
+        .env("GITHUB_TOKEN", SECRET);
+    let proxy = BinaryProxy::start(command, WAIT);
+    let environ = format!("/proc/{}/environ", proxy.pid());
+    let read = as_nobody(Path::new("cat")).arg(&environ).output().unwrap();
+    proxy.terminate();
+    let found = read
+        .stdout
+        .windows(SECRET.len())
+        .any(|w| w == SECRET.as_bytes());
+    assert!(!found, "a same-user process read the secret from {environ}");
+    assert!(
+        stderr(&read).contains("Permission denied"),
+        "{}",
+        stderr(&read)
+    );
+}
