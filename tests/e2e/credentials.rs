@@ -596,3 +596,34 @@ fn a_same_user_process_cannot_read_the_secret_from_leash_s_environment() {
         stderr(&read)
     );
 }
+
+/// The proxy substitutes with what it built at start, so a reload that changes `credentials`
+/// or `headers` is refused (the old policy stays); one that leaves them alone goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_change_credentials_or_header_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let text = |hosts: &str, allow: &str| {
+        format!(
+            "[policy]\nallow = [\"{allow}\"]\n[mitm]\nenabled = true\nca_dir = \"{}\"\n\
+             [[credentials]]\nname = \"github\"\nhosts = [{hosts}]\nsecret_file = \"{}\"\n\
+             env = \"GITHUB_TOKEN\"\n",
+            dir.path().join("ca").display(),
+            secret.display()
+        )
+    };
+    let file = dir.path().join("leash.toml");
+    std::fs::write(&file, text("\"api.origin.test\"", "a.test")).unwrap();
+    let resolver = std::sync::Arc::new(listeners::StaticResolver::new());
+    let proxy = tests::start_proxy_from_file(&file, resolver);
+    let admin = proxy.admin_client();
+    std::fs::write(&file, text("\"api.origin.test\", \"x.test\"", "a.test")).unwrap();
+    let (status, body) = crate::admin::call(&admin, "POST", "/reload", None, None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("restart leash"), "{body}");
+    std::fs::write(&file, text("\"api.origin.test\"", "b.test")).unwrap();
+    let (status, body) = crate::admin::call(&admin, "POST", "/reload", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.to_string().contains(SECRET));
+}
