@@ -627,3 +627,36 @@ async fn a_reload_cannot_change_credentials_or_header_rules() {
     assert_eq!(status, 200, "{body}");
     assert!(!body.to_string().contains(SECRET));
 }
+
+/// The body scan reads the first 64 KiB before anything is sent, then the rest streams: a large
+/// body arrives whole and unchanged; the placeholder inside the first 64 KiB is refused, past
+/// them it is not seen (the documented limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_streams_whole_and_only_its_first_64_kib_are_scanned() {
+    let fixture = Fixture::start().await;
+    let script = r#"T="$GITHUB_TOKEN"
+head -c 200000 /dev/zero | tr '\0' 'a' > clean.bin
+{ head -c 1000 clean.bin; printf %s "$T"; head -c 150000 clean.bin; } > early.bin
+{ head -c 70000 clean.bin; printf %s "$T"; head -c 1000 clean.bin; } > late.bin
+for f in clean early late; do
+  for base in "https://other.test:$1" "http://other.test:$2"; do
+    kind=${base%%:*}
+    curl -sS -o "$kind-$f.out" -w '%{http_code}' --data-binary "@$f.bin" "$base/echo" > "$kind-$f.code"
+  done
+done"#;
+    fixture.exec(script).await;
+    for kind in ["https", "http"] {
+        for (file, code) in [("clean", "200"), ("early", "403"), ("late", "200")] {
+            assert_eq!(
+                fixture.read(&format!("{kind}-{file}.code")),
+                code,
+                "{kind} {file}"
+            );
+            if code == "200" {
+                let sent = std::fs::read(fixture.path(&format!("{file}.bin"))).unwrap();
+                let echoed = std::fs::read(fixture.path(&format!("{kind}-{file}.out"))).unwrap();
+                assert!(sent == echoed, "{kind} {file}: the body came back changed");
+            }
+        }
+    }
+}
