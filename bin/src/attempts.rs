@@ -20,6 +20,8 @@ pub(crate) struct Issuer {
     pub(crate) attempts: Arc<Attempts>,
     pub(crate) addrs: Addrs,
     pub(crate) ca: Option<CaFiles>,
+    /// Credential variables and placeholders (SPEC §17).
+    pub(crate) placeholders: Vec<(String, String)>,
 }
 
 /// A bound attempt as handed out: its id, its secret and the child environment carrying both.
@@ -82,6 +84,7 @@ impl Issuer {
                 allow_local_all,
                 ca: self.ca.as_ref(),
                 leash_bin,
+                placeholders: &self.placeholders,
             }),
             None => Vec::new(),
         };

@@ -55,7 +55,7 @@ pub(crate) fn run(args: CaArgs) -> Exit {
 
 fn ca_dir(config: Option<PathBuf>) -> Result<PathBuf, leash::ConfigError> {
     let config = match Config::locate(config.as_deref()) {
-        Some(path) => Config::load(&path)?,
+        Some(path) => Config::load_without_secrets(&path)?,
         None => Config::default(),
     };
     Ok(config.mitm.ca_dir.unwrap_or_else(mitm::default_ca_dir))

@@ -153,6 +153,9 @@ pub struct EnvSpec<'a> {
     /// The `leash` binary, for `GIT_SSH_COMMAND` (`leash connect` relays ssh over SOCKS5). `None`
     /// when there is no such binary to name, e.g. in a program that embeds leash.
     pub leash_bin: Option<&'a Path>,
+    /// Each credential's variable and its placeholder (SPEC §17): the child gets the placeholder
+    /// where it would have found the secret (which it never gets).
+    pub placeholders: &'a [(String, String)],
 }
 
 /// The variables, in a stable order.
@@ -219,6 +222,7 @@ pub fn child_env(spec: &EnvSpec<'_>) -> Vec<(String, String)> {
         // wget has no variable for a CA file, only for its configuration file.
         vars.push(("WGETRC".into(), ca.wgetrc.display().to_string()));
     }
+    vars.extend(spec.placeholders.iter().cloned());
     vars
 }
 
@@ -293,6 +297,7 @@ mod tests {
             allow_local_all,
             ca: None,
             leash_bin: Some(Path::new("/usr/bin/leash")),
+            placeholders: &[],
         })
     }
 
@@ -362,6 +367,7 @@ mod tests {
             allow_local_all: false,
             ca: Some(&ca),
             leash_bin: None,
+            placeholders: &[],
         });
         for name in [
             "SSL_CERT_FILE",

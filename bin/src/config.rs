@@ -13,6 +13,7 @@ use policy::{Mode, Policy, PolicyBuilder, PolicyConfig, PolicyError};
 use serde::{Deserialize, Serialize};
 use serde_with::{serde_as, DisplayFromStr};
 
+pub use self::credentials::{CredentialConfig, HeadersConfig};
 use crate::{
     duration::{ConnectionCount, HeadSize, Timeout},
     upstream::UpstreamConfig,
@@ -48,6 +49,12 @@ pub struct Config {
     pub ask: AskConfig,
     /// The upstream (corporate) proxy (SPEC §16).
     pub upstream: UpstreamConfig,
+    /// Credentials that never enter the sandbox (SPEC §17).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialConfig>,
+    /// Header rules (SPEC §17).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeadersConfig>,
 }
 
 /// `[ask]` (SPEC §14): how long a held `ask` waits for an answer.
@@ -399,9 +406,24 @@ impl Config {
         Config::parse(&text, path)
     }
 
+    /// `load` for a command that never runs the proxy (`leash env`, `leash ca`): credentials are
+    /// checked, but their secrets are not read (a sandboxed shell does not have them).
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Config::parse_with(&text, path, Secrets::Skip)
+    }
+
     /// Parses `text`, naming `path` in errors; rules are checked too, so a loaded config always
-    /// builds a policy.
+    /// builds a policy, and each credential's secret is read (and dropped), so a missing one
+    /// stops the start.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, Secrets::Read)
+    }
+
+    fn parse_with(text: &str, path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
             let key = error.path().to_string();
@@ -427,6 +449,7 @@ impl Config {
                 message,
             });
         }
+        config.check_credentials(text, path, secrets)?;
         if let Err(message) = check_token(&config.auth.token) {
             return Err(ConfigError::Parse {
                 path: path.to_owned(),
@@ -438,12 +461,68 @@ impl Config {
         Ok(config)
     }
 
-    /// The compiled policy of `[policy]`, `mode` and whether MITM is on.
+    /// The compiled policy of `[policy]`, `mode` and whether MITM is on; credential hosts are
+    /// intercepted on every port.
     pub fn policy(&self) -> Result<Policy, PolicyError> {
         PolicyBuilder::from_config(&self.policy)?
             .mode(self.mode)
             .tls_inspection(self.mitm.enabled)
+            .always_inspect(credentials::credential_hosts(&self.credentials))
             .build()
+    }
+
+    /// `[[credentials]]` and `[[headers]]`, checked (secrets read and dropped again).
+    fn check_credentials(
+        &self,
+        text: &str,
+        path: &Path,
+        secrets: Secrets,
+    ) -> Result<(), ConfigError> {
+        let error = |table: &str, index: usize, (key, message): (String, String)| {
+            let line = array_key_line(
+                text,
+                table,
+                index,
+                key.split(['[', '.']).next().unwrap_or(""),
+            );
+            let key = match key.is_empty() {
+                true => format!("{table}[{index}]"),
+                false => format!("{table}[{index}].{key}"),
+            };
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                key,
+                message,
+            }
+        };
+        credentials::check_credentials(&self.credentials, self.mitm.enabled, secrets)
+            .map_err(|(index, e)| error("credentials", index, e))?;
+        for (index, headers) in self.headers.iter().enumerate() {
+            headers.rule().map_err(|e| error("headers", index, e))?;
+        }
+        Ok(())
+    }
+
+    /// The credentials (secrets read now, placeholders from `random`) and header rules the
+    /// proxy applies.
+    pub fn credentials(
+        &self,
+        random: impl FnMut() -> String,
+    ) -> Result<(http_proxy::Credentials, Vec<(String, String)>), String> {
+        let built = credentials::build_credentials(&self.credentials, random)
+            .map_err(|(index, (key, message))| format!("credentials[{index}].{key}: {message}"))?;
+        let rules = (self.headers.iter().enumerate())
+            .map(|(index, h)| {
+                h.rule()
+                    .map_err(|(key, message)| format!("headers[{index}].{key}: {message}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let variables = built
+            .iter()
+            .map(|c| (c.variable.clone(), c.placeholder.clone()))
+            .collect();
+        Ok((http_proxy::Credentials::new(built, rules), variables))
     }
 
     /// Where the config comes from: `--config`, else `$LEASH_CONFIG`, else `./leash.toml` if it
@@ -458,6 +537,13 @@ impl Config {
         let local = PathBuf::from("leash.toml");
         local.is_file().then_some(local)
     }
+}
+
+/// Whether loading reads credentials' secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Secrets {
+    Read,
+    Skip,
 }
 
 /// The line of `key` inside `[table]`, found by its text (the TOML parser keeps no spans once a
@@ -476,6 +562,32 @@ fn key_line(text: &str, table: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// The line of `key` in the `index`-th `[[table]]`, else of that table's header.
+fn array_key_line(text: &str, table: &str, index: usize, key: &str) -> Option<usize> {
+    let header = format!("[[{table}]]");
+    let (mut seen, mut header_line) = (0usize, None);
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            if header_line.is_some() {
+                break;
+            }
+            if line == header {
+                seen += 1;
+                if seen == index + 1 {
+                    header_line = Some(number + 1);
+                }
+            }
+        } else if header_line.is_some()
+            && !key.is_empty()
+            && line.split('=').next().map(str::trim) == Some(key)
+        {
+            return Some(number + 1);
+        }
+    }
+    header_line
+}
+
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -491,6 +603,7 @@ pub(crate) fn check_token(token: &str) -> Result<(), &'static str> {
     }
 }
 
+mod credentials;
 mod rule_line;
 
 #[cfg(test)]

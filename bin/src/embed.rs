@@ -116,6 +116,10 @@ pub enum BuildError {
     /// password).
     #[error("{0}")]
     Upstream(String),
+    /// A credential's secret could not be read, or a header rule is invalid (the message never
+    /// holds a secret).
+    #[error("{0}")]
+    Credentials(String),
 }
 
 impl LeashBuilder {
@@ -231,10 +235,18 @@ impl LeashBuilder {
         let interception = interception(&config)?;
         let ca_files = interception.as_ref().map(ca_files_for).transpose()?;
         let attempts = (config.auth.attempts == AttemptsMode::Bound).then(Arc::<Attempts>::default);
+        // Fresh placeholders for this process; the secrets are read now, and only by leash.
+        let (credentials, placeholders) = config
+            .credentials(|| crate::random_hex(16).expect("the system's random source"))
+            .map_err(BuildError::Credentials)?;
+        if !config.credentials.is_empty() {
+            keep_secrets_private().map_err(BuildError::Credentials)?;
+        }
         let issuer = attempts.clone().map(|attempts| Issuer {
             attempts,
             addrs,
             ca: ca_files.clone(),
+            placeholders: placeholders.clone(),
         });
         let live = Live {
             hot,
@@ -296,6 +308,7 @@ impl LeashBuilder {
         if let Some(interception) = interception {
             proxy = proxy.with_interception(Arc::new(interception));
         }
+        proxy = proxy.with_credentials(Arc::new(credentials));
         let proxy = Arc::new(proxy);
         if proxy_intercepts(&config) {
             socks = socks.with_interceptor(Arc::new(TlsInterceptor::new(proxy.clone())));
@@ -304,6 +317,7 @@ impl LeashBuilder {
         let env = EnvBase {
             token: Some(config.auth.token.clone()).filter(|t| !t.is_empty()),
             ca: ca_files,
+            placeholders,
         };
         Ok(Built {
             reserved,
@@ -318,6 +332,17 @@ impl LeashBuilder {
             decider,
         })
     }
+}
+
+/// A process holding secrets is made non-dumpable: its `/proc/PID/environ` (where a
+/// `secret_env` value still is: the kernel keeps the environment leash started with) and memory
+/// are then closed to processes of the same user, such as the child `leash exec` runs, and no
+/// core file is written. Elsewhere than Linux there is nothing to do here.
+fn keep_secrets_private() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| format!("credentials: cannot make the process non-dumpable: {e}"))?;
+    Ok(())
 }
 
 /// The CA and upstream roots when `mitm.enabled`; an unsafe CA key stops the start.
@@ -407,6 +432,8 @@ fn limits(config: &Config) -> Limits {
 struct EnvBase {
     token: Option<String>,
     ca: Option<CaFiles>,
+    /// Each credential's variable and placeholder (SPEC §17), never its secret.
+    placeholders: Vec<(String, String)>,
 }
 
 /// A built instance: listeners bound, nothing served yet.
@@ -443,6 +470,7 @@ impl Built {
         record.mitm = self.env.ca.is_some();
         record.ca_bundle = self.env.ca.as_ref().map(|ca| ca.bundle.clone());
         record.ca_cert = self.env.ca.as_ref().map(|ca| ca.ca.clone());
+        record.placeholders = self.env.placeholders.iter().cloned().collect();
         record
     }
 
@@ -562,6 +590,7 @@ impl Running {
                 .is_some_and(|p| *p.allow_local() == AllowLocal::All),
             ca: self.env.ca.as_ref(),
             leash_bin,
+            placeholders: &self.env.placeholders,
         };
         child_env(&spec)
     }

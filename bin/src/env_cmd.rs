@@ -76,7 +76,7 @@ fn render(args: &EnvArgs) -> anyhow::Result<String> {
     }
     let proxy = proxy(args)?;
     let config = match Config::locate(args.config.as_deref()) {
-        Some(path) => Config::load(&path)?,
+        Some(path) => Config::load_without_secrets(&path)?,
         None => Config::default(),
     };
     let ca = match proxy.mitm {
@@ -105,6 +105,7 @@ fn render(args: &EnvArgs) -> anyhow::Result<String> {
         allow_local_all: config.policy.allow_local == AllowLocalConfig::Flag(true),
         ca: ca.as_ref(),
         leash_bin: leash_bin.as_deref(),
+        placeholders: &proxy.placeholders,
     });
     Ok(match args.shell {
         Shell::Json => format!(
@@ -131,6 +132,8 @@ pub(crate) struct Proxy {
     mitm: Option<Mitm>,
     /// The admin API and its token file, as the ready record names them.
     pub(crate) admin: Option<(SocketAddr, Option<PathBuf>)>,
+    /// Credential variables and their placeholders, as the ready record names them.
+    placeholders: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -147,6 +150,7 @@ fn proxy(args: &EnvArgs) -> anyhow::Result<Proxy> {
             socks: args.socks,
             mitm: None,
             admin: None,
+            placeholders: Vec::new(),
         }),
         (None, None) => bail!("give --ready-file FILE, or --http ADDR (and --socks ADDR)"),
     }
@@ -184,6 +188,14 @@ pub(crate) fn read_ready(path: &Path) -> anyhow::Result<Proxy> {
         socks: addr("socks")?,
         mitm,
         admin: addr("admin")?.map(|admin| (admin, file("admin_token_file"))),
+        // Credential placeholders (SPEC §17): the running leash made them, so only its record
+        // knows them.
+        placeholders: ready["placeholders"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect(),
     })
 }
 

@@ -131,6 +131,7 @@ impl Event {
             Some(BlockReason::MethodNotAllowed { method }) => method.clone(),
             Some(BlockReason::InvalidRequest { detail }) => detail.clone(),
             Some(BlockReason::ProtocolNotAllowed) => format!("{:?}", self.protocol),
+            Some(BlockReason::CredentialScope { credential }) => credential.to_string(),
             Some(
                 BlockReason::AllowlistMiss
                 | BlockReason::MitmRequired
@@ -184,6 +185,9 @@ fn with_details(reason: BlockReason, line: &Value) -> BlockReason {
         },
         BlockReason::InvalidRequest { .. } => BlockReason::InvalidRequest {
             detail: text("detail"),
+        },
+        BlockReason::CredentialScope { .. } => BlockReason::CredentialScope {
+            credential: text("detail").into(),
         },
         reason @ (BlockReason::AllowlistMiss
         | BlockReason::ProtocolNotAllowed
@@ -250,6 +254,9 @@ fn hint(event: &Event, reason: &BlockReason, paths: &[String]) -> Hint {
             "a request inside the TLS tunnel named another host than the tunnel: no flag changes this".to_owned(),
         ),
         BlockReason::Declined => Hint::note(format!("{host} was declined when asked")),
+        BlockReason::CredentialScope { credential } => Hint::note(format!(
+            "the placeholder of credential `{credential}` was sent to {host}, which it is not for: no flag changes this (the credential's `hosts` name where it may go)"
+        )),
     }
 }
 

@@ -321,6 +321,15 @@ impl Control for Hub {
             .load()
             .map_err(|e| ControlError::Config(e.to_string()))?;
         let mut state = self.state.lock().expect("hub lock");
+        // The running proxy substitutes with what it built at start (its placeholders are in
+        // children's environments already): a reload must not leave the interception and the
+        // substitution disagreeing.
+        if config.credentials != state.config.credentials || config.headers != state.config.headers
+        {
+            let message =
+                "`credentials` and `headers` are read at start: restart leash to change them";
+            return Err(ControlError::Config(message.to_owned()));
+        }
         let previous = std::mem::replace(&mut state.config, config);
         let previous_approved = std::mem::replace(&mut state.approved, approved);
         let previous_mode = state.mode.take();

@@ -23,8 +23,9 @@ pub use crate::{
     attempts::BoundAttempt,
     child_env::{child_env, shell_quote, CaFiles, EnvSpec},
     config::{
-        AdminConfig, AttemptsMode, AuthConfig, Config, ConfigError, LimitsConfig, ListenConfig,
-        LogConfig, MitmConfig, Rotation, SocksConfig, TunnelConfig,
+        AdminConfig, AttemptsMode, AuthConfig, Config, ConfigError, CredentialConfig,
+        HeadersConfig, LimitsConfig, ListenConfig, LogConfig, MitmConfig, Rotation, SocksConfig,
+        TunnelConfig,
     },
     decider_socket::{DeciderAddr, DeciderAddrError},
     duration::{Bounded, ConnectionCount, HeadSize, Timeout},

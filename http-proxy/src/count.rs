@@ -14,10 +14,10 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use listeners::Tunnels;
 
-use crate::{pool::Cut, response::BodyError};
+use crate::{credentials::ScannedBody, pool::Cut, response::BodyError};
 
 /// How long, and how much, of a cut request body is still read from the client and thrown away.
 const DRAIN_FOR: Duration = Duration::from_secs(2);
@@ -29,12 +29,12 @@ const DRAIN_AT_MOST: usize = 1 << 20;
 /// reset and may never read the `403` waiting for it.
 #[derive(Debug)]
 pub(crate) struct UpstreamBody {
-    body: Option<Counted<Incoming>>,
+    body: Option<Counted<ScannedBody>>,
     cut: Arc<AtomicBool>,
 }
 
 impl UpstreamBody {
-    pub(crate) fn new(body: Counted<Incoming>, cut: Arc<AtomicBool>) -> UpstreamBody {
+    pub(crate) fn new(body: Counted<ScannedBody>, cut: Arc<AtomicBool>) -> UpstreamBody {
         UpstreamBody {
             body: Some(body),
             cut,
@@ -86,7 +86,7 @@ impl Drop for UpstreamBody {
     }
 }
 
-async fn drain(mut body: Incoming) {
+async fn drain(mut body: ScannedBody) {
     let discard = async {
         let mut read = 0;
         while let Some(Ok(frame)) = body.frame().await {

@@ -33,6 +33,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::{
     count::{Counted, UpstreamBody},
+    credentials::{scan_body, vet_request, ScannedBody},
     framing::{OptionsAsterisk, WebSocketHandshake},
     headers::strip_hop_by_hop,
     pool::{PoolKey, Returning, Sender, ToProxy, Upstream, UpstreamCache, UpstreamPool},
@@ -116,7 +117,7 @@ pub(crate) async fn deliver(
     proxy: &HttpProxy,
     scope: &Scope,
     target: &Target,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     cache: &Arc<UpstreamCache>,
     route: &Route,
 ) -> Response<ProxyBody> {
@@ -141,6 +142,13 @@ pub(crate) async fn deliver(
     if !ruling.decision.is_allowed() {
         return proxy.block_held(scope, ruling, &subject());
     }
+    if let Err(blocked) = vet_request(proxy, scope, target, &mut req, route.protocol) {
+        return *blocked;
+    }
+    let req = match scan_body(proxy, scope, target, req, route.protocol).await {
+        Ok(req) => req,
+        Err(blocked) => return *blocked,
+    };
     let decision = ruling.decision;
     let key = PoolKey {
         target: target.clone(),
@@ -477,7 +485,7 @@ impl Sending<'_> {
         &self,
         mut upstream: Upstream,
         key: PoolKey,
-        req: Request<Incoming>,
+        req: Request<ScannedBody>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
         // Only a WebSocket handshake keeps its side of the upgrade, and its upgrade headers.

@@ -9,6 +9,7 @@
 mod auth;
 mod connect;
 mod count;
+mod credentials;
 mod forward;
 mod framing;
 mod headers;
@@ -20,6 +21,7 @@ mod server;
 mod websocket;
 
 pub use crate::{
+    credentials::{Credentials, HeaderRule, HeaderRuleError, HeaderRuleSpec},
     intercept::TlsInterceptor,
     proxy::{HttpProxy, Limits},
     server::serve,

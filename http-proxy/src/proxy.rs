@@ -13,7 +13,9 @@ use policy::{
 
 use crate::{
     auth::{authenticate, AuthFailure},
-    connect, forward,
+    connect,
+    credentials::Credentials,
+    forward,
     framing::HeadRefusal,
     pool::{UpstreamCache, UpstreamPool},
     response::{auth_challenge, blocked_response, refused_head_response, ProxyBody},
@@ -51,6 +53,8 @@ pub struct HttpProxy {
     pub(crate) pool: Arc<UpstreamPool>,
     /// Holds an `ask` until someone answers (SPEC §14); none: refused at once.
     pub(crate) holder: Option<Arc<dyn Holder>>,
+    /// Credential placeholders and header rules (SPEC §17).
+    pub(crate) credentials: Arc<Credentials>,
 }
 
 /// What one request carries besides the request itself.
@@ -101,7 +105,15 @@ impl HttpProxy {
             mitm: None,
             pool: Arc::default(),
             holder: None,
+            credentials: Arc::default(),
         }
+    }
+
+    /// Substitutes credentials, refuses their placeholders elsewhere, and applies header rules
+    /// (SPEC §17) in every allowed request, plain or intercepted.
+    pub fn with_credentials(mut self, credentials: Arc<Credentials>) -> HttpProxy {
+        self.credentials = credentials;
+        self
     }
 
     /// Checks credentials against bound attempts (`auth.attempts = "bound"`) instead of the token.

@@ -59,7 +59,8 @@ pub(crate) fn blocked_response(event: &DecisionEvent, id: EventId) -> Response<P
         | BlockReason::AuthFailed
         | BlockReason::InvalidRequest { .. }
         | BlockReason::HostMismatch
-        | BlockReason::Declined => None,
+        | BlockReason::Declined
+        | BlockReason::CredentialScope { .. } => None,
     };
     let body = BlockBody {
         v: SCHEMA_VERSION,
@@ -104,7 +105,8 @@ pub(crate) fn blocked_response(event: &DecisionEvent, id: EventId) -> Response<P
         | BlockReason::MitmRequired
         | BlockReason::InvalidTarget(_)
         | BlockReason::HostMismatch
-        | BlockReason::Declined => {}
+        | BlockReason::Declined
+        | BlockReason::CredentialScope { .. } => {}
     }
     response
 }
@@ -140,6 +142,9 @@ fn status_and_code(reason: &BlockReason) -> (StatusCode, &'static str) {
         BlockReason::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid-request"),
         BlockReason::HostMismatch => (StatusCode::MISDIRECTED_REQUEST, "host-mismatch"),
         BlockReason::Declined => (StatusCode::FORBIDDEN, "blocked-by-decider"),
+        BlockReason::CredentialScope { .. } => {
+            (StatusCode::FORBIDDEN, "blocked-by-credential-scope")
+        }
     }
 }
 
@@ -308,6 +313,7 @@ mod tests {
             BlockReason::InvalidRequest { .. } => (400, "invalid-request", Some("connection")),
             BlockReason::HostMismatch => (421, "host-mismatch", None),
             BlockReason::Declined => (403, "blocked-by-decider", None),
+            BlockReason::CredentialScope { .. } => (403, "blocked-by-credential-scope", None),
         }
     }
 

@@ -32,6 +32,10 @@ pub struct ReadyRecord {
     pub ca_bundle: Option<PathBuf>,
     /// The leash CA certificate alone (`ca.pem`), with MITM on: what a system store would add.
     pub ca_cert: Option<PathBuf>,
+    /// Each credential's variable and the placeholder the child gets in it (SPEC §17); never a
+    /// secret.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub placeholders: std::collections::BTreeMap<String, String>,
 }
 
 impl ReadyRecord {
@@ -52,6 +56,7 @@ impl ReadyRecord {
             mitm: false,
             ca_bundle: None,
             ca_cert: None,
+            placeholders: Default::default(),
         }
     }
 

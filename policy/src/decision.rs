@@ -71,11 +71,16 @@ pub enum BlockReason {
     HostMismatch,
     /// A `Decider` (a person, an application) refused an `ask`.
     Declined,
+    /// A credential's placeholder (SPEC §17) in a request to a host the credential is not for.
+    CredentialScope {
+        /// The credential's name (never its placeholder or secret).
+        credential: Arc<str>,
+    },
 }
 
 impl BlockReason {
     /// Every reason code, in `index` order.
-    pub const CODES: [&'static str; 11] = [
+    pub const CODES: [&'static str; 12] = [
         "allowlist_miss",
         "denylist",
         "local_address",
@@ -87,6 +92,7 @@ impl BlockReason {
         "invalid_request",
         "host_mismatch",
         "declined",
+        "credential_scope",
     ];
 
     /// The position of this reason's code in `CODES` (for counters kept in arrays).
@@ -103,6 +109,7 @@ impl BlockReason {
             BlockReason::InvalidRequest { .. } => 8,
             BlockReason::HostMismatch => 9,
             BlockReason::Declined => 10,
+            BlockReason::CredentialScope { .. } => 11,
         }
     }
 
@@ -135,6 +142,9 @@ impl FromStr for BlockReason {
             },
             "host_mismatch" => BlockReason::HostMismatch,
             "declined" => BlockReason::Declined,
+            "credential_scope" => BlockReason::CredentialScope {
+                credential: "".into(),
+            },
             _ => {
                 return Err(format!(
                     "unknown reason `{code}` (expected one of: {})",
@@ -187,7 +197,8 @@ impl Decision {
                 | BlockReason::AuthFailed
                 | BlockReason::InvalidRequest { .. }
                 | BlockReason::HostMismatch
-                | BlockReason::Declined,
+                | BlockReason::Declined
+                | BlockReason::CredentialScope { .. },
             )
             | Decision::Ask(_) => None,
         }
@@ -233,6 +244,9 @@ impl Decision {
                 "the request names another host than its tunnel".to_owned()
             }
             BlockReason::Declined => format!("{host} was declined when asked"),
+            BlockReason::CredentialScope { credential } => format!(
+                "the placeholder of the credential `{credential}` may be sent only to its own hosts, not {host}"
+            ),
         })
     }
 }
@@ -357,6 +371,7 @@ mod tests {
             BlockReason::InvalidRequest { .. } => "invalid_request",
             BlockReason::HostMismatch => "host_mismatch",
             BlockReason::Declined => "declined",
+            BlockReason::CredentialScope { .. } => "credential_scope",
         }
     }
 

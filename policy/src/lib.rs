@@ -69,6 +69,7 @@ mod net;
 mod policy;
 mod rule;
 mod rule_list;
+mod secret;
 
 pub use crate::{
     ask::{AnswerEvent, ApprovedBy, AskAnswer, AskScope, Held, Hold, Holder, Ruling},
@@ -91,4 +92,5 @@ pub use crate::{
     policy::{AllowLocal, Policy, PolicyBuilder, PolicyError, VETTED},
     rule::{PortRange, Rule, RuleError, RuleHost},
     rule_list::RuleList,
+    secret::{Credential, Secret, REDACTED},
 };

@@ -47,6 +47,8 @@ struct Compiled {
     local_exceptions: LocalExceptions,
     mode: Mode,
     tls_inspection: bool,
+    /// Hosts whose tunnels are intercepted on every port (credential hosts, SPEC §17).
+    inspect: RuleSet,
 }
 
 #[derive(Clone, Debug)]
@@ -64,6 +66,7 @@ pub struct PolicyBuilder {
     allow_local: AllowLocal,
     mode: Mode,
     tls_inspection: bool,
+    inspect: Vec<Rule>,
 }
 
 /// A policy that could not be built: which key and which rule.
@@ -155,6 +158,13 @@ impl PolicyBuilder {
         self
     }
 
+    /// Hosts whose tunnels are intercepted whatever their port and mode, when interception is
+    /// on: the hosts of credentials (SPEC §17), whose requests leash must see to substitute.
+    pub fn always_inspect(mut self, rules: impl IntoIterator<Item = Rule>) -> Self {
+        self.inspect.extend(rules);
+        self
+    }
+
     /// Compiles the policy. Fails when an `allow_local` rule is not an IP, CIDR or `localhost` rule.
     pub fn build(self) -> Result<Policy, PolicyError> {
         let local_exceptions = match &self.allow_local {
@@ -169,6 +179,7 @@ impl PolicyBuilder {
             local_exceptions,
             mode: self.mode,
             tls_inspection: self.tls_inspection,
+            inspect: RuleSet::new(self.inspect),
         };
         Ok(Policy {
             inner: Arc::new(compiled),
@@ -226,6 +237,7 @@ impl Policy {
             allow_local: self.inner.allow_local.clone(),
             mode: self.inner.mode,
             tls_inspection: self.inner.tls_inspection,
+            inspect: self.inner.inspect.rules().to_vec(),
         }
     }
 
@@ -261,9 +273,17 @@ impl Policy {
 
     /// Whether an allowed tunnel to `target` is intercepted (MITM) rather than relayed raw: with
     /// interception on, always in limited mode (its requests must be checked), and for port 443
-    /// in full mode (other ports may carry anything, and are relayed).
+    /// in full mode (other ports may carry anything, and are relayed), and for the hosts named
+    /// by `always_inspect` (credential hosts) on every port.
     pub fn inspects(&self, target: &Target) -> bool {
-        self.inner.tls_inspection && (self.inner.mode == Mode::Limited || target.port() == 443)
+        let always = || {
+            self.inner
+                .inspect
+                .find_key(&HostKey::new(target.host()), target.port())
+                .is_some()
+        };
+        self.inner.tls_inspection
+            && (self.inner.mode == Mode::Limited || target.port() == 443 || always())
     }
 
     pub(crate) fn allow_set(&self) -> &RuleSet {

@@ -80,7 +80,8 @@ fn blocked_code(reason: &BlockReason) -> u8 {
         | BlockReason::AuthFailed
         | BlockReason::InvalidRequest { .. }
         | BlockReason::HostMismatch
-        | BlockReason::Declined => REPLY_NOT_ALLOWED,
+        | BlockReason::Declined
+        | BlockReason::CredentialScope { .. } => REPLY_NOT_ALLOWED,
     }
 }
 
@@ -118,6 +119,7 @@ mod tests {
             BlockReason::InvalidRequest { .. } => 0x02,
             BlockReason::HostMismatch => 0x02,
             BlockReason::Declined => 0x02,
+            BlockReason::CredentialScope { .. } => 0x02,
         }
     }
 

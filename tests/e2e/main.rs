@@ -10,6 +10,7 @@ mod cli;
 mod connect;
 mod control;
 mod corpus;
+mod credentials;
 mod decider;
 mod dns;
 mod exec;

@@ -154,6 +154,16 @@ fn row(reason: &BlockReason) -> Row {
             Some((Curl(&["http://declined.test/"]), 403, "blocked-by-decider")),
             Some(("declined.test", 443, "tok", REFUSED)),
         ),
+        // A credential's placeholder (SPEC §17) sent to another host; SOCKS5 carries no header.
+        BlockReason::CredentialScope { .. } => (
+            Leash::Full,
+            Some((
+                Curl(&["-H", "Authorization: Bearer {placeholder}", "http://a.allowed.test/"]),
+                403,
+                "blocked-by-credential-scope",
+            )),
+            None,
+        ),
     };
     Row { leash, http, socks }
 }
@@ -174,6 +184,15 @@ impl Leashes {
         let mut full = policy_config(&["**.allowed.test", "secure.test"], &["evil.test"], &[]);
         full.mitm.enabled = true;
         full.mitm.ca_dir = Some(dir.path().join("ca"));
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "reason-secret").unwrap();
+        full.credentials = vec![leash::CredentialConfig {
+            name: "reason".into(),
+            hosts: vec!["secure.test".into()],
+            secret_env: None,
+            secret_file: Some(secret),
+            env: Some("REASON_TOKEN".into()),
+        }];
         let mut limited = policy_config(&["**.allowed.test"], &[], &[]);
         limited.mode = Mode::Limited;
         let decider = Arc::new(DeclinesOne);
@@ -199,12 +218,21 @@ async fn over_http(leashes: &Leashes, leash: Leash, probe: &HttpProbe) -> (u16, 
     let text = match probe {
         HttpProbe::Curl(args) => {
             let ca = leashes.ca.display().to_string();
+            let env = leashes.full.running().env("a1");
+            let placeholder = env
+                .iter()
+                .find(|(name, _)| name == "REASON_TOKEN")
+                .map(|(_, value)| value.clone())
+                .expect("the credential's placeholder");
             let mut all = vec!["-i", "--suppress-connect-headers", "-x"]
                 .into_iter()
                 .map(str::to_owned)
                 .chain([proxy.proxy_url("a1:tok")])
                 .collect::<Vec<_>>();
-            all.extend(args.iter().map(|a| a.replace("{ca}", &ca)));
+            all.extend(args.iter().map(|a| {
+                a.replace("{ca}", &ca)
+                    .replace("{placeholder}", &placeholder)
+            }));
             let refs: Vec<&str> = all.iter().map(String::as_str).collect();
             curl(&refs).await.text()
         }

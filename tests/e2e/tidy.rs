@@ -98,6 +98,11 @@ const PLATFORM_SPECIFIC: &[(&str, usize, &str)] = &[
         "--isolate (namespaces) and non-dumpable: elsewhere --isolate refuses to run, loudly",
     ),
     (
+        "bin/src/embed.rs",
+        1,
+        "a leash holding credentials is non-dumpable (PR_SET_DUMPABLE); elsewhere not (README: Credentials)",
+    ),
+    (
         "bin/src/main.rs",
         3,
         "the hidden __isolate helper behind --isolate",

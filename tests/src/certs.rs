@@ -33,6 +33,20 @@ impl TestCa {
         std::fs::write(path, self.cert.pem()).expect("write CA");
     }
 
+    /// Writes a leaf for `names` (DNS), issued by this CA, as PEM files (for servers that are not
+    /// rustls, such as Python's `ssl`).
+    pub fn write_leaf(&self, names: &[&str], cert: &Path, key: &Path) {
+        let leaf_key = KeyPair::generate().expect("key");
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let leaf = params
+            .signed_by(&leaf_key, &self.cert, &self.key)
+            .expect("leaf");
+        std::fs::write(cert, leaf.pem()).expect("write leaf");
+        std::fs::write(key, leaf_key.serialize_pem()).expect("write key");
+    }
+
     /// A rustls server config with a leaf for `names` (DNS) and `ips`, issued by this CA.
     pub fn server_config(&self, names: &[&str], ips: &[IpAddr]) -> Arc<rustls::ServerConfig> {
         let key = KeyPair::generate().expect("key");

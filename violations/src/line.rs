@@ -82,6 +82,10 @@ pub(crate) fn render(seq: u64, ts: &str, event: &DecisionEvent) -> String {
         }
         Some(BlockReason::InvalidRequest { detail }) => (None, Some(escape_untrusted(detail))),
         Some(BlockReason::InvalidTarget(error)) => (None, Some(Cow::Owned(error.to_string()))),
+        // The credential's name: never its placeholder, never its secret.
+        Some(BlockReason::CredentialScope { credential }) => {
+            (None, Some(escape_untrusted(credential)))
+        }
         Some(
             BlockReason::LocalAddress { .. }
             | BlockReason::AllowlistMiss
@@ -176,6 +180,9 @@ mod tests {
             BlockReason::InvalidRequest { .. } => BlockReason::InvalidRequest {
                 detail: "bad\nchunk".into(),
             },
+            BlockReason::CredentialScope { .. } => BlockReason::CredentialScope {
+                credential: "github".into(),
+            },
             reason @ (BlockReason::AllowlistMiss
             | BlockReason::ProtocolNotAllowed
             | BlockReason::MitmRequired
@@ -230,6 +237,12 @@ mod tests {
             ],
             BlockReason::HostMismatch => [json!("host_mismatch"), none.clone(), none.clone(), none],
             BlockReason::Declined => [json!("declined"), none.clone(), none.clone(), none],
+            BlockReason::CredentialScope { .. } => [
+                json!("credential_scope"),
+                none.clone(),
+                none,
+                json!("github"),
+            ],
         }
     }
 

@@ -415,3 +415,160 @@ fn bad_upstream_keys_name_the_file_line_and_key_and_never_echo_a_password() {
         "{e}"
     );
 }
+
+/// `[[credentials]]` errors name the file, the line and the key, and never quote the secret.
+#[test]
+fn bad_credentials_are_refused_at_load_naming_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (good, empty, control) = (
+        file("good", "tok-ABC123\n"),
+        file("empty", "\n"),
+        file("control", "tok\u{1}x\n"),
+    );
+    let missing = dir.path().join("missing").display().to_string();
+    let mitm = "[mitm]\nenabled = true\n";
+    let cred = |body: &str| format!("{mitm}[[credentials]]\nname = \"gh\"\n{body}");
+    let cases = [
+        (
+            cred(&format!("hosts = [\"*.com\"]\nsecret_file = \"{good}\"\nenv = \"T\"\n")),
+            "leash.toml:5: key `credentials[0].hosts[0]`: invalid rule `*.com`",
+        ),
+        (
+            cred(&format!("hosts = [\"*\"]\nsecret_file = \"{good}\"\nenv = \"T\"\n")),
+            "leash.toml:5: key `credentials[0].hosts[0]`: `*` would send",
+        ),
+        (
+            cred(&format!("hosts = []\nsecret_file = \"{good}\"\nenv = \"T\"\n")),
+            "leash.toml:5: key `credentials[0].hosts`",
+        ),
+        (
+            format!("[[credentials]]\nname = \"gh\"\nhosts = [\"a.test\"]\nsecret_file = \"{good}\"\nenv = \"T\"\n"),
+            "leash.toml:1: key `credentials[0]`: a credential needs `mitm.enabled = true`",
+        ),
+        (
+            cred(&format!("hosts = [\"a.test\"]\nsecret_file = \"{empty}\"\nenv = \"T\"\n")),
+            "leash.toml:6: key `credentials[0].secret_file`: the secret is empty",
+        ),
+        (
+            cred(&format!("hosts = [\"a.test\"]\nsecret_file = \"{control}\"\nenv = \"T\"\n")),
+            "leash.toml:6: key `credentials[0].secret_file`: the secret holds bytes",
+        ),
+        (
+            cred(&format!("hosts = [\"a.test\"]\nsecret_file = \"{missing}\"\nenv = \"T\"\n")),
+            "leash.toml:6: key `credentials[0].secret_file`: cannot read",
+        ),
+        (
+            cred("hosts = [\"a.test\"]\nsecret_env = \"LEASH_TEST_SURELY_UNSET_VARIABLE\"\n"),
+            "leash.toml:6: key `credentials[0].secret_env`: cannot read the variable",
+        ),
+        (
+            cred(&format!("hosts = [\"a.test\"]\nsecret_env = \"PATH\"\nsecret_file = \"{good}\"\n")),
+            "leash.toml:3: key `credentials[0]`: exactly one of",
+        ),
+        (
+            cred("hosts = [\"a.test\"]\n"),
+            "leash.toml:3: key `credentials[0]`: exactly one of",
+        ),
+        (
+            cred(&format!("hosts = [\"a.test\"]\nsecret_file = \"{good}\"\n")),
+            "leash.toml:3: key `credentials[0].env`: a `secret_file` credential names",
+        ),
+        (
+            cred("hosts = [\"a.test\"]\nsecret_env = \"PATH\"\nenv = \"X\"\n"),
+            "leash.toml:7: key `credentials[0].env`: `env` is for `secret_file`",
+        ),
+        (
+            format!("{mitm}[[credentials]]\nname = \"a b\"\nhosts = [\"a.test\"]\nsecret_env = \"PATH\"\n"),
+            "leash.toml:4: key `credentials[0].name`",
+        ),
+        (
+            format!(
+                "{mitm}[[credentials]]\nname = \"a\"\nhosts = [\"a.test\"]\nsecret_env = \"PATH\"\n\
+                 [[credentials]]\nname = \"b\"\nhosts = [\"b.test\"]\nsecret_file = \"{good}\"\nenv = \"PATH\"\n"
+            ),
+            "leash.toml:11: key `credentials[1].env`: the variable is already used by credentials[0]",
+        ),
+        (
+            format!(
+                "{mitm}[[credentials]]\nname = \"a\"\nhosts = [\"a.test\"]\nsecret_env = \"PATH\"\n\
+                 [[credentials]]\nname = \"b\"\nhosts = [\"b.test\"]\nsecret_env = \"PATH\"\n"
+            ),
+            "leash.toml:10: key `credentials[1].secret_env`: the variable is already used",
+        ),
+        (
+            cred("hosts = [\"a.test\"]\nsecret_env = \"PATH\"\nsecret = \"x\"\n"),
+            "leash.toml:7: key `credentials[0].secret`: unknown field `secret`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = error(&text);
+        assert!(e.starts_with(expected), "{e}\nexpected: {expected}\n{text}");
+        assert!(!e.contains("tok-ABC123") && !e.contains("tok\u{1}"), "{e}");
+    }
+}
+
+#[test]
+fn a_good_credential_loads_is_intercepted_on_every_port_and_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("s");
+    std::fs::write(&secret, "tok-ABC123\r\n").unwrap();
+    let text = format!(
+        "[mitm]\nenabled = true\n[[credentials]]\nname = \"gh\"\nhosts = [\"api.gh.test\"]\n\
+         secret_file = \"{}\"\nenv = \"GH_TOKEN\"\n\
+         [[headers]]\nhosts = [\"**.gh.test\"]\nmethods = [\"GET\"]\npaths = [\"/v1/*\"]\n\
+         set = {{ \"x-team\" = \"a\" }}\nremove = [\"cookie\"]\n",
+        secret.display()
+    );
+    let config = Config::parse(&text, Path::new("leash.toml")).unwrap();
+    let policy = config.policy().unwrap();
+    let target = |t: &str| policy::Target::parse(t, None).unwrap();
+    assert!(policy.inspects(&target("api.gh.test:8443")));
+    assert!(!policy.inspects(&target("other.test:8443")));
+    let mut n = 0;
+    let (credentials, placeholders) = config
+        .credentials(|| {
+            n += 1;
+            format!("{n:032x}")
+        })
+        .unwrap();
+    assert_eq!(
+        placeholders,
+        [("GH_TOKEN".to_owned(), format!("leash-cred-gh-{:032x}", 1))]
+    );
+    let printed = format!(
+        "{config:?}{credentials:?}{}",
+        serde_json::to_string(&config).unwrap()
+    );
+    assert!(!printed.contains("tok-ABC123"), "{printed}");
+}
+
+#[test]
+fn bad_header_rules_name_line_and_key() {
+    let cases = [
+        (
+            "[[headers]]\nhosts = [\"a.test\"]\nset = { \"bad name\" = \"1\" }\n",
+            "leash.toml:3: key `headers[0].set.bad name`: not a header name",
+        ),
+        (
+            "[[headers]]\nhosts = [\"a.test\"]\npaths = [\"v1\"]\n",
+            "leash.toml:3: key `headers[0].paths[0]`",
+        ),
+        (
+            "[[headers]]\nhosts = [\"*.com\"]\n",
+            "leash.toml:2: key `headers[0].hosts[0]`: invalid rule",
+        ),
+        (
+            "[[headers]]\nhosts = []\n",
+            "leash.toml:2: key `headers[0].hosts`",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = error(text);
+        assert!(e.starts_with(expected), "{e}\nexpected: {expected}");
+    }
+}

@@ -244,6 +244,7 @@ fn hint_row(reason: &BlockReason) -> (&'static str, &'static str) {
         ),
         BlockReason::HostMismatch => ("x.test", "named another host than the tunnel"),
         BlockReason::Declined => ("x.test", "was declined when asked"),
+        BlockReason::CredentialScope { .. } => ("x.test", "which it is not for: no flag changes"),
     }
 }
 
