@@ -1,7 +1,7 @@
 //! The real `leash` binary: built once per test run, run as a person would.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::OnceLock,
@@ -71,6 +71,9 @@ pub struct BinaryProxy {
     child: Child,
     /// The parsed ready record.
     pub ready: serde_json::Value,
+    /// What it writes to stderr, read as it comes: a pipe nobody reads fills (64 KiB) and then
+    /// blocks leash mid-write (with `LEASH_LOG=trace` within one request).
+    stderr: Option<std::thread::JoinHandle<Vec<u8>>>,
     /// Its state directory, unless the test chose one: leash keeps `always` answers there when
     /// no config file names a place, and a test must never read or write the user's.
     _state: Option<tempfile::TempDir>,
@@ -92,6 +95,12 @@ impl BinaryProxy {
             .spawn()
             .expect("leash starts");
         let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = stderr.read_to_end(&mut text);
+            text
+        });
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut line = String::new();
@@ -105,15 +114,17 @@ impl BinaryProxy {
                 BinaryProxy {
                     child,
                     ready,
+                    stderr: Some(stderr),
                     _state: state,
                 }
             }
             _ => {
                 let _ = child.kill();
-                let output = child.wait_with_output().expect("output");
+                let _ = child.wait();
+                let text = stderr.join().unwrap_or_default();
                 panic!(
                     "no ready record within {wait:?}: {}",
-                    String::from_utf8_lossy(&output.stderr)
+                    String::from_utf8_lossy(&text)
                 );
             }
         }
@@ -147,7 +158,11 @@ impl BinaryProxy {
             .expect("kill runs");
         assert!(status.success());
         let child = std::mem::replace(&mut self.child, Command::new("true").spawn().expect("true"));
-        child.wait_with_output().expect("leash exits")
+        let mut output = child.wait_with_output().expect("leash exits");
+        if let Some(stderr) = self.stderr.take() {
+            output.stderr = stderr.join().unwrap_or_default();
+        }
+        output
     }
 }
 
