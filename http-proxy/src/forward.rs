@@ -332,31 +332,23 @@ async fn upstream(
         true => None,
         false => cache.pool().shared(key),
     };
-    if let Some(shared) = shared {
-        if still_allowed(proxy, scope, key, &shared) {
-            return Ok(shared);
-        }
+    match shared {
+        Some(shared) if still_allowed(proxy, scope, key, &shared) => return Ok(shared),
         // Dial afresh: the dialer then refuses with the decision, and names it.
-        return Box::pin(dial_fresh(
-            proxy,
-            scope,
-            key,
-            route,
-            cache.pool(),
-            http1_only,
-        ))
-        .await;
-    }
-    while let Some(mut pooled) = cache.take(key) {
-        if !still_allowed(proxy, scope, key, &pooled) {
-            // Dial afresh: the dialer then refuses with the decision, and names it.
-            break;
-        }
-        // A connection whose answer was read to the end is ready at once; one still sending an
-        // earlier request's body (the origin answered early) is not worth waiting for.
-        let ready = tokio::time::timeout(POOLED_READY_WAIT, pooled.sender.ready()).await;
-        if matches!(ready, Ok(Ok(()))) {
-            return Ok(pooled);
+        Some(_) => {}
+        None => {
+            while let Some(mut pooled) = cache.take(key) {
+                if !still_allowed(proxy, scope, key, &pooled) {
+                    break;
+                }
+                // A connection whose answer was read to the end is ready at once; one still
+                // sending an earlier request's body (the origin answered early) is not worth
+                // waiting for.
+                let ready = tokio::time::timeout(POOLED_READY_WAIT, pooled.sender.ready()).await;
+                if matches!(ready, Ok(Ok(()))) {
+                    return Ok(pooled);
+                }
+            }
         }
     }
     // Boxed, as in `Sending::send`: a TLS handshake's state is large, and kept connections make
