@@ -6,7 +6,7 @@
 use std::{
     fs, io,
     io::Read,
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -66,14 +66,8 @@ pub(crate) struct TokenFile {
 impl TokenFile {
     /// Writes `token` to `path` atomically with mode `0600`, creating the directory `0700`.
     fn write(path: PathBuf, token: &str) -> io::Result<TokenFile> {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        let dir = parent_dir(&path);
+        create_private_dir(dir)
             .and_then(|()| private_dir(dir))
             .map_err(|e| with_path(e, dir))?;
         let temp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -155,6 +149,40 @@ pub fn random_hex(n: usize) -> io::Result<String> {
     let mut bytes = vec![0u8; n];
     fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Creates `dir` (and its parents) as leash's user's alone, `0700`, where it is missing.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Someone besides leash's user (or root) who could have written a file leash trusts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForeignWriter {
+    /// The file belongs to this uid.
+    Owner(u32),
+    /// Group or others may write it (this mode).
+    GroupOrOthers(u32),
+}
+
+/// Who else could have written the file `meta` describes: the one check behind every file whose
+/// contents leash acts on (the approvals file, a ready record).
+pub fn foreign_writer(meta: &fs::Metadata) -> Option<ForeignWriter> {
+    let ours = rustix::process::geteuid().as_raw();
+    if meta.uid() != ours && meta.uid() != 0 {
+        return Some(ForeignWriter::Owner(meta.uid()));
+    }
+    (meta.mode() & 0o022 != 0).then(|| ForeignWriter::GroupOrOthers(meta.mode() & 0o777))
 }
 
 #[cfg(test)]

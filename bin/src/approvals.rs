@@ -6,7 +6,7 @@
 use std::{
     fs, io,
     io::Write,
-    os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
@@ -138,35 +138,25 @@ impl ApprovalsFile {
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(error) => return Err(error),
         };
-        let ours = rustix::process::geteuid().as_raw();
-        if meta.uid() != ours && meta.uid() != 0 {
-            let owner = meta.uid();
-            let message = format!("owned by uid {owner}, not by leash's user {ours}");
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, message));
-        }
-        if meta.mode() & 0o022 != 0 {
-            let message = format!(
-                "writable by group or others (mode {:o}); fix: chmod 600 {}",
-                meta.mode() & 0o777,
+        let message = match crate::foreign_writer(&meta) {
+            None => return Ok(()),
+            Some(crate::ForeignWriter::Owner(owner)) => {
+                let ours = rustix::process::geteuid().as_raw();
+                format!("owned by uid {owner}, not by leash's user {ours}")
+            }
+            Some(crate::ForeignWriter::GroupOrOthers(mode)) => format!(
+                "writable by group or others (mode {mode:o}); fix: chmod 600 {}",
                 self.path.display()
-            );
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, message));
-        }
-        Ok(())
+            ),
+        };
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, message))
     }
 
     fn write(&self, approvals: &Approvals) -> io::Result<()> {
         let text = render(approvals);
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = crate::admin_token::parent_dir(&self.path);
         // A directory leash makes is its user's alone (`0700`), like the token file's.
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        crate::admin_token::create_private_dir(dir)?;
         // A temp file in the same directory: the rename is atomic only within one filesystem.
         let temp = tempfile::Builder::new()
             .prefix(".leash-approvals")

@@ -243,25 +243,20 @@ fn ca_files(config: &Config) -> anyhow::Result<CaFiles> {
 /// another user could have written (another owner, or writable by group or others) could send
 /// the token to that user's listener, so it is refused.
 fn trusted_record(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    let ours = rustix::process::geteuid().as_raw();
-    if meta.uid() != ours && meta.uid() != 0 {
-        bail!(
-            "{} belongs to uid {}, not to you: its addresses cannot be trusted with the admin token",
+    match leash::foreign_writer(&meta) {
+        None => Ok(()),
+        Some(leash::ForeignWriter::Owner(owner)) => bail!(
+            "{} belongs to uid {owner}, not to you: its addresses cannot be trusted with the admin token",
             path.display(),
-            meta.uid()
-        );
-    }
-    if meta.mode() & 0o022 != 0 {
-        bail!(
+        ),
+        Some(leash::ForeignWriter::GroupOrOthers(_)) => bail!(
             "{} is writable by group or others: its addresses cannot be trusted with the admin \
              token (chmod go-w {})",
             path.display(),
             path.display()
-        );
+        ),
     }
-    Ok(())
 }
 
 #[cfg(test)]

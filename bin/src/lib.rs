@@ -18,7 +18,7 @@ mod hub;
 mod upstream;
 
 pub use crate::{
-    admin_token::{random_hex, read_token_file, NO_ADMIN_TOKEN},
+    admin_token::{foreign_writer, random_hex, read_token_file, ForeignWriter, NO_ADMIN_TOKEN},
     approver::Approver,
     attempts::BoundAttempt,
     child_env::{child_env, shell_quote, CaFiles, EnvSpec},
