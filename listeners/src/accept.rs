@@ -172,6 +172,24 @@ impl Tracker {
     }
 }
 
+/// Connections the kernel completes and queues before leash accepts them (capped by
+/// `net.core.somaxconn`). The standard library listens with 128: a burst of fresh connections
+/// larger than that (`connect_rate` with 512 clients, or an agent's parallel build) overflows the
+/// queue, and each dropped SYN waits a full second for its retransmission.
+#[cfg(target_os = "linux")]
+const BACKLOG: i32 = 4096;
+
+/// Listens again with [`BACKLOG`]: on Linux a second `listen(2)` on a listening socket only
+/// changes its backlog. Elsewhere the standard library's 128 stays.
+fn deepen_backlog(listener: &std::net::TcpListener) {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = rustix::net::listen(listener, BACKLOG) {
+        tracing::debug!(%error, "could not deepen the listen backlog");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = listener;
+}
+
 /// Accepts on `listener` (bound earlier, see `ListenPlan::reserve`) until `shutdown` resolves,
 /// running `handle` for each connection. At the connection limit the longest-idle connection is
 /// evicted to make room; only when all are busy is the newcomer refused (with `overflow_reply`).
@@ -188,6 +206,7 @@ where
 {
     // A listener handed in from elsewhere (`leash exec --isolate`) may still block.
     listener.set_nonblocking(true)?;
+    deepen_backlog(&listener);
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let tracker = Arc::new(Tracker {
         started: Instant::now(),

@@ -10,6 +10,8 @@ use std::{
 use policy::Host;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
 use rustls::ServerConfig;
+#[cfg(test)]
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
@@ -98,8 +100,23 @@ impl LeafIssuer {
             .map_err(|e| MitmError::Tls(e.to_string()))?;
         // HTTP/2 first (SPEC §15): the HTTP proxy serves either, per the client's choice.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        resume_with_tickets(&mut config)?;
         Ok(Arc::new(config))
     }
+}
+
+/// A client that comes back (every `git fetch`, every `curl` of an agent) resumes its TLS session
+/// with a ticket instead of a full handshake: no certificate sent, no signature made (issue 18,
+/// `mitm_resume_rate`). Each leaf has its own ticket keys (rotated by rustls every few hours), so
+/// a ticket issued for one host never resumes a session in another host's tunnel, and tickets
+/// hold the session themselves: nothing per client is stored in leash. One ticket per handshake
+/// is enough for clients that open connections one after another.
+fn resume_with_tickets(config: &mut ServerConfig) -> Result<(), MitmError> {
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| MitmError::Tls(e.to_string()))?;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 1;
+    Ok(())
 }
 
 fn san(host: &Host) -> Result<SanType, MitmError> {
@@ -177,5 +194,63 @@ mod tests {
             "h2 is offered"
         );
         issuer.server_config(&host("[::1]")).unwrap();
+    }
+
+    /// An in-memory handshake to `name` (then the tickets the server sends after it); how it
+    /// went, or the first error.
+    fn handshake(
+        server: Arc<ServerConfig>,
+        client: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> Result<rustls::HandshakeKind, rustls::Error> {
+        let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+        let mut client = rustls::ClientConnection::new(client, name)?;
+        let mut server = rustls::ServerConnection::new(server)?;
+        let mut buf = Vec::new();
+        for _ in 0..10 {
+            buf.clear();
+            client.write_tls(&mut buf).unwrap();
+            server.read_tls(&mut buf.as_slice()).unwrap();
+            server.process_new_packets()?;
+            buf.clear();
+            server.write_tls(&mut buf).unwrap();
+            client.read_tls(&mut buf.as_slice()).unwrap();
+            client.process_new_packets()?;
+            if !client.is_handshaking() && !server.is_handshaking() && !server.wants_write() {
+                break;
+            }
+        }
+        Ok(client.handshake_kind().expect("handshake done"))
+    }
+
+    #[test]
+    fn a_returning_client_resumes_with_a_ticket_for_the_same_host_only() {
+        use rustls::HandshakeKind::{Full, Resumed};
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(&dir.path().join("ca")).unwrap();
+        let issuer = LeafIssuer::new(ca, 8).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        let ca_der = CertificateDer::from_pem_slice(issuer.ca().cert_pem().as_bytes()).unwrap();
+        roots.add(ca_der).unwrap();
+        // A client as rustls makes them by default: it keeps the tickets it is given.
+        let client = Arc::new(
+            rustls::ClientConfig::builder_with_provider(crypto_provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let host = |h: &str| Host::parse(h).unwrap();
+        let a = issuer.server_config(&host("a.test")).unwrap();
+        assert!(a.ticketer.enabled(), "tickets, not a session cache");
+        assert_eq!(handshake(a.clone(), client.clone(), "a.test"), Ok(Full));
+        assert_eq!(handshake(a.clone(), client.clone(), "a.test"), Ok(Resumed));
+        assert_eq!(handshake(a, client.clone(), "a.test"), Ok(Resumed));
+        // a.test's ticket shown in b.test's tunnel: b.test's keys cannot open it, so the client
+        // gets b.test's certificate (and, asking for a.test, refuses it). Never a resumption.
+        let b = issuer.server_config(&host("b.test")).unwrap();
+        let crossed = handshake(b, client, "a.test");
+        assert!(crossed != Ok(Resumed), "{crossed:?}");
+        assert!(crossed.is_err(), "{crossed:?}");
     }
 }

@@ -571,3 +571,78 @@ async fn answers_are_cached_no_longer_than_their_ttl_vetted_on_every_use_and_hos
     assert!(answer.contains("127.0.0.2"), "{answer}");
     drop(proxy);
 }
+
+/// A cached answer is vetted again on every use, so a rebinding name gets nothing from the cache
+/// (issue 18): `rebind.good.test` first answers the namespace's address (allowed, with its port,
+/// by `allow_local`), then, once that answer's TTL has run out, `127.0.0.1`. Within the TTL the
+/// cache serves the first answer (one query); the first use after it is refused as a local
+/// address, naming loopback, and never dialled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_answer_that_turns_into_loopback_is_refused_on_its_next_use() {
+    let test = "dns::a_cached_answer_that_turns_into_loopback_is_refused_on_its_next_use";
+    if skip_unless_root(test) {
+        return;
+    }
+    let netns = NetNs::new();
+    let (ns, port) = (netns.ns_addr(), 8443);
+    // A TCP server inside the namespace that accepts and holds every connection.
+    let holder = format!(
+        "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{ns}', {port}))\ns.listen(64)\nprint('ready', flush=True)\nheld = []\n\
+         while True:\n    held.append(s.accept())\n"
+    );
+    let mut server = netns
+        .std_command("python3")
+        .args(["-c", &holder])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut ready = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let dir = tempfile::tempdir().unwrap();
+    let answers = serde_json::json!({"rebind.good.test": {"a": ns.to_string(), "ttl": 3}});
+    let dns = FakeDns::start(netns, dir.path(), answers);
+    let config = dir.path().join("leash.toml");
+    let text = format!(
+        "[listen]\nephemeral = true\n[auth]\ntoken = \"tok\"\n[admin]\nenabled = false\n\
+         [policy]\nallow = [\"**.good.test\"]\nallow_local = [\"{ns}:{port}\"]\n\
+         [log]\nviolations = {:?}\n[dns]\nresolv_conf = {:?}\n",
+        dir.path().join("v.jsonl").display().to_string(),
+        dns.resolv_conf.display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut command = Command::new(leash_bin());
+    command.arg("proxy").arg("--config").arg(&config);
+    let proxy = BinaryProxy::start(command, READY_WAIT);
+    let http: SocketAddr = proxy.http().parse().unwrap();
+
+    assert_ok(
+        &connect(http, "a1", "rebind.good.test", port).await,
+        "first",
+    );
+    std::fs::write(
+        &dns.answers,
+        r#"{"rebind.good.test": {"a": "127.0.0.1", "ttl": 300}}"#,
+    )
+    .unwrap();
+    assert_ok(
+        &connect(http, "a1", "rebind.good.test", port).await,
+        "the cached answer, within its TTL",
+    );
+    assert_eq!(dns.a_queries("rebind.good.test"), 1, "served from cache");
+    let answer = until_refused(http, "rebind.good.test", port).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("\"reason\":\"local_address\""), "{answer}");
+    assert!(answer.contains("127.0.0.1"), "{answer}");
+    assert_eq!(
+        dns.a_queries("rebind.good.test"),
+        2,
+        "asked again once the TTL ran out"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(proxy);
+}
