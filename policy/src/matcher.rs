@@ -3,7 +3,7 @@
 //! the host (or per distinct prefix length of the networks), never a scan over the rules.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     hash::{BuildHasherDefault, Hasher},
     net::IpAddr,
     sync::Arc,
@@ -111,7 +111,9 @@ impl RuleSet {
     /// for several loopback rules, each named `localhost`).
     pub(crate) fn with_names(rules: impl IntoIterator<Item = (Rule, Arc<str>)>) -> RuleSet {
         let mut set = RuleSet::default();
-        let mut seen = HashSet::new();
+        // Fx, not SipHash: rules come from the config and the admin API, never from a client,
+        // and hashing them was a visible part of startup with many rules (issue 18).
+        let mut seen = rustc_hash::FxHashSet::default();
         for (rule, name) in rules {
             if seen.insert(rule.clone()) {
                 set.insert(rule, name);
