@@ -1030,10 +1030,11 @@ async fn rss_idle(leash: &Leash, scale: Scale) -> anyhow::Result<Row> {
     Ok(row)
 }
 
-/// Resident memory per idle CONNECT tunnel. A fresh leash with the ordinary policy and the holder
-/// allowed (memory freed by earlier workloads would hide the growth); `scale.tunnels` tunnels to `origin::holder`, each
-/// past its `200`; the growth of leash's RSS over their count. Then all close, and we wait for
-/// leash to close its ends too, so nothing of them is left for what runs next.
+/// Resident memory per idle CONNECT tunnel. A fresh leash (memory freed by earlier workloads
+/// would hide the growth) with the ordinary policy and the holder allowed; `scale.tunnels`
+/// tunnels to `origin::holder`, each past its `200` (fewer if the open-file limit is low:
+/// `tunnels` says how many); the growth of leash's RSS over their count. Then all close, and we wait for leash to close its ends too, so
+/// nothing of them is left for what runs next.
 async fn rss_tunnels(
     binary: &Path,
     dir: &Path,
@@ -1041,16 +1042,13 @@ async fn rss_tunnels(
     name: &'static str,
     scale: Scale,
 ) -> anyhow::Result<Row> {
-    // Leash holds up to six descriptors per tunnel (two sockets, two splice pipes), we two: both
-    // under our limit, which leash inherits. Fewer tunnels, and the count says so, if it is low.
-    let fit = scale.file_limit.saturating_sub(1000) / 6;
-    let n = scale.tunnels.min(fit as usize).max(1);
     let holder = origin::holder().await?;
     let config = write_config(dir, "tunnels.toml", &[origin, holder])?;
     let (leash, _) = start_leash(binary, &config, scale.leash_core).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (rss_before, fds_before) = (proc::rss_kib(leash.pid), proc::open_fds(leash.pid));
-    let tunnels = open_tunnels(leash.http, holder, n).await?;
+    let tunnels = fitting_tunnels(&leash, holder, scale).await?;
+    let n = tunnels.len();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (rss_open, fds_open) = (proc::rss_kib(leash.pid), proc::open_fds(leash.pid));
     drop(tunnels);
@@ -1073,6 +1071,25 @@ async fn rss_tunnels(
             .push(("left_open_fds", proc::open_fds(leash.pid) as f64)),
     }
     Ok(row)
+}
+
+/// Up to `scale.tunnels` tunnels through `leash` to `holder`: as many as fit in the open-file
+/// limit (ours, which leash inherits), going by the descriptors leash takes for a first few.
+/// We hold two per tunnel (ours and the held end); leash two sockets and perhaps splice pipes.
+async fn fitting_tunnels(
+    leash: &Leash,
+    holder: SocketAddr,
+    scale: Scale,
+) -> anyhow::Result<Vec<TcpStream>> {
+    const PROBE: usize = 64;
+    let fds_before = proc::open_fds(leash.pid);
+    let mut tunnels = open_tunnels(leash.http, holder, PROBE).await?;
+    let taken = proc::open_fds(leash.pid).saturating_sub(fds_before);
+    let each = taken.div_ceil(PROBE).max(2) as u64;
+    let fit = (scale.file_limit.saturating_sub(1000) / each) as usize;
+    let n = scale.tunnels.min(fit).max(PROBE);
+    tunnels.extend(open_tunnels(leash.http, holder, n - PROBE).await?);
+    Ok(tunnels)
 }
 
 /// `n` CONNECT tunnels through `proxy` to `to`, each answered `200`, opened 64 at a time: a burst
