@@ -38,13 +38,19 @@ fn the_benchmark_suite_runs_in_quick_mode() {
         "http_abs",
         "deny_http",
         "connect_rate",
+        "connect_rate_512",
         "socks_rate",
         "deny_connect",
         "connect_bulk",
         "socks_bulk",
         "ws_bulk",
         "mitm_rate",
+        "mitm_resume_rate",
         "upstream_connect_rate",
+        // Sized rows carry their `--quick` sizes in their names.
+        "rss_tunnel_500",
+        "startup_10k_rules",
+        "idle_rss_10k_rules",
     ];
     for name in names {
         assert!(
@@ -61,4 +67,13 @@ fn the_benchmark_suite_runs_in_quick_mode() {
             .all(|r| r["value"].as_f64().is_some_and(|v| v > 0.0)),
         "every workload measured something: {json}"
     );
+    let rates = rows
+        .iter()
+        .filter(|r| r["unit"] == "op/s" || r["unit"] == "r/s");
+    for row in rates {
+        assert!(
+            row["latency_us"]["p99"].as_u64().is_some(),
+            "every rate has its percentiles: {row}"
+        );
+    }
 }

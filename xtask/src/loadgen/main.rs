@@ -4,7 +4,9 @@
 //!
 //! `loadgen --leash PATH [--leash-core N] [--quick] [--out FILE]`: with `--leash-core`, leash runs
 //! pinned to core N (`taskset`), apart from this process and its origin. `--only a,b` runs only
-//! the named workloads (startup and idle_rss always run).
+//! the named workloads (startup and idle_rss always run). Row names that carry a size
+//! (`rss_tunnel_10k`, `startup_100k_rules`, ...) are named after the size of the run, smaller in
+//! `--quick`; `--only` takes either name.
 
 mod origin;
 mod proc;
@@ -19,9 +21,17 @@ use anyhow::{bail, Context};
 /// How long and how much each workload runs.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Scale {
+    /// `--quick`: a smoke run, whose sized rows are named after their smaller sizes.
+    pub(crate) quick: bool,
     pub(crate) duration: Duration,
     pub(crate) bulk_bytes: usize,
     pub(crate) idle_connections: usize,
+    /// Idle CONNECT tunnels held open at once by `rss_tunnel`.
+    pub(crate) tunnels: usize,
+    /// Policy rules in the large config of `startup_*_rules`.
+    pub(crate) rules: usize,
+    /// Our open-file limit (leash inherits it): `rss_tunnel` opens no more tunnels than it allows.
+    pub(crate) file_limit: u64,
     /// The core leash is pinned to, if any.
     pub(crate) leash_core: Option<usize>,
     /// Only these workloads (comma-separated names), for profiling one at a time.
@@ -48,23 +58,31 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
     let only: Option<&'static str> = value("--only").map(|o| &*o.leak());
+    let file_limit = proc::raise_file_limit();
     let scale = match quick {
         true => Scale {
+            quick,
             duration: Duration::from_millis(300),
             bulk_bytes: 4 << 20,
             idle_connections: 500,
+            tunnels: 500,
+            rules: 10_000,
+            file_limit,
             leash_core,
             only,
         },
         false => Scale {
+            quick,
             duration: Duration::from_secs(3),
             bulk_bytes: 100 << 20,
             idle_connections: 5000,
+            tunnels: 10_000,
+            rules: 100_000,
+            file_limit,
             leash_core,
             only,
         },
     };
-    proc::raise_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,6 +1,6 @@
 //! The origin every workload talks to: 1 KiB for `/small`, `n` bytes for `/big?n=`, keep-alive;
 //! and `/ws?n=`, a WebSocket handshake answered `101`, then `n` bytes of binary frames and the
-//! close.
+//! close. Beside it, `holder`: a listener that keeps what it accepts open and idle.
 
 use std::{convert::Infallible, net::SocketAddr};
 
@@ -13,11 +13,24 @@ use hyper::{
     Request, Response, StatusCode,
 };
 use hyper_util::rt::TokioIo;
-use tokio::{io::AsyncWriteExt, net::TcpListener};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpSocket},
+};
+
+/// A listener on `127.0.0.1:0` with a deep accept queue. `bind` asks for 128 (std's and mio's
+/// choice): 512 clients connecting at once overflow that, and each dropped connect waits a second
+/// for its SYN to be sent again. An origin of ours must not be what the tail measures.
+pub(crate) fn listener() -> anyhow::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(([127, 0, 0, 1], 0).into())?;
+    Ok(socket.listen(4096)?)
+}
 
 /// Starts the origin on `127.0.0.1:0`; `big` is the largest body it will serve.
 pub(crate) async fn start(big: usize) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = listener()?;
     let addr = listener.local_addr()?;
     let small = Bytes::from(vec![b'x'; 1024]);
     let large = Bytes::from(vec![b'y'; big]);
@@ -38,6 +51,24 @@ pub(crate) async fn start(big: usize) -> anyhow::Result<SocketAddr> {
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Starts a listener on `127.0.0.1:0` that holds each accepted connection, idle, until its peer
+/// closes it: the far end of `rss_tunnel`'s tunnels (an HTTP server could time an idle
+/// connection out, or answer bytes it never gets).
+pub(crate) async fn holder() -> anyhow::Result<SocketAddr> {
+    let listener = listener()?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut byte = [0u8; 1];
+                // Nothing is ever sent: the read ends at the close (or a reset).
+                let _ = stream.read(&mut byte).await;
             });
         }
     });

@@ -26,15 +26,24 @@ pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     field(11) + field(12)
 }
 
-/// As many open files as the hard limit allows: thousands of idle connections need them.
-pub(crate) fn raise_file_limit() {
+/// Open file descriptors of `pid`: how `rss_tunnel` sees leash let its tunnels go.
+pub(crate) fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+}
+
+/// Descriptors `rss_tunnel` asks for: 10 000 tunnels are two sockets each here (client and held
+/// end) and up to six in leash (two sockets, two splice pipes), which leash inherits from us.
+const WANTED_FILES: u64 = 1 << 17;
+
+/// As many open files as the hard limit allows, and more when we may raise the hard limit too
+/// (as root): thousands of idle connections and tunnels need them. Returns the soft limit.
+pub(crate) fn raise_file_limit() -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
-    let _ = setrlimit(
-        Resource::Nofile,
-        Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        },
-    );
+    let set = |current, maximum| setrlimit(Resource::Nofile, Rlimit { current, maximum });
+    let hard_enough = limit.maximum.is_none_or(|hard| hard >= WANTED_FILES);
+    if hard_enough || set(Some(WANTED_FILES), Some(WANTED_FILES)).is_err() {
+        let _ = set(limit.maximum, limit.maximum);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }

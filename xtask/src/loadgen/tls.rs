@@ -1,5 +1,7 @@
 //! TLS for the `mitm_rate` workload: an HTTPS origin with a CA of its own (made here, with rcgen),
-//! and clients that trust either that CA (direct) or leash's (through interception).
+//! and clients that trust either that CA (direct) or leash's (through interception), resuming
+//! sessions or not. The origin keeps rustls' defaults: it issues TLS 1.3 tickets (stateful, 256
+//! sessions), so a resuming client resumes with it directly.
 
 use std::{convert::Infallible, net::SocketAddr, path::Path, sync::Arc};
 
@@ -9,12 +11,13 @@ use http_body_util::Full;
 use hyper::{server::conn::http1, service::service_fn, Request, Response};
 use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
-use rustls::pki_types::{
-    pem::PemObject, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
+use rustls::{
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName},
+    HandshakeKind,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -44,7 +47,7 @@ pub(crate) async fn origin(ca_file: &Path) -> anyhow::Result<SocketAddr> {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         )?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = crate::origin::listener()?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -67,9 +70,11 @@ pub(crate) async fn origin(ca_file: &Path) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// A client trusting the CA in `ca_file`, with session resumption off: every connection is a
-/// full handshake, as a new client's would be.
-pub(crate) fn client(ca_file: &Path) -> anyhow::Result<TlsConnector> {
+/// A client trusting the CA in `ca_file`. Without `resume`, every connection is a full handshake,
+/// as a new client's would be; with it, the connections share one session store (rustls' default,
+/// 256 servers), so each can resume with a ticket an earlier one received, as a long-lived client
+/// (one process making many requests) does.
+pub(crate) fn client(ca_file: &Path, resume: bool) -> anyhow::Result<TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(
         CertificateDer::from_pem_file(ca_file).with_context(|| format!("{}", ca_file.display()))?,
@@ -78,18 +83,23 @@ pub(crate) fn client(ca_file: &Path) -> anyhow::Result<TlsConnector> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
+    config.resumption = match resume {
+        true => rustls::client::Resumption::in_memory_sessions(256),
+        false => rustls::client::Resumption::disabled(),
+    };
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// One GET over TLS on `stream` (already at the origin, or a tunnel to it); reads to the end.
+/// Returns whether the handshake resumed a session.
 pub(crate) async fn get(
     client: &TlsConnector,
     stream: TcpStream,
     origin: SocketAddr,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let name = ServerName::IpAddress(origin.ip().into());
     let mut tls = client.connect(name, stream).await?;
+    let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
     let request = format!("GET /small HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n");
     tls.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
@@ -99,5 +109,5 @@ pub(crate) async fn get(
         "{}",
         String::from_utf8_lossy(&response[..response.len().min(200)])
     );
-    Ok(())
+    Ok(resumed)
 }

@@ -31,16 +31,60 @@ pub(crate) struct Row {
     unit: &'static str,
     value: f64,
     direct: Option<f64>,
-    p50_p99_us: Option<(u64, u64, u64, u64)>,
+    latency: Option<Latency>,
     cpu_us_per_op: Option<f64>,
+    /// Further numbers of this row (a count, a fraction): the json's `extra`, the table's last
+    /// column.
+    extra: Vec<(&'static str, f64)>,
+}
+
+/// Per-operation latency in microseconds through leash, and directly where the row has a direct
+/// side.
+#[derive(Clone, Copy, Debug)]
+struct Latency {
+    p50: u64,
+    p99: u64,
+    direct: Option<(u64, u64)>,
+}
+
+impl Latency {
+    /// The percentiles of `leashed` (and `direct`), if operations were timed one by one.
+    fn of(leashed: &mut Sample, direct: Option<&mut Sample>) -> Option<Latency> {
+        if leashed.latencies_us.is_empty() {
+            return None;
+        }
+        Some(Latency {
+            p50: leashed.percentile(0.5),
+            p99: leashed.percentile(0.99),
+            direct: direct.map(|d| (d.percentile(0.5), d.percentile(0.99))),
+        })
+    }
+
+    /// p99 over p50: issue 18 wants at most 5 for every allow and deny workload.
+    fn spread(&self) -> f64 {
+        self.p99 as f64 / self.p50.max(1) as f64
+    }
 }
 
 impl Row {
-    /// A rate through leash beside the same load sent directly.
-    fn compared(name: &'static str, unit: &'static str, leashed: &Sample, direct: &Sample) -> Row {
-        let mut row = Row::new(name, unit, leashed.rate());
+    /// A rate through leash beside the same load sent directly, with both sides' percentiles.
+    fn compared(
+        name: &'static str,
+        unit: &'static str,
+        leashed: &mut Sample,
+        direct: &mut Sample,
+    ) -> Row {
+        let mut row = Row::leashed(name, unit, leashed);
         row.direct = Some(direct.rate());
-        row.cpu_us_per_op = leashed.cpu_us_per_op();
+        row.latency = Latency::of(leashed, Some(direct));
+        row
+    }
+
+    /// A rate through leash with nothing direct to compare it with (a refusal).
+    fn leashed(name: &'static str, unit: &'static str, sample: &mut Sample) -> Row {
+        let mut row = Row::new(name, unit, sample.rate());
+        row.cpu_us_per_op = sample.cpu_us_per_op();
+        row.latency = Latency::of(sample, None);
         row
     }
 
@@ -50,17 +94,28 @@ impl Row {
             unit,
             value,
             direct: None,
-            p50_p99_us: None,
+            latency: None,
             cpu_us_per_op: None,
+            extra: Vec::new(),
         }
     }
 
     pub(crate) fn json(&self) -> serde_json::Value {
+        let latency = self.latency.map(|l| {
+            let (d50, d99) = (l.direct.map(|d| d.0), l.direct.map(|d| d.1));
+            serde_json::json!({"p50": l.p50, "p99": l.p99, "direct_p50": d50, "direct_p99": d99, "p99_over_p50": l.spread()})
+        });
+        let extra: serde_json::Map<String, serde_json::Value> = self
+            .extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+            .collect();
         serde_json::json!({
             "name": self.name, "unit": self.unit, "value": self.value, "direct": self.direct,
             "ratio": self.direct.map(|d| self.value / d),
-            "latency_us": self.p50_p99_us.map(|(p50, p99, d50, d99)| serde_json::json!({"p50": p50, "p99": p99, "direct_p50": d50, "direct_p99": d99})),
+            "latency_us": latency,
             "leash_cpu_us_per_op": self.cpu_us_per_op,
+            "extra": extra,
         })
     }
 }
@@ -68,26 +123,57 @@ impl Row {
 /// The table as text.
 pub(crate) fn table(rows: &[Row]) -> String {
     let mut out = format!(
-        "{:<21} {:>14} {:>14} {:>7} {:>22} {:>12}\n",
-        "workload", "leash", "direct", "ratio", "p50/p99 us (direct)", "cpu us/op"
+        "{:<21} {:>21} {:>10} {:>6} {:>13} {:>13} {:>7} {:>9}  {}\n",
+        "workload",
+        "leash",
+        "direct",
+        "ratio",
+        "p50/p99 us",
+        "direct p50/99",
+        "p99/p50",
+        "cpu us/op",
+        "extra"
     );
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     for row in rows {
-        let direct = row.direct.map_or("-".to_owned(), |d| format!("{d:.1}"));
-        let ratio = row
-            .direct
-            .map_or("-".to_owned(), |d| format!("{:.0}%", 100.0 * row.value / d));
-        let latency = row
-            .p50_p99_us
-            .map_or("-".to_owned(), |(a, b, c, d)| format!("{a}/{b} ({c}/{d})"));
-        let cpu = row
-            .cpu_us_per_op
-            .map_or("-".to_owned(), |c| format!("{c:.1}"));
+        let direct = or_dash(row.direct.map(|d| format!("{d:.1}")));
+        let ratio = or_dash(row.direct.map(|d| format!("{:.0}%", 100.0 * row.value / d)));
+        let latency = or_dash(row.latency.map(|l| format!("{}/{}", l.p50, l.p99)));
+        let direct_latency = or_dash(
+            row.latency
+                .and_then(|l| l.direct)
+                .map(|(a, b)| format!("{a}/{b}")),
+        );
+        let spread = or_dash(row.latency.map(|l| format!("{:.1}", l.spread())));
+        let cpu = or_dash(row.cpu_us_per_op.map(|c| format!("{c:.1}")));
+        let extra: Vec<String> = row
+            .extra
+            .iter()
+            .map(|(k, v)| format!("{k}={}", short(*v)))
+            .collect();
         out += &format!(
-            "{:<21} {:>10.1} {:<3} {:>14} {:>7} {:>22} {:>12}\n",
-            row.name, row.value, row.unit, direct, ratio, latency, cpu
+            "{:<21} {:>10.1} {:<10} {:>10} {:>6} {:>13} {:>13} {:>7} {:>9}  {}\n",
+            row.name,
+            row.value,
+            row.unit,
+            direct,
+            ratio,
+            latency,
+            direct_latency,
+            spread,
+            cpu,
+            extra.join(" ")
         );
     }
     out
+}
+
+/// A count as an integer, a fraction with three decimals.
+fn short(v: f64) -> String {
+    match v.fract() == 0.0 {
+        true => format!("{v:.0}"),
+        false => format!("{v:.3}"),
+    }
 }
 
 /// A running `leash proxy` child, pinned to its own core when the suite was given one.
@@ -141,7 +227,9 @@ async fn start_leash(
     ))
 }
 
-fn write_config(dir: &Path, origin: SocketAddr) -> anyhow::Result<PathBuf> {
+/// The ordinary policy, in `dir/name`: 1000 `**.` allow rules, 100 deny rules, and the local
+/// addresses `local` (the origin) allowed.
+fn write_config(dir: &Path, name: &str, local: &[SocketAddr]) -> anyhow::Result<PathBuf> {
     let allow: Vec<String> = (0..1000)
         .map(|i| format!("\"**.svc{i}.bench-allow.test\""))
         .collect();
@@ -149,89 +237,196 @@ fn write_config(dir: &Path, origin: SocketAddr) -> anyhow::Result<PathBuf> {
         .map(|i| format!("\"bad{i}.bench-deny.test\""))
         .collect();
     deny.push("\"denied.bench\"".into());
+    write_policy(dir, name, local, &allow, &deny)
+}
+
+/// `write_config`'s file with `rules` allow rules, a third each exact, `*.` and `**.`, and a tenth
+/// as many deny rules: the policy of a large organisation, for `startup_*_rules`.
+fn write_large_config(dir: &Path, origin: SocketAddr, rules: usize) -> anyhow::Result<PathBuf> {
+    let allow: Vec<String> = (0..rules)
+        .map(|i| match i % 3 {
+            0 => format!("\"host{i}.bench-rules.test\""),
+            1 => format!("\"*.wild{i}.bench-rules.test\""),
+            _ => format!("\"**.tree{i}.bench-rules.test\""),
+        })
+        .collect();
+    let deny: Vec<String> = (0..rules / 10)
+        .map(|i| format!("\"bad{i}.bench-rules.test\""))
+        .collect();
+    write_policy(dir, "bench-large.toml", &[origin], &allow, &deny)
+}
+
+/// A `leash proxy` config named `name` in `dir`: these allow and deny rules (quoted), the local
+/// addresses `local` allowed, ephemeral ports, no admin.
+fn write_policy(
+    dir: &Path,
+    name: &str,
+    local: &[SocketAddr],
+    allow: &[String],
+    deny: &[String],
+) -> anyhow::Result<PathBuf> {
+    let local: Vec<String> = local.iter().map(|a| format!("\"{a}\"")).collect();
     let text = format!(
-        "[policy]\nallow = [{}]\ndeny = [{}]\nallow_local = [\"{origin}\"]\n[listen]\nephemeral = true\n[admin]\nenabled = false\n[log]\nviolations = {:?}\n[limits]\nmax_connections = 20000\n",
+        "[policy]\nallow = [{}]\ndeny = [{}]\nallow_local = [{}]\n[listen]\nephemeral = true\n[admin]\nenabled = false\n[log]\nviolations = {:?}\n[limits]\nmax_connections = 20000\n",
         allow.join(", "),
         deny.join(", "),
+        local.join(", "),
         dir.join("violations.jsonl").to_str().context("a UTF-8 path")?
     );
-    let path = dir.join("bench.toml");
+    let path = dir.join(name);
     std::fs::write(&path, text)?;
     Ok(path)
+}
+
+/// Which workloads run: all, or those `--only` names. A row named after its size answers to its
+/// full-run name and to its `--quick` name.
+#[derive(Clone, Copy)]
+struct Wants(Option<&'static str>);
+
+impl Wants {
+    fn any(self, names: &[&str]) -> bool {
+        self.0
+            .is_none_or(|only| only.split(',').any(|n| names.contains(&n)))
+    }
+
+    fn one(self, name: &str) -> bool {
+        self.any(&[name])
+    }
+}
+
+/// The name of a row that has a size: `full` in the full run, `quick` in `--quick`.
+fn sized(scale: Scale, full: &'static str, quick: &'static str) -> &'static str {
+    match scale.quick {
+        true => quick,
+        false => full,
+    }
 }
 
 pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<Row>> {
     let origin = origin::start(scale.bulk_bytes).await?;
     let dir = std::env::temp_dir().join(format!("leash-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let config = write_config(&dir, origin)?;
-    let mut startups = Vec::new();
-    for _ in 0..4 {
-        let (mut leash, took) = start_leash(binary, &config, scale.leash_core).await?;
-        startups.push(took);
-        let _ = leash.child.kill().await;
-    }
-    let (leash, took) = start_leash(binary, &config, scale.leash_core).await?;
-    startups.push(took);
-    startups.sort();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut rows = vec![
-        Row::new(
-            "startup",
-            "ms",
-            startups[startups.len() / 2].as_secs_f64() * 1000.0,
-        ),
-        Row::new("idle_rss", "MB", proc::rss_kib(leash.pid) as f64 / 1024.0),
-    ];
-    let wants = |name: &str| {
-        scale
-            .only
-            .is_none_or(|only| only.split(',').any(|n| n == name))
-    };
-    if wants("http_abs") || wants("deny_http") {
-        rows.push(http_abs(&leash, origin, scale).await?);
-        rows.push(deny_http(&leash, origin, scale, rows.last().and_then(|r| r.direct)).await?);
-    }
-    if wants("http_fresh") {
-        rows.push(http_fresh(&leash, origin, scale).await?);
-    }
-    if wants("connect_rate") {
-        rows.push(rate("connect_rate", &leash, origin, scale, Via::Connect).await?);
-    }
-    if wants("socks_rate") {
-        rows.push(rate("socks_rate", &leash, origin, scale, Via::Socks).await?);
-    }
-    if wants("deny_connect") {
-        rows.push(deny_connect(&leash, scale).await?);
-    }
-    if wants("connect_bulk") {
-        rows.push(bulk("connect_bulk", &leash, origin, scale, Via::Connect).await?);
-    }
-    if wants("socks_bulk") {
-        rows.push(bulk("socks_bulk", &leash, origin, scale, Via::Socks).await?);
-    }
-    if wants("ws_bulk") {
-        // A WebSocket through the listener (absolute-form `ws://`) whose origin sends the bytes.
-        let (proxy, n) = (leash.http, scale.bulk_bytes);
-        let fetch = move |through: bool| websocket::download(through.then_some(proxy), origin, n);
-        let (leashed, direct) = bulk_rounds(leash.pid, scale, fetch).await?;
-        rows.push(Row::compared("ws_bulk", "MB/s", &leashed, &direct));
-    }
-    if wants("rss_5k") {
-        rows.push(rss_idle(&leash, scale).await?);
-    }
+    let config = write_config(&dir, "bench.toml", &[origin])?;
+    let wants = Wants(scale.only);
+    let (leash, mut rows) = startup(binary, &config, scale, ("startup", "idle_rss")).await?;
+    shared_leash(&leash, origin, scale, wants, &mut rows).await?;
     drop(leash);
-    if wants("mitm_rate") {
-        rows.push(mitm_rate(binary, &dir, scale).await?);
-    }
-    if wants("upstream_connect_rate") {
-        rows.push(upstream_connect_rate(binary, &dir, origin, scale).await?);
-    }
-    if wants("exec_isolate") {
+    own_leash(binary, &dir, origin, scale, wants, &mut rows).await?;
+    if wants.one("exec_isolate") {
         rows.push(exec_isolate(binary, &config).await?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
+}
+
+/// Five starts of leash with `config` (the median exec→ready time is the first row) and the
+/// resident memory of the last, idle (the second row); the last is left running.
+async fn startup(
+    binary: &Path,
+    config: &Path,
+    scale: Scale,
+    (startup, idle_rss): (&'static str, &'static str),
+) -> anyhow::Result<(Leash, Vec<Row>)> {
+    let mut startups = Vec::new();
+    for _ in 0..4 {
+        let (mut leash, took) = start_leash(binary, config, scale.leash_core).await?;
+        startups.push(took);
+        let _ = leash.child.kill().await;
+    }
+    let (leash, took) = start_leash(binary, config, scale.leash_core).await?;
+    startups.push(took);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rows = vec![
+        Row::new(startup, "ms", median(startups).as_secs_f64() * 1000.0),
+        Row::new(idle_rss, "MB", proc::rss_kib(leash.pid) as f64 / 1024.0),
+    ];
+    Ok((leash, rows))
+}
+
+/// The workloads that share one leash with the ordinary policy.
+async fn shared_leash(
+    leash: &Leash,
+    origin: SocketAddr,
+    scale: Scale,
+    wants: Wants,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    if wants.any(&["http_abs", "deny_http"]) {
+        rows.push(http_abs(leash, origin, scale).await?);
+        rows.push(deny_http(leash, origin, scale, rows.last().and_then(|r| r.direct)).await?);
+    }
+    if wants.one("http_fresh") {
+        rows.push(http_fresh(leash, origin, scale).await?);
+    }
+    if wants.one("connect_rate") {
+        rows.push(rate("connect_rate", leash, 32, origin, scale, Via::Connect).await?);
+    }
+    if wants.one("connect_rate_512") {
+        // Many more agents at once: does the tail stay within 5× the median?
+        rows.push(rate("connect_rate_512", leash, 512, origin, scale, Via::Connect).await?);
+    }
+    if wants.one("socks_rate") {
+        rows.push(rate("socks_rate", leash, 32, origin, scale, Via::Socks).await?);
+    }
+    if wants.one("deny_connect") {
+        rows.push(deny_connect(leash, scale).await?);
+    }
+    if wants.one("connect_bulk") {
+        rows.push(bulk("connect_bulk", leash, origin, scale, Via::Connect).await?);
+    }
+    if wants.one("socks_bulk") {
+        rows.push(bulk("socks_bulk", leash, origin, scale, Via::Socks).await?);
+    }
+    if wants.one("ws_bulk") {
+        // A WebSocket through the listener (absolute-form `ws://`) whose origin sends the bytes.
+        let (proxy, n) = (leash.http, scale.bulk_bytes);
+        let fetch = move |through: bool| websocket::download(through.then_some(proxy), origin, n);
+        let (mut leashed, mut direct) = bulk_rounds(leash.pid, scale, fetch).await?;
+        rows.push(Row::compared("ws_bulk", "MB/s", &mut leashed, &mut direct));
+    }
+    if wants.any(&["rss_5k", "rss_idle_n"]) {
+        rows.push(rss_idle(leash, scale).await?);
+    }
+    Ok(())
+}
+
+/// The workloads that start a leash of their own (another config, or a fresh process).
+async fn own_leash(
+    binary: &Path,
+    dir: &Path,
+    origin: SocketAddr,
+    scale: Scale,
+    wants: Wants,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let tunnels = sized(scale, "rss_tunnel_10k", "rss_tunnel_500");
+    if wants.any(&["rss_tunnel_10k", "rss_tunnel_500"]) {
+        rows.push(rss_tunnels(binary, dir, origin, tunnels, scale).await?);
+    }
+    let large = (
+        sized(scale, "startup_100k_rules", "startup_10k_rules"),
+        sized(scale, "idle_rss_100k_rules", "idle_rss_10k_rules"),
+    );
+    if wants.any(&[
+        "startup_100k_rules",
+        "idle_rss_100k_rules",
+        large.0,
+        large.1,
+    ]) {
+        let config = write_large_config(dir, origin, scale.rules)?;
+        let (_leash, large_rows) = startup(binary, &config, scale, large).await?;
+        rows.extend(large_rows);
+    }
+    if wants.one("mitm_rate") {
+        rows.push(mitm_rate(binary, dir, scale, false).await?);
+    }
+    if wants.one("mitm_resume_rate") {
+        rows.push(mitm_rate(binary, dir, scale, true).await?);
+    }
+    if wants.one("upstream_connect_rate") {
+        rows.push(upstream_connect_rate(binary, dir, origin, scale).await?);
+    }
+    Ok(())
 }
 
 /// `leash exec -- true` with `--isolate` (user and network namespaces, loopback up, listeners
@@ -270,8 +465,11 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 /// Limited mode with MITM: a new connection, CONNECT, TLS with leash's leaf (warm cache), one GET
-/// inside, per operation; directly: a new TLS connection to the origin and the same GET.
-async fn mitm_rate(binary: &Path, dir: &Path, scale: Scale) -> anyhow::Result<Row> {
+/// inside, per operation; directly: a new TLS connection to the origin and the same GET. With
+/// `resume` (`mitm_resume_rate`) each side's client keeps one session store for all its
+/// connections, and the row records the fraction of handshakes that resumed on each side: whether
+/// leash's leaves let a client resume is what it finds out, not what it assumes.
+async fn mitm_rate(binary: &Path, dir: &Path, scale: Scale, resume: bool) -> anyhow::Result<Row> {
     let origin_ca = dir.join("origin-ca.pem");
     let origin = crate::tls::origin(&origin_ca).await?;
     let ca_dir = dir.join("mitm-ca");
@@ -284,40 +482,81 @@ async fn mitm_rate(binary: &Path, dir: &Path, scale: Scale) -> anyhow::Result<Ro
     let config = dir.join("mitm.toml");
     std::fs::write(&config, text)?;
     let (leash, _) = start_leash(binary, &config, scale.leash_core).await?;
-    let through_client = Arc::new(crate::tls::client(&ca_dir.join("ca.pem"))?);
-    let direct_client = Arc::new(crate::tls::client(&origin_ca)?);
-    let proxy = leash.http;
-    let through = move |_| {
-        let client = through_client.clone();
-        async move {
-            let op = move || -> OpFuture {
-                let client = client.clone();
-                Box::pin(async move {
-                    let mut stream = TcpStream::connect(proxy).await?;
-                    stream
-                        .write_all(format!("CONNECT {origin} HTTP/1.1\r\n\r\n").as_bytes())
-                        .await?;
-                    read_head(&mut stream).await?;
-                    crate::tls::get(&client, stream, origin).await
-                })
-            };
-            anyhow::Ok(OpLoop::Fresh(Box::new(op)))
-        }
+    let (through_tally, direct_tally) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
+    let through_client = crate::tls::client(&ca_dir.join("ca.pem"), resume)?;
+    let through = tls_gets(
+        through_client,
+        Some(leash.http),
+        origin,
+        through_tally.clone(),
+    );
+    let direct_client = crate::tls::client(&origin_ca, resume)?;
+    let direct = tls_gets(direct_client, None, origin, direct_tally.clone());
+    let (mut leashed, mut direct) = side_by_side(16, scale, leash.pid, through, direct).await?;
+    let name = if resume {
+        "mitm_resume_rate"
+    } else {
+        "mitm_rate"
     };
-    let direct = move |_| {
-        let client = direct_client.clone();
-        async move {
-            let op = move || -> OpFuture {
-                let client = client.clone();
-                Box::pin(async move {
-                    crate::tls::get(&client, TcpStream::connect(origin).await?, origin).await
-                })
-            };
-            anyhow::Ok(OpLoop::Fresh(Box::new(op)))
-        }
-    };
-    let (leashed, direct) = side_by_side(16, scale, leash.pid, through, direct).await?;
-    Ok(Row::compared("mitm_rate", "op/s", &leashed, &direct))
+    let mut row = Row::compared(name, "op/s", &mut leashed, &mut direct);
+    if resume {
+        row.extra = vec![
+            ("resumed", through_tally.fraction()),
+            ("direct_resumed", direct_tally.fraction()),
+        ];
+    }
+    Ok(row)
+}
+
+/// Handshakes made, and how many of them resumed a session.
+#[derive(Default)]
+struct Tally {
+    resumed: AtomicU64,
+    all: AtomicU64,
+}
+
+impl Tally {
+    fn count(&self, resumed: bool) {
+        self.resumed
+            .fetch_add(u64::from(resumed), Ordering::Relaxed);
+        self.all.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn fraction(&self) -> f64 {
+        let all = self.all.load(Ordering::Relaxed).max(1);
+        self.resumed.load(Ordering::Relaxed) as f64 / all as f64
+    }
+}
+
+/// The operation of `mitm_rate`: a fresh TCP connection (to `proxy` and `CONNECT` through it, or
+/// straight to the origin), TLS with `client`, one GET; each handshake tallied.
+fn tls_gets(
+    client: tokio_rustls::TlsConnector,
+    proxy: Option<SocketAddr>,
+    origin: SocketAddr,
+    tally: Arc<Tally>,
+) -> impl Fn(usize) -> std::future::Ready<anyhow::Result<OpLoop>> + Send + Sync + Clone + 'static {
+    move |_| {
+        let (client, tally) = (client.clone(), tally.clone());
+        let op = move || -> OpFuture {
+            let (client, tally) = (client.clone(), tally.clone());
+            Box::pin(async move {
+                let stream = match proxy {
+                    Some(proxy) => {
+                        let mut stream = TcpStream::connect(proxy).await?;
+                        let connect = format!("CONNECT {origin} HTTP/1.1\r\n\r\n");
+                        stream.write_all(connect.as_bytes()).await?;
+                        read_head(&mut stream).await?;
+                        stream
+                    }
+                    None => TcpStream::connect(origin).await?,
+                };
+                tally.count(crate::tls::get(&client, stream, origin).await?);
+                Ok(())
+            })
+        };
+        std::future::ready(anyhow::Ok(OpLoop::Fresh(Box::new(op))))
+    }
 }
 
 /// `connect_rate` behind an upstream proxy (SPEC §16): leash → a second `leash proxy` acting as
@@ -354,7 +593,15 @@ async fn upstream_connect_rate(
     let config = dir.join("upstream.toml");
     std::fs::write(&config, text)?;
     let (leash, _) = start_leash(binary, &config, scale.leash_core).await?;
-    let row = rate("upstream_connect_rate", &leash, origin, scale, Via::Connect).await;
+    let row = rate(
+        "upstream_connect_rate",
+        &leash,
+        32,
+        origin,
+        scale,
+        Via::Connect,
+    )
+    .await;
     drop((leash, corp));
     row
 }
@@ -511,14 +758,7 @@ async fn http_abs(leash: &Leash, origin: SocketAddr, scale: Scale) -> anyhow::Re
     };
     let direct = move |_| async move { keep_alive(origin, "/small").await };
     let (mut leashed, mut direct) = side_by_side(64, scale, leash.pid, through, direct).await?;
-    let mut row = Row::compared("http_abs", "r/s", &leashed, &direct);
-    row.p50_p99_us = Some((
-        leashed.percentile(0.5),
-        leashed.percentile(0.99),
-        direct.percentile(0.5),
-        direct.percentile(0.99),
-    ));
-    Ok(row)
+    Ok(Row::compared("http_abs", "r/s", &mut leashed, &mut direct))
 }
 
 /// A new client connection per absolute-form request, as an agent running one `curl` per command
@@ -540,8 +780,13 @@ async fn http_fresh(leash: &Leash, origin: SocketAddr, scale: Scale) -> anyhow::
         }
     };
     let direct = move |_| async move { anyhow::Ok(direct_fresh_get(origin)) };
-    let (leashed, direct) = side_by_side(32, scale, leash.pid, through, direct).await?;
-    Ok(Row::compared("http_fresh", "r/s", &leashed, &direct))
+    let (mut leashed, mut direct) = side_by_side(32, scale, leash.pid, through, direct).await?;
+    Ok(Row::compared(
+        "http_fresh",
+        "r/s",
+        &mut leashed,
+        &mut direct,
+    ))
 }
 
 /// A new connection to the origin and one `GET /small` per operation: the direct side of the
@@ -563,13 +808,13 @@ async fn deny_http(
     direct_http: Option<f64>,
 ) -> anyhow::Result<Row> {
     let proxy = leash.http;
-    let sample = drive(64, scale.duration, Some(leash.pid), move |_| async move {
+    let mut sample = drive(64, scale.duration, Some(leash.pid), move |_| async move {
         keep_alive(proxy, "http://denied.bench/").await
     })
     .await?;
-    let mut row = Row::new("deny_http", "r/s", sample.rate());
+    // The direct rate is http_abs's (what an allowed request costs); there is no direct refusal.
+    let mut row = Row::leashed("deny_http", "r/s", &mut sample);
     row.direct = direct_http;
-    row.cpu_us_per_op = sample.cpu_us_per_op();
     Ok(row)
 }
 
@@ -642,9 +887,12 @@ async fn get_close(stream: &mut TcpStream, path: &str) -> anyhow::Result<usize> 
     }
 }
 
+/// A new connection through leash by `via`, then one `GET /small` per operation, on `concurrency`
+/// tasks; directly, a new connection to the origin and the same GET.
 async fn rate(
     name: &'static str,
     leash: &Leash,
+    concurrency: usize,
     origin: SocketAddr,
     scale: Scale,
     via: Via,
@@ -665,13 +913,14 @@ async fn rate(
         anyhow::Ok(OpLoop::Fresh(Box::new(op)))
     };
     let direct = move |_| async move { anyhow::Ok(direct_fresh_get(origin)) };
-    let (leashed, direct) = side_by_side(32, scale, leash.pid, through, direct).await?;
-    Ok(Row::compared(name, "op/s", &leashed, &direct))
+    let (mut leashed, mut direct) =
+        side_by_side(concurrency, scale, leash.pid, through, direct).await?;
+    Ok(Row::compared(name, "op/s", &mut leashed, &mut direct))
 }
 
 async fn deny_connect(leash: &Leash, scale: Scale) -> anyhow::Result<Row> {
     let proxy = leash.http;
-    let sample = drive(32, scale.duration, Some(leash.pid), move |_| async move {
+    let mut sample = drive(32, scale.duration, Some(leash.pid), move |_| async move {
         let op = move || -> OpFuture {
             Box::pin(async move {
                 let mut stream = TcpStream::connect(proxy).await?;
@@ -687,9 +936,7 @@ async fn deny_connect(leash: &Leash, scale: Scale) -> anyhow::Result<Row> {
         anyhow::Ok(OpLoop::Fresh(Box::new(op)))
     })
     .await?;
-    let mut row = Row::new("deny_connect", "op/s", sample.rate());
-    row.cpu_us_per_op = sample.cpu_us_per_op();
-    Ok(row)
+    Ok(Row::leashed("deny_connect", "op/s", &mut sample))
 }
 
 /// Four concurrent downloads of `scale.bulk_bytes`, repeated for `scale.duration`: MiB/s through
@@ -716,8 +963,8 @@ async fn bulk(
             get_close(&mut stream, &path).await
         }
     };
-    let (leashed, direct) = bulk_rounds(leash.pid, scale, fetch).await?;
-    Ok(Row::compared(name, "MB/s", &leashed, &direct))
+    let (mut leashed, mut direct) = bulk_rounds(leash.pid, scale, fetch).await?;
+    Ok(Row::compared(name, "MB/s", &mut leashed, &mut direct))
 }
 
 /// `fetch(true)` (through leash) and `fetch(false)` (directly) in alternating rounds, as
@@ -781,4 +1028,105 @@ async fn rss_idle(leash: &Leash, scale: Scale) -> anyhow::Result<Row> {
     let row = Row::new(name, "MB", proc::rss_kib(leash.pid) as f64 / 1024.0);
     drop(idle);
     Ok(row)
+}
+
+/// Resident memory per idle CONNECT tunnel. A fresh leash (memory freed by earlier workloads
+/// would hide the growth) with the ordinary policy and the holder allowed; `scale.tunnels`
+/// tunnels to `origin::holder`, each past its `200` (fewer if the open-file limit is low:
+/// `tunnels` says how many); the growth of leash's RSS over their count. Then all close, and we wait for leash to close its ends too, so
+/// nothing of them is left for what runs next.
+async fn rss_tunnels(
+    binary: &Path,
+    dir: &Path,
+    origin: SocketAddr,
+    name: &'static str,
+    scale: Scale,
+) -> anyhow::Result<Row> {
+    let holder = origin::holder().await?;
+    let config = write_config(dir, "tunnels.toml", &[origin, holder])?;
+    let (leash, _) = start_leash(binary, &config, scale.leash_core).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (rss_before, fds_before) = (proc::rss_kib(leash.pid), proc::open_fds(leash.pid));
+    let tunnels = fitting_tunnels(&leash, holder, scale).await?;
+    let n = tunnels.len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rss_open, fds_open) = (proc::rss_kib(leash.pid), proc::open_fds(leash.pid));
+    drop(tunnels);
+    let drained = drained(leash.pid, fds_before).await;
+    let grew = rss_open.saturating_sub(rss_before);
+    let mut row = Row::new(name, "KiB/tunnel", grew as f64 / n as f64);
+    row.extra = vec![
+        ("tunnels", n as f64),
+        ("grew_mb", grew as f64 / 1024.0),
+        (
+            "fds_per_tunnel",
+            fds_open.saturating_sub(fds_before) as f64 / n as f64,
+        ),
+        ("closed_rss_mb", proc::rss_kib(leash.pid) as f64 / 1024.0),
+    ];
+    match drained {
+        Some(took) => row.extra.push(("drained_ms", took.as_millis() as f64)),
+        None => row
+            .extra
+            .push(("left_open_fds", proc::open_fds(leash.pid) as f64)),
+    }
+    Ok(row)
+}
+
+/// Up to `scale.tunnels` tunnels through `leash` to `holder`: as many as fit in the open-file
+/// limit (ours, which leash inherits), going by the descriptors leash takes for a first few.
+/// We hold two per tunnel (ours and the held end); leash two sockets and perhaps splice pipes.
+async fn fitting_tunnels(
+    leash: &Leash,
+    holder: SocketAddr,
+    scale: Scale,
+) -> anyhow::Result<Vec<TcpStream>> {
+    const PROBE: usize = 64;
+    let fds_before = proc::open_fds(leash.pid);
+    let mut tunnels = open_tunnels(leash.http, holder, PROBE).await?;
+    let taken = proc::open_fds(leash.pid).saturating_sub(fds_before);
+    let each = taken.div_ceil(PROBE).max(2) as u64;
+    let fit = (scale.file_limit.saturating_sub(1000) / each) as usize;
+    let n = scale.tunnels.min(fit).max(PROBE);
+    tunnels.extend(open_tunnels(leash.http, holder, n - PROBE).await?);
+    Ok(tunnels)
+}
+
+/// `n` CONNECT tunnels through `proxy` to `to`, each answered `200`, opened 64 at a time: a burst
+/// of 10 000 connects would overflow leash's listen backlog and measure SYN retries instead.
+async fn open_tunnels(
+    proxy: SocketAddr,
+    to: SocketAddr,
+    n: usize,
+) -> anyhow::Result<Vec<TcpStream>> {
+    const AT_ONCE: usize = 64;
+    let mut openers = Vec::new();
+    for i in 0..AT_ONCE {
+        let count = n / AT_ONCE + usize::from(i < n % AT_ONCE);
+        openers.push(tokio::spawn(async move {
+            let mut opened = Vec::with_capacity(count);
+            for _ in 0..count {
+                opened.push(open(Via::Connect, proxy, to).await?);
+            }
+            anyhow::Ok(opened)
+        }));
+    }
+    let mut tunnels = Vec::with_capacity(n);
+    for opener in openers {
+        tunnels.extend(opener.await??);
+    }
+    Ok(tunnels)
+}
+
+/// How long until leash `pid` is back to at most `fds` open descriptors (a couple more allowed:
+/// a log file, an accept in flight), or `None` after ten seconds.
+async fn drained(pid: u32, fds: usize) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if proc::open_fds(pid) <= fds + 2 {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
 }
