@@ -99,20 +99,28 @@ async fn copy(
     size: usize,
     until: Until,
 ) -> io::Result<Copied> {
-    // Never zeroed: `try_read_buf` writes into spare capacity (most tunnels move a few hundred
-    // bytes each way, and zeroing 2 × 16 KiB cost more than copying them).
-    let mut buffer = Vec::with_capacity(size);
+    // Held only while bytes flow: an idle tunnel (most of an agent's open ones) keeps no buffer
+    // (`rss_tunnel_10k`). Never zeroed: `try_read_buf` writes into spare capacity, and zeroing
+    // 2 × 16 KiB per tunnel cost more than copying the few hundred bytes most tunnels move.
+    let mut buffer: Option<Vec<u8>> = None;
     loop {
-        buffer.clear();
-        let read = from
-            .async_io(Interest::READABLE, || from.try_read_buf(&mut buffer))
-            .await?;
+        from.readable().await?;
+        let bytes = buffer.get_or_insert_with(|| Vec::with_capacity(size));
+        bytes.clear();
+        let read = match from.try_read_buf(bytes) {
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                buffer = None;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         if read == 0 {
             end(to);
             return Ok(Copied::Ended);
         }
         direction.moved(read);
-        write_all(to, &buffer[..read]).await?;
+        write_all(to, &bytes[..read]).await?;
         if read == size && until == Until::Filled {
             return Ok(Copied::Filled);
         }

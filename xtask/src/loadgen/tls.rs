@@ -97,6 +97,9 @@ pub(crate) async fn get(
     stream: TcpStream,
     origin: SocketAddr,
 ) -> anyhow::Result<bool> {
+    // As curl and git do: without it the request after the handshake can wait on the peer's
+    // delayed ACK (a 40 ms tail that is the client's, not leash's).
+    stream.set_nodelay(true)?;
     let name = ServerName::IpAddress(origin.ip().into());
     let mut tls = client.connect(name, stream).await?;
     let resumed = tls.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
