@@ -109,13 +109,13 @@ impl LeafIssuer {
 /// with a ticket instead of a full handshake: no certificate sent, no signature made (issue 18,
 /// `mitm_resume_rate`). Each leaf has its own ticket keys (rotated by rustls every few hours), so
 /// a ticket issued for one host never resumes a session in another host's tunnel, and tickets
-/// hold the session themselves: nothing per client is stored in leash. One ticket per handshake
-/// is enough for clients that open connections one after another.
+/// hold the session themselves: nothing per client is stored in leash. rustls' two tickets per
+/// handshake stay: a client opening connections in parallel spends one per resumption (with one,
+/// 86 % of `mitm_resume_rate`'s connections resumed, against 99.5 % directly).
 fn resume_with_tickets(config: &mut ServerConfig) -> Result<(), MitmError> {
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| MitmError::Tls(e.to_string()))?;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 1;
     Ok(())
 }
 
