@@ -436,7 +436,7 @@ impl Config {
                 message: inner.message().to_owned(),
             }
         })?;
-        config.policy().map_err(|error| ConfigError::Policy {
+        config.check_policy().map_err(|error| ConfigError::Policy {
             path: path.to_owned(),
             line: rule_line::rule_line(text, error.key()),
             error,
@@ -464,11 +464,20 @@ impl Config {
     /// The compiled policy of `[policy]`, `mode` and whether MITM is on; credential hosts are
     /// intercepted on every port.
     pub fn policy(&self) -> Result<Policy, PolicyError> {
-        PolicyBuilder::from_config(&self.policy)?
+        self.policy_builder()?.build()
+    }
+
+    /// Whether `policy` would succeed: every rule parsed and checked, nothing compiled (a start
+    /// checks the config twice and compiles it once).
+    pub fn check_policy(&self) -> Result<(), PolicyError> {
+        self.policy_builder()?.check()
+    }
+
+    fn policy_builder(&self) -> Result<PolicyBuilder, PolicyError> {
+        Ok(PolicyBuilder::from_config(&self.policy)?
             .mode(self.mode)
             .tls_inspection(self.mitm.enabled)
-            .always_inspect(credentials::credential_hosts(&self.credentials))
-            .build()
+            .always_inspect(credentials::credential_hosts(&self.credentials)))
     }
 
     /// `[[credentials]]` and `[[headers]]`, checked (secrets read and dropped again).

@@ -64,6 +64,24 @@ impl PolicyFlags {
     }
 
     fn apply(&self, config: &mut Config) -> anyhow::Result<()> {
+        // Destructured, so that a new flag must say here whether it changes the policy.
+        let PolicyFlags {
+            config: _,
+            allow,
+            deny,
+            allow_local,
+            mode,
+            mitm,
+        } = self;
+        let changes_nothing = allow.is_empty()
+            && deny.is_empty()
+            && allow_local.is_empty()
+            && mode.is_none()
+            && !mitm;
+        if changes_nothing {
+            // The config was checked when it was loaded; nothing here can make it fail.
+            return Ok(());
+        }
         check_rules("--allow", &self.allow)?;
         check_rules("--deny", &self.deny)?;
         config.policy.allow.extend(self.allow.iter().cloned());
@@ -76,7 +94,9 @@ impl PolicyFlags {
         }
         config.mitm.enabled |= self.mitm;
         // The flags may only have added valid rules, but `allow_local` rules are checked as a set.
-        config.policy().context("the policy given by the flags")?;
+        config
+            .check_policy()
+            .context("the policy given by the flags")?;
         Ok(())
     }
 }

@@ -165,13 +165,15 @@ impl PolicyBuilder {
         self
     }
 
+    /// Whether `build` would succeed, without compiling the rule sets: what a config check needs
+    /// (a start compiles once, not once per check).
+    pub fn check(&self) -> Result<(), PolicyError> {
+        self.local_exceptions().map(drop)
+    }
+
     /// Compiles the policy. Fails when an `allow_local` rule is not an IP, CIDR or `localhost` rule.
     pub fn build(self) -> Result<Policy, PolicyError> {
-        let local_exceptions = match &self.allow_local {
-            AllowLocal::None => LocalExceptions::None,
-            AllowLocal::All => LocalExceptions::All("allow_local".into()),
-            AllowLocal::Only(rules) => LocalExceptions::Only(compile_local_rules(rules)?),
-        };
+        let local_exceptions = self.local_exceptions()?;
         let compiled = Compiled {
             allow: RuleSet::new(self.allow),
             deny: RuleSet::new(self.deny),
@@ -183,6 +185,15 @@ impl PolicyBuilder {
         };
         Ok(Policy {
             inner: Arc::new(compiled),
+        })
+    }
+
+    /// `allow_local`, compiled: the only part of `build` that can fail.
+    fn local_exceptions(&self) -> Result<LocalExceptions, PolicyError> {
+        Ok(match &self.allow_local {
+            AllowLocal::None => LocalExceptions::None,
+            AllowLocal::All => LocalExceptions::All("allow_local".into()),
+            AllowLocal::Only(rules) => LocalExceptions::Only(compile_local_rules(rules)?),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! `cargo xtask bench [--quick] [--only WORKLOAD,...] [--criterion [ARGS]]`.
 //!
 //! Without `--criterion`: the end-to-end suite of issue 9. A release build of `leash` and of the
-//! load generator, then `loadgen` pinned to core 1 (it starts leash pinned to core 0 through `taskset`),
+//! load generator, then `loadgen` pinned to core 1 (it starts leash pinned to core 0),
 //! printing the table and writing `target/bench/results.json`. `--quick` runs every workload
 //! briefly (a smoke run, also exercised by the tests in debug builds).
 //!

@@ -591,4 +591,14 @@ fn config_errors_name_the_key() {
     assert!(error
         .to_string()
         .contains("only IP addresses, CIDR networks and `localhost`"));
+    // `check` (what a config load runs) refuses what `build` refuses, with the same error.
+    let builder = PolicyBuilder::from_config(&config).unwrap();
+    assert_eq!(builder.check().unwrap_err(), error);
+    let good = PolicyConfig {
+        allow_local: AllowLocalConfig::Rules(vec!["127.0.0.1".into(), "localhost:8080".into()]),
+        ..PolicyConfig::default()
+    };
+    let builder = PolicyBuilder::from_config(&good).unwrap();
+    assert_eq!(builder.check(), Ok(()));
+    assert!(builder.build().is_ok());
 }

@@ -3,7 +3,7 @@
 //! against the origin in the same run. It reports; it never passes or fails anything.
 //!
 //! `loadgen --leash PATH [--leash-core N] [--quick] [--out FILE]`: with `--leash-core`, leash runs
-//! pinned to core N (`taskset`), apart from this process and its origin. `--only a,b` runs only
+//! pinned to core N (spawned from a thread pinned there), apart from this process and its origin. `--only a,b` runs only
 //! the named workloads (startup and idle_rss always run). Row names that carry a size
 //! (`rss_tunnel_10k`, `startup_100k_rules`, ...) are named after the size of the run, smaller in
 //! `--quick`; `--only` takes either name.
