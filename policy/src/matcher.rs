@@ -90,6 +90,9 @@ impl PortRules {
     }
 
     fn push(&mut self, ports: Option<PortRange>, id: RuleId) {
+        // Exactly one more: a place holds one or two rules, and `push` alone would reserve four
+        // (memory at rest grows with the rule count, issue 18).
+        self.0.reserve_exact(1);
         self.0.push((ports, id));
     }
 
@@ -161,6 +164,8 @@ impl RuleSet {
         match bucket.iter().position(|d| &*d.name == name) {
             Some(index) => &mut bucket[index],
             None => {
+                // A bucket holds one domain unless two hash alike: no room reserved for more.
+                bucket.reserve_exact(1);
                 bucket.push(DomainRules {
                     name: name.into(),
                     ..DomainRules::default()

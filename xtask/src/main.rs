@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 
 mod bench;
 mod fuzz;
+mod release;
 mod run_proxy;
 mod tidy;
 
@@ -14,6 +15,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   run-proxy [-- ARGS]  build and run `leash proxy` with xtask/dev.toml (ARGS go to leash proxy)
+  release [--order]    the release build of leash (static, start-up code together where it can be;
+                       xtask/src/release.rs); --order regenerates bin/startup.order first
   bench [--quick]      the end-to-end benchmark suite (release build), table + target/bench/results.json
   bench --criterion [ARGS]  the micro benchmarks (policy matcher, MITM handshake)
   fuzz [CASES]         run the fuzz properties with CASES cases each (default 100000)
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run-proxy") => run_proxy::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("release") => release::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("tidy") => tidy::run(),
         Some("-h" | "--help") | None => {
