@@ -103,7 +103,13 @@ impl Rule {
 
     /// The canonical spelling, shared by every decision that names this rule.
     pub(crate) fn shared_name(&self) -> Arc<str> {
-        self.to_string().into()
+        match (&self.host, self.ports) {
+            // The common shapes without the formatter (it was a tenth of a start with many rules).
+            (RuleHost::Exact(name), None) => Arc::from(&**name),
+            (RuleHost::Subdomains(base), None) => Arc::from(format_prefixed("*.", base)),
+            (RuleHost::ApexAndSubdomains(base), None) => Arc::from(format_prefixed("**.", base)),
+            _ => self.to_string().into(),
+        }
     }
 }
 
@@ -145,6 +151,13 @@ impl RuleHost {
             | (Net(_), Any | Exact(_) | Subdomains(_) | ApexAndSubdomains(_)) => false,
         }
     }
+}
+
+fn format_prefixed(prefix: &str, base: &str) -> String {
+    let mut name = String::with_capacity(prefix.len() + base.len());
+    name.push_str(prefix);
+    name.push_str(base);
+    name
 }
 
 /// `a.b.example.com` is a strict subdomain of `example.com`; `example.com` and `badexample.com` are not.
@@ -200,8 +213,11 @@ fn parse_rule(input: &str) -> Result<Rule, RuleErrorKind> {
 /// holding the rule it should have been (`pypi.org`, with the port if one was given) when that part
 /// is a valid rule. A `/` after an IP-shaped host is a CIDR prefix, not a path.
 fn url_host(input: &str) -> Option<Option<String>> {
-    let rest = match input.split_once("://") {
-        Some((_scheme, rest)) => rest,
+    // A byte search, not `split_once("://")`: its substring searcher costs more to set up than
+    // a rule is long, once per rule at every start.
+    let scheme_end = input.as_bytes().windows(3).position(|w| w == b"://");
+    let rest = match scheme_end {
+        Some(end) => &input[end + 3..],
         None if input.contains('@') => input,
         None => {
             let (before, _path) = input.split_once('/')?;
@@ -287,12 +303,16 @@ fn parse_rule_host(host: &str) -> Result<RuleHost, RuleErrorKind> {
 
 /// Rules may be written in Unicode; they are matched in punycode, as clients send names.
 fn canonical_host(host: &str) -> Result<Host, RuleErrorKind> {
+    let punycode;
     let ascii = match host.is_ascii() {
-        true => host.to_owned(),
-        false => idna::domain_to_ascii(host)
-            .map_err(|_| RuleErrorKind::BadHost("not a valid internationalised name".into()))?,
+        true => host,
+        false => {
+            punycode = idna::domain_to_ascii(host)
+                .map_err(|_| RuleErrorKind::BadHost("not a valid internationalised name".into()))?;
+            punycode.as_str()
+        }
     };
-    Host::parse(&ascii).map_err(|e| RuleErrorKind::BadHost(e.to_string()))
+    Host::parse(ascii).map_err(|e| RuleErrorKind::BadHost(e.to_string()))
 }
 
 fn wildcard_base(base: &str) -> Result<Box<str>, RuleErrorKind> {
