@@ -91,14 +91,20 @@ fn tuned_link() -> anyhow::Result<bool> {
         .output()
         .context("running rustc --version")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    // `rustc 1.95.0 (59807616e 2026-04-14)`
-    let minor = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|version| version.split('.').nth(1))
-        .and_then(|minor| minor.parse::<u32>().ok())
+    let minor = rustc_minor(&text)
         .with_context(|| format!("reading rustc's version from `{}`", text.trim()))?;
     Ok(minor >= 90)
+}
+
+/// `95` of `rustc 1.95.0 (59807616e 2026-04-14)`.
+fn rustc_minor(version: &str) -> Option<u32> {
+    version
+        .split_whitespace()
+        .nth(1)?
+        .split('.')
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Rebuilds, records which functions three starts run (valgrind's callgrind), and writes them to
@@ -254,9 +260,12 @@ fn record_start(
 fn functions_run(profile: &Path) -> anyhow::Result<BTreeSet<String>> {
     let text = std::fs::read_to_string(profile)
         .with_context(|| format!("reading {}", profile.display()))?;
+    Ok(callgrind_functions(&text))
+}
+
+fn callgrind_functions(text: &str) -> BTreeSet<String> {
     // `fn=(12) name` names function 12 the first time; later lines give only `fn=(12)`.
-    let names = text
-        .lines()
+    text.lines()
         .filter_map(|line| {
             line.strip_prefix("fn=")
                 .or_else(|| line.strip_prefix("cfn="))
@@ -264,8 +273,8 @@ fn functions_run(profile: &Path) -> anyhow::Result<BTreeSet<String>> {
         .filter_map(|rest| {
             rest.split_once(") ")
                 .map(|(_, name)| name.trim().to_owned())
-        });
-    Ok(names.collect())
+        })
+        .collect()
 }
 
 /// The defined functions among `nm`'s symbols: code (`t`, `T`), weak (`w`, `W`) and IFUNC (`i`).
@@ -295,4 +304,27 @@ fn nm(binary: &Path) -> anyhow::Result<Vec<(char, String)>> {
             Some((kind.chars().next()?, name.to_owned()))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_names_each_function_once_whether_it_ran_or_was_called() {
+        let profile = "events: Ir\nfn=(1) main\n3 10\ncfn=(2) _ZN5leash4main17h0123E\ncalls=1 0\n\
+                       fn=(2)\n5 7\ncfn=(3) memcpy\nfn=(1)\nob=(1) /bin/leash\n";
+        let names: Vec<String> = callgrind_functions(profile).into_iter().collect();
+        assert_eq!(names, ["_ZN5leash4main17h0123E", "main", "memcpy"]);
+    }
+
+    #[test]
+    fn the_minor_version_is_read_from_rustc() {
+        assert_eq!(rustc_minor("rustc 1.95.0 (59807616e 2026-04-14)"), Some(95));
+        assert_eq!(
+            rustc_minor("rustc 1.89.0-nightly (abc 2025-06-01)"),
+            Some(89)
+        );
+        assert_eq!(rustc_minor("something else"), None);
+    }
 }

@@ -347,7 +347,6 @@ async fn startup(
     for _ in 0..20 {
         let (mut leash, took) = start_leash(binary, config, scale.leash_core).await?;
         startups.push(took);
-        eprintln!("DEBUG start {:?}", took);
         let _ = leash.child.kill().await;
     }
     let (leash, took) = start_leash(binary, config, scale.leash_core).await?;
