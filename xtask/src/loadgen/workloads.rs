@@ -323,6 +323,7 @@ pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<R
     std::fs::create_dir_all(&dir)?;
     let config = write_config(&dir, "bench.toml", &[origin])?;
     let wants = Wants(scale.only);
+    let before = host_speed(scale)?;
     let (leash, mut rows) = startup(binary, &config, scale, ("startup", "idle_rss")).await?;
     shared_leash(&leash, origin, scale, wants, &mut rows).await?;
     drop(leash);
@@ -331,7 +332,51 @@ pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<R
         rows.push(exec_isolate(binary, &config).await?);
     }
     let _ = std::fs::remove_dir_all(&dir);
+    let after = host_speed(scale)?;
+    let mut row = Row::new(
+        "host_loop",
+        "ms",
+        before.iter().chain(&after).copied().fold(0.0, f64::max),
+    );
+    row.extra = vec![
+        ("core0_before", before[0]),
+        ("core1_before", before[1]),
+        ("core0_after", after[0]),
+        ("core1_after", after[1]),
+    ];
+    rows.push(row);
     Ok(rows)
+}
+
+/// Milliseconds a fixed loop takes on core 0 and on core 1: this project's machines share their
+/// cores with other guests, and a run on a slowed host (every cost up, in both columns) is told
+/// apart by this row, not by its numbers. About 210 ms on a quiet 2-core machine of this kind.
+fn host_speed(scale: Scale) -> anyhow::Result<[f64; 2]> {
+    let iterations: u64 = match scale.quick {
+        true => 10_000_000,
+        false => 100_000_000,
+    };
+    let on_core = |core: usize| -> anyhow::Result<f64> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut cores = rustix::thread::CpuSet::new();
+                    cores.set(core);
+                    // Unpinnable (one core): the loop runs wherever it is.
+                    let _ = rustix::thread::sched_setaffinity(None, &cores);
+                    let started = Instant::now();
+                    let mut sum = 0u64;
+                    for i in 0..iterations {
+                        sum = std::hint::black_box(sum.wrapping_add(i));
+                    }
+                    std::hint::black_box(sum);
+                    started.elapsed().as_secs_f64() * 1000.0
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("the timing thread panicked"))
+        })
+    };
+    Ok([on_core(0)?, on_core(1)?])
 }
 
 /// Five starts of leash with `config` (the median exec→ready time is the first row) and the
