@@ -324,6 +324,7 @@ pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<R
     let config = write_config(&dir, "bench.toml", &[origin])?;
     let wants = Wants(scale.only);
     let before = host_speed(scale)?;
+    let before_wake = cross_core_wake_us(scale)?;
     let (leash, mut rows) = startup(binary, &config, scale, ("startup", "idle_rss")).await?;
     shared_leash(&leash, origin, scale, wants, &mut rows).await?;
     drop(leash);
@@ -345,7 +346,57 @@ pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<R
         ("core1_after", after[1]),
     ];
     rows.push(row);
+    let (wake_before, wake_after) = (before_wake, cross_core_wake_us(scale)?);
+    let mut row = Row::new("host_wake", "us", wake_before.max(wake_after));
+    row.extra = vec![("before", wake_before), ("after", wake_after)];
+    rows.push(row);
     Ok(rows)
+}
+
+/// The median round trip, in µs, of a message between a thread on core 0 and one on core 1, each
+/// asleep until the other wakes it: what every hop through leash costs in the bench's layout, and
+/// what a busy host (where waking another virtual CPU traps to the hypervisor) makes slow while a
+/// plain loop still runs at full speed.
+fn cross_core_wake_us(scale: Scale) -> anyhow::Result<f64> {
+    let trips = match scale.quick {
+        true => 200,
+        false => 5_000,
+    };
+    let pin = |core: usize| {
+        let mut cores = rustix::thread::CpuSet::new();
+        cores.set(core);
+        let _ = rustix::thread::sched_setaffinity(None, &cores);
+    };
+    let (to_echo, echo_in) = std::sync::mpsc::channel::<Instant>();
+    let (echo_out, back) = std::sync::mpsc::channel::<Instant>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            pin(1);
+            while let Ok(sent) = echo_in.recv() {
+                if echo_out.send(sent).is_err() {
+                    break;
+                }
+            }
+        });
+        let timer = scope.spawn(move || {
+            pin(0);
+            let mut trips_us = Vec::with_capacity(trips);
+            for _ in 0..trips {
+                to_echo.send(Instant::now()).ok()?;
+                let sent = back.recv().ok()?;
+                trips_us.push(sent.elapsed().as_secs_f64() * 1e6);
+                // Long enough for the other side to fall asleep again.
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            trips_us.sort_by(f64::total_cmp);
+            Some(trips_us[trips_us.len() / 2])
+        });
+        timer
+            .join()
+            .ok()
+            .flatten()
+            .context("the wake-up timing threads failed")
+    })
 }
 
 /// Milliseconds a fixed loop takes on core 0 and on core 1: this project's machines share their
