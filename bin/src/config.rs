@@ -473,7 +473,9 @@ impl Config {
         self.policy_builder()?.check()
     }
 
-    fn policy_builder(&self) -> Result<PolicyBuilder, PolicyError> {
+    /// The builder `policy` compiles: `[policy]`, the mode, MITM and the credential hosts. Every
+    /// policy leash builds from a config starts here (the admin API's rebuilds too).
+    pub(crate) fn policy_builder(&self) -> Result<PolicyBuilder, PolicyError> {
         Ok(PolicyBuilder::from_config(&self.policy)?
             .mode(self.mode)
             .tls_inspection(self.mitm.enabled)

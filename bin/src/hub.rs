@@ -10,9 +10,7 @@ use std::{
 
 use admin::{AttemptRequest, Control, ControlError, RuleChange, RuleOp, RuleSource, RuleSources};
 use listeners::{Pending, PendingItem, Remembered, RememberedAnswer, Tunnels};
-use policy::{
-    AllowLocal, ApprovedBy, AskAnswer, AskScope, Mode, Policy, PolicyBuilder, PolicyEngine, Rule,
-};
+use policy::{AllowLocal, ApprovedBy, AskAnswer, AskScope, Mode, Policy, PolicyEngine, Rule};
 
 use crate::{
     approvals::{Approvals, ApprovalsFile},
@@ -234,7 +232,9 @@ impl Hub {
 
 fn build(state: &State) -> Result<Policy, ControlError> {
     let config = &state.config;
-    let mut builder = PolicyBuilder::from_config(&config.policy).map_err(ControlError::Policy)?;
+    // From the config's own builder, so that a rebuild keeps what a start has: the credential
+    // hosts inspected on every port (SPEC §17).
+    let mut builder = config.policy_builder().map_err(ControlError::Policy)?;
     for rule in &state.approved.allow {
         builder = builder.allow(rule.clone());
     }
@@ -255,7 +255,6 @@ fn build(state: &State) -> Result<Policy, ControlError> {
     }
     builder
         .mode(state.mode.unwrap_or(config.mode))
-        .tls_inspection(config.mitm.enabled)
         .build()
         .map_err(ControlError::Policy)
 }
@@ -462,4 +461,37 @@ fn approval_rule(host: &str, port: u16) -> Result<Rule, ControlError> {
         false => format!("{host}:{port}"),
     };
     text.parse::<Rule>().map_err(ControlError::Rule)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rebuilt policy (reload, mode switch, runtime rules, approvals) inspects the credential
+    /// hosts on every port, as the policy built at start does; before, a rebuild dropped them, so
+    /// a credential's placeholder on a port other than 443 went out unreplaced after a reload.
+    #[test]
+    fn a_rebuilt_policy_still_inspects_credential_hosts_on_every_port() {
+        let config: Config = toml::from_str(
+            "[policy]\nallow = [\"api.origin.test\", \"other.test\"]\n[mitm]\nenabled = true\n\
+             [[credentials]]\nname = \"github\"\nhosts = [\"api.origin.test\"]\n\
+             secret_file = \"/nonexistent\"\nenv = \"GITHUB_TOKEN\"\n",
+        )
+        .expect("the config parses");
+        let state = State {
+            config: config.clone(),
+            mode: Some(Mode::Full),
+            added: RuntimeRules::default(),
+            removed: RuntimeRules::default(),
+            approved: Approvals::default(),
+        };
+        let credential = policy::Target::parse("api.origin.test:8443", None).expect("a target");
+        let other = policy::Target::parse("other.test:8443", None).expect("a target");
+        let at_start = config.policy().expect("the policy builds");
+        let rebuilt = build(&state).expect("the policy builds");
+        assert!(at_start.inspects(&credential));
+        assert!(rebuilt.inspects(&credential));
+        // Full mode inspects port 443 only, credential hosts aside.
+        assert!(!rebuilt.inspects(&other));
+    }
 }

@@ -90,9 +90,12 @@ impl PortRules {
     }
 
     fn push(&mut self, ports: Option<PortRange>, id: RuleId) {
-        // Exactly one more: a place holds one or two rules, and `push` alone would reserve four
-        // (memory at rest grows with the rule count, issue 18).
-        self.0.reserve_exact(1);
+        // Room for exactly the first: a place almost always holds one rule, and `push` alone
+        // would reserve four (memory at rest grows with the rule count, issue 18). Later pushes
+        // grow as usual, so a place with many port rules stays linear to build.
+        if self.0.is_empty() {
+            self.0.reserve_exact(1);
+        }
         self.0.push((ports, id));
     }
 
@@ -165,7 +168,9 @@ impl RuleSet {
             Some(index) => &mut bucket[index],
             None => {
                 // A bucket holds one domain unless two hash alike: no room reserved for more.
-                bucket.reserve_exact(1);
+                if bucket.is_empty() {
+                    bucket.reserve_exact(1);
+                }
                 bucket.push(DomainRules {
                     name: name.into(),
                     ..DomainRules::default()

@@ -43,7 +43,7 @@ pub(crate) fn build() -> anyhow::Result<()> {
         "link-arg=-Wl,--symbol-ordering-file={}",
         order.to_str().context("a UTF-8 workspace path")?
     );
-    crate::cargo(&[
+    let tuned = crate::cargo(&[
         "rustc",
         "--release",
         "--package",
@@ -57,7 +57,16 @@ pub(crate) fn build() -> anyhow::Result<()> {
         &order_arg,
         "-C",
         "link-arg=-Wl,--no-warn-symbol-ordering",
-    ])
+    ]);
+    match tuned {
+        Ok(()) => Ok(()),
+        // A linker of the user's choosing (GNU ld, a configured mold) may not take the order
+        // file, and a machine may lack glibc's static libraries: then the ordinary link.
+        Err(error) => {
+            eprintln!("xtask release: the static, ordered link failed ({error:#}); linking the ordinary way");
+            crate::cargo(&["build", "--release", "--package", "leash", "--bin", "leash"])
+        }
+    }
 }
 
 /// `bin/startup.order`, copied to a path named after its content: cargo relinks when its flags
