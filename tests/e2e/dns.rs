@@ -171,11 +171,12 @@ enum Pointed {
 
 /// `leash proxy` allowing `*.good.test` (to the origin on `127.0.0.1:port` only) and the attack
 /// names, with a proxy token.
-fn start_leash(dns: &FakeDns, dir: &Path, port: u16, pointed: Pointed) -> BinaryProxy {
+/// `leash proxy` using `dns`, with `local` (a local target, `127.0.0.1:PORT`) opened.
+fn start_leash(dns: &FakeDns, dir: &Path, local: &str, pointed: Pointed) -> BinaryProxy {
     let config = dir.join("leash.toml");
     let mut text = format!(
         "[listen]\nephemeral = true\n[auth]\ntoken = \"tok\"\n[admin]\nenabled = false\n\
-         [policy]\nallow = [\"**.good.test\", \"**.attack.test\"]\nallow_local = [\"127.0.0.1:{port}\"]\n\
+         [policy]\nallow = [\"**.good.test\", \"**.attack.test\"]\nallow_local = [\"{local}\"]\n\
          [limits]\ndns_timeout = \"10s\"\n[log]\nviolations = {:?}\n",
         dir.join("v.jsonl").display().to_string()
     );
@@ -355,7 +356,12 @@ async fn one_clients_never_answering_names_do_not_starve_the_others() {
     let dns = FakeDns::start(netns, dir.path(), good);
     let origin = Origin::http().await;
     let port = origin.addr.port();
-    let proxy = start_leash(&dns, dir.path(), port, Pointed::SystemFile);
+    let proxy = start_leash(
+        &dns,
+        dir.path(),
+        &format!("127.0.0.1:{port}"),
+        Pointed::SystemFile,
+    );
     let http: SocketAddr = proxy.http().parse().unwrap();
     let socks_at = socks_addr(&proxy);
     assert_ok(
@@ -449,7 +455,12 @@ async fn bounds_refuse_per_client_and_in_total_and_free_at_the_timeout() {
     let origin = Origin::http().await;
     let port = origin.addr.port();
     let lines = "max_lookups = 3\nmax_lookups_per_client = 2\n".to_owned();
-    let proxy = start_leash(&dns, dir.path(), port, Pointed::Config(lines));
+    let proxy = start_leash(
+        &dns,
+        dir.path(),
+        &format!("127.0.0.1:{port}"),
+        Pointed::Config(lines),
+    );
     let http: SocketAddr = proxy.http().parse().unwrap();
     let socks_at = socks_addr(&proxy);
 
@@ -522,7 +533,12 @@ async fn answers_are_cached_no_longer_than_their_ttl_vetted_on_every_use_and_hos
     let hosts = dir.path().join("hosts");
     std::fs::write(&hosts, "127.0.0.1 file.good.test\n").unwrap();
     let lines = format!("hosts = {:?}\n", hosts.display().to_string());
-    let proxy = start_leash(&dns, dir.path(), port, Pointed::Config(lines));
+    let proxy = start_leash(
+        &dns,
+        dir.path(),
+        &format!("127.0.0.1:{port}"),
+        Pointed::Config(lines),
+    );
     let http: SocketAddr = proxy.http().parse().unwrap();
 
     // CONNECT dials every time (a forwarded GET may reuse a kept connection without a lookup).
@@ -605,18 +621,8 @@ async fn a_cached_answer_that_turns_into_loopback_is_refused_on_its_next_use() {
     let dir = tempfile::tempdir().unwrap();
     let answers = serde_json::json!({"rebind.good.test": {"a": ns.to_string(), "ttl": 3}});
     let dns = FakeDns::start(netns, dir.path(), answers);
-    let config = dir.path().join("leash.toml");
-    let text = format!(
-        "[listen]\nephemeral = true\n[auth]\ntoken = \"tok\"\n[admin]\nenabled = false\n\
-         [policy]\nallow = [\"**.good.test\"]\nallow_local = [\"{ns}:{port}\"]\n\
-         [log]\nviolations = {:?}\n[dns]\nresolv_conf = {:?}\n",
-        dir.path().join("v.jsonl").display().to_string(),
-        dns.resolv_conf.display().to_string()
-    );
-    std::fs::write(&config, text).unwrap();
-    let mut command = Command::new(leash_bin());
-    command.arg("proxy").arg("--config").arg(&config);
-    let proxy = BinaryProxy::start(command, READY_WAIT);
+    let local = format!("{ns}:{port}");
+    let proxy = start_leash(&dns, dir.path(), &local, Pointed::Config(String::new()));
     let http: SocketAddr = proxy.http().parse().unwrap();
 
     assert_ok(

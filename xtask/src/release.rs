@@ -254,13 +254,12 @@ fn record_start(
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()?;
-    if !status.success() {
-        bail!("could not stop leash under callgrind");
-    }
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .context("valgrind's process id")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        .context("stopping leash under callgrind")?;
     child.wait()?;
     Ok(())
 }

@@ -357,9 +357,9 @@ pub(crate) async fn run_all(binary: &Path, scale: Scale) -> anyhow::Result<Vec<R
         ("core1_after", after[1]),
     ];
     rows.push(row);
-    let (wake_before, wake_after) = (before_wake, cross_core_wake_us(scale)?);
-    let mut row = Row::new("host_wake", "us", wake_before.max(wake_after));
-    row.extra = vec![("before", wake_before), ("after", wake_after)];
+    let after_wake = cross_core_wake_us(scale)?;
+    let mut row = Row::new("host_wake", "us", before_wake.max(after_wake));
+    row.extra = vec![("before", before_wake), ("after", after_wake)];
     rows.push(row);
     Ok(rows)
 }
