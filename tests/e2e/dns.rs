@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use base64::Engine as _;
@@ -119,6 +119,19 @@ impl FakeDns {
         dns
     }
 
+    /// Replaces the answers. The server re-reads the file on every query, so the new file is put
+    /// in place whole (written beside it, then renamed over it): a query never reads half a file.
+    fn set_answers(&self, answers: serde_json::Value) {
+        let next = self.answers.with_extension("next");
+        std::fs::write(&next, answers.to_string()).unwrap();
+        std::fs::rename(&next, &self.answers).unwrap();
+    }
+
+    /// Every query seen so far (`name type`), for failure messages.
+    fn log(&self) -> Vec<String> {
+        self.queries.lock().unwrap().clone()
+    }
+
     /// The distinct names queried so far that end with `suffix`.
     fn names(&self, suffix: &str) -> HashSet<String> {
         let queries = self.queries.lock().unwrap();
@@ -169,9 +182,8 @@ enum Pointed {
     SystemFile,
 }
 
-/// `leash proxy` allowing `*.good.test` (to the origin on `127.0.0.1:port` only) and the attack
-/// names, with a proxy token.
-/// `leash proxy` using `dns`, with `local` (a local target, `127.0.0.1:PORT`) opened.
+/// `leash proxy` using `dns`, allowing `*.good.test` and the attack names, with a proxy token and
+/// `local` (one local target, as `ADDRESS:PORT`) opened by `allow_local`.
 fn start_leash(dns: &FakeDns, dir: &Path, local: &str, pointed: Pointed) -> BinaryProxy {
     let config = dir.join("leash.toml");
     let mut text = format!(
@@ -326,10 +338,11 @@ fn flood(http: SocketAddr, socks_at: SocketAddr) -> Vec<JoinHandle<Answer>> {
     tasks
 }
 
-/// `CONNECT`s to `name` until one is not a `200` (bounded: ten seconds of tries); the last answer.
+/// `CONNECT`s to `name` until one is not a `200` (bounded: twenty seconds of tries); the last
+/// answer.
 async fn until_refused(http: SocketAddr, name: &str, port: u16) -> String {
     let mut answer = String::new();
-    for _ in 0..40 {
+    for _ in 0..80 {
         answer = connect(http, "a1", name, port).await;
         if !answer.starts_with("HTTP/1.1 200") {
             break;
@@ -556,11 +569,7 @@ async fn answers_are_cached_no_longer_than_their_ttl_vetted_on_every_use_and_hos
     );
     assert_eq!(dns.a_queries("long.good.test"), 1, "a TTL of 300 s is");
     // A changed answer is not seen while the old one's TTL runs.
-    std::fs::write(
-        &dns.answers,
-        r#"{"long.good.test": {"a": "127.0.0.2", "ttl": 300}}"#,
-    )
-    .unwrap();
+    dns.set_answers(serde_json::json!({"long.good.test": {"a": "127.0.0.2", "ttl": 300}}));
     assert_ok(
         &connect(http, "a1", "long.good.test", port).await,
         "cached, still 127.0.0.1",
@@ -592,10 +601,12 @@ async fn answers_are_cached_no_longer_than_their_ttl_vetted_on_every_use_and_hos
 /// (issue 18): `rebind.good.test` first answers the namespace's address (allowed, with its port,
 /// by `allow_local`), then, once that answer's TTL has run out, `127.0.0.1`. Within the TTL the
 /// cache serves the first answer (one query); the first use after it is refused as a local
-/// address, naming loopback, and never dialled.
+/// address, naming loopback, and never dialled. The TTL is long enough (8 s) that a loaded CI
+/// host cannot let it run out between the first use and the second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cached_answer_that_turns_into_loopback_is_refused_on_its_next_use() {
     let test = "dns::a_cached_answer_that_turns_into_loopback_is_refused_on_its_next_use";
+    const TTL: u64 = 8;
     if skip_unless_root(test) {
         return;
     }
@@ -619,34 +630,41 @@ async fn a_cached_answer_that_turns_into_loopback_is_refused_on_its_next_use() {
         .unwrap();
     assert_eq!(ready.trim(), "ready");
     let dir = tempfile::tempdir().unwrap();
-    let answers = serde_json::json!({"rebind.good.test": {"a": ns.to_string(), "ttl": 3}});
+    let answers = serde_json::json!({"rebind.good.test": {"a": ns.to_string(), "ttl": TTL}});
     let dns = FakeDns::start(netns, dir.path(), answers);
     let local = format!("{ns}:{port}");
     let proxy = start_leash(&dns, dir.path(), &local, Pointed::Config(String::new()));
     let http: SocketAddr = proxy.http().parse().unwrap();
 
+    let started = Instant::now();
     assert_ok(
         &connect(http, "a1", "rebind.good.test", port).await,
         "first",
     );
-    std::fs::write(
-        &dns.answers,
-        r#"{"rebind.good.test": {"a": "127.0.0.1", "ttl": 300}}"#,
-    )
-    .unwrap();
+    dns.set_answers(serde_json::json!({"rebind.good.test": {"a": "127.0.0.1", "ttl": 300}}));
+    let cached = connect(http, "a1", "rebind.good.test", port).await;
+    let (elapsed, log) = (started.elapsed(), dns.log());
     assert_ok(
-        &connect(http, "a1", "rebind.good.test", port).await,
-        "the cached answer, within its TTL",
+        &cached,
+        &format!("the cached answer, {elapsed:?} into its TTL; queries {log:?}"),
     );
-    assert_eq!(dns.a_queries("rebind.good.test"), 1, "served from cache");
+    assert_eq!(
+        dns.a_queries("rebind.good.test"),
+        1,
+        "served from cache; queries {log:?}"
+    );
     let answer = until_refused(http, "rebind.good.test", port).await;
-    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let log = dns.log();
+    assert!(
+        answer.starts_with("HTTP/1.1 403"),
+        "{answer}; queries {log:?}"
+    );
     assert!(answer.contains("\"reason\":\"local_address\""), "{answer}");
     assert!(answer.contains("127.0.0.1"), "{answer}");
     assert_eq!(
         dns.a_queries("rebind.good.test"),
         2,
-        "asked again once the TTL ran out"
+        "asked again once the TTL ran out; queries {log:?}"
     );
     let _ = server.kill();
     let _ = server.wait();
