@@ -47,3 +47,79 @@ pub(crate) fn raise_file_limit() -> u64 {
     }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
+
+/// What each core did over a span: busy and total clock ticks, and the interrupts that woke a
+/// thread on it from another core (`RES`chedule and `CAL`l-function IPIs; a remote wake-up of a
+/// sleeping core is one of them). Read from `/proc/stat` and `/proc/interrupts`; empty where
+/// those do not exist.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Cores {
+    /// Per core: (busy ticks, all ticks, wake-up interrupts received).
+    pub(crate) each: Vec<(u64, u64, u64)>,
+}
+
+impl Cores {
+    pub(crate) fn now() -> Cores {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let mut each: Vec<(u64, u64, u64)> = stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .map(|line| {
+                let ticks: Vec<u64> = line
+                    .split_whitespace()
+                    .skip(1)
+                    .filter_map(|t| t.parse().ok())
+                    .collect();
+                // user nice system idle iowait irq softirq steal: idle and iowait are not busy,
+                // and steal is time the host gave to someone else.
+                let all: u64 = ticks.iter().take(8).sum();
+                let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+                let steal = ticks.get(7).copied().unwrap_or(0);
+                (all - idle - steal, all - steal, 0)
+            })
+            .collect();
+        let interrupts = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
+        for line in interrupts.lines() {
+            let mut fields = line.split_whitespace();
+            if !matches!(fields.next(), Some("RES:" | "CAL:")) {
+                continue;
+            }
+            for (core, count) in each.iter_mut().zip(fields) {
+                core.2 += count.parse::<u64>().unwrap_or(0);
+            }
+        }
+        Cores { each }
+    }
+
+    /// What happened between `before` and `self`.
+    pub(crate) fn since(&self, before: &Cores) -> Cores {
+        let each = self
+            .each
+            .iter()
+            .zip(&before.each)
+            .map(|(a, b)| (a.0 - b.0, a.1 - b.1, a.2 - b.2))
+            .collect();
+        Cores { each }
+    }
+
+    pub(crate) fn add(&mut self, other: &Cores) {
+        if self.each.is_empty() {
+            self.each = vec![(0, 0, 0); other.each.len()];
+        }
+        for (a, b) in self.each.iter_mut().zip(&other.each) {
+            *a = (a.0 + b.0, a.1 + b.1, a.2 + b.2);
+        }
+    }
+
+    /// How busy `core` was (0–1).
+    pub(crate) fn busy(&self, core: usize) -> Option<f64> {
+        let (busy, all, _) = *self.each.get(core)?;
+        (all > 0).then(|| busy as f64 / all as f64)
+    }
+
+    /// Wake-up interrupts `core` received per operation.
+    pub(crate) fn wakes_per_op(&self, core: usize, ops: u64) -> Option<f64> {
+        let (_, _, wakes) = *self.each.get(core)?;
+        Some(wakes as f64 / ops.max(1) as f64)
+    }
+}

@@ -80,6 +80,30 @@ impl Row {
         row
     }
 
+    /// Adds where the time went, when leash has a core of its own: how busy leash's core and the
+    /// load generator's core were through leash, how busy the load generator's core was
+    /// directly, and how many wake-up interrupts leash's core received per operation (each one
+    /// sent by the other core, to wake leash's sleeping thread). The ratio is bounded by
+    /// whichever core is full first.
+    fn with_cores(mut self, leash_core: Option<usize>, leashed: &Sample, direct: &Sample) -> Row {
+        let Some(core) = leash_core else {
+            return self;
+        };
+        let other = usize::from(core == 0);
+        let numbers = [
+            ("leash_core_busy", leashed.cores.busy(core)),
+            ("loadgen_core_busy", leashed.cores.busy(other)),
+            ("direct_loadgen_core_busy", direct.cores.busy(other)),
+            (
+                "wakes_of_leash_core_per_op",
+                leashed.cores.wakes_per_op(core, leashed.ops),
+            ),
+        ];
+        self.extra
+            .extend(numbers.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        self
+    }
+
     /// A rate through leash with nothing direct to compare it with (a refusal).
     fn leashed(name: &'static str, unit: &'static str, sample: &mut Sample) -> Row {
         let mut row = Row::new(name, unit, sample.rate());
@@ -732,6 +756,8 @@ struct Sample {
     secs: f64,
     latencies_us: Vec<u64>,
     leash_ticks: Option<u64>,
+    /// What each core of the machine did meanwhile.
+    cores: proc::Cores,
 }
 
 impl Sample {
@@ -743,6 +769,7 @@ impl Sample {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
         };
+        self.cores.add(&other.cores);
     }
 
     fn rate(&self) -> f64 {
@@ -802,6 +829,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<OpLoop>> + Send,
 {
     let ticks_before = leash_pid.map(proc::cpu_ticks);
+    let cores_before = proc::Cores::now();
     let deadline = Instant::now() + duration;
     let count = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -829,6 +857,7 @@ where
         secs: started.elapsed().as_secs_f64(),
         latencies_us,
         leash_ticks: leash_pid.map(|pid| proc::cpu_ticks(pid) - ticks_before.unwrap_or(0)),
+        cores: proc::Cores::now().since(&cores_before),
     })
 }
 
@@ -900,12 +929,8 @@ async fn http_fresh(leash: &Leash, origin: SocketAddr, scale: Scale) -> anyhow::
     };
     let direct = move |_| async move { anyhow::Ok(direct_fresh_get(origin)) };
     let (mut leashed, mut direct) = side_by_side(32, scale, leash.pid, through, direct).await?;
-    Ok(Row::compared(
-        "http_fresh",
-        "r/s",
-        &mut leashed,
-        &mut direct,
-    ))
+    let row = Row::compared("http_fresh", "r/s", &mut leashed, &mut direct);
+    Ok(row.with_cores(scale.leash_core, &leashed, &direct))
 }
 
 /// A new connection to the origin and one `GET /small` per operation: the direct side of the
@@ -1034,7 +1059,8 @@ async fn rate(
     let direct = move |_| async move { anyhow::Ok(direct_fresh_get(origin)) };
     let (mut leashed, mut direct) =
         side_by_side(concurrency, scale, leash.pid, through, direct).await?;
-    Ok(Row::compared(name, "op/s", &mut leashed, &mut direct))
+    let row = Row::compared(name, "op/s", &mut leashed, &mut direct);
+    Ok(row.with_cores(scale.leash_core, &leashed, &direct))
 }
 
 async fn deny_connect(leash: &Leash, scale: Scale) -> anyhow::Result<Row> {
