@@ -117,6 +117,12 @@ impl Cores {
         (all > 0).then(|| busy as f64 / all as f64)
     }
 
+    /// The busy time of `core` per operation, in microseconds (a clock tick is 10 ms).
+    pub(crate) fn us_per_op(&self, core: usize, ops: u64) -> Option<f64> {
+        let (busy, _, _) = *self.each.get(core)?;
+        Some(busy as f64 * 10_000.0 / ops.max(1) as f64)
+    }
+
     /// Wake-up interrupts `core` received per operation.
     pub(crate) fn wakes_per_op(&self, core: usize, ops: u64) -> Option<f64> {
         let (_, _, wakes) = *self.each.get(core)?;

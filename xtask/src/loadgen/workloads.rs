@@ -81,26 +81,37 @@ impl Row {
     }
 
     /// Adds where the time went, when leash has a core of its own: how busy leash's core and the
-    /// load generator's core were through leash, how busy the load generator's core was
-    /// directly, and how many wake-up interrupts leash's core received per operation (each one
-    /// sent by the other core, to wake leash's sleeping thread). The ratio is bounded by
-    /// whichever core is full first.
+    /// load generator's core (clients and origins) were through leash, the load generator's core
+    /// time per operation through leash and directly, the ratio that core alone allows (direct
+    /// time over time through leash: what the row's ratio would be with a leash that cost
+    /// nothing), and how many wake-up interrupts leash's core received per operation (each one
+    /// sent by the other core to wake leash's sleeping thread). The ratio is bounded by whichever
+    /// core is full first.
     fn with_cores(mut self, leash_core: Option<usize>, leashed: &Sample, direct: &Sample) -> Row {
         let Some(core) = leash_core else {
             return self;
         };
         let other = usize::from(core == 0);
+        let (through_us, direct_us) = (
+            leashed.cores.us_per_op(other, leashed.ops),
+            direct.cores.us_per_op(other, direct.ops),
+        );
+        let bound = through_us
+            .zip(direct_us)
+            .map(|(t, d)| d / t.max(f64::EPSILON));
         let numbers = [
             ("leash_core_busy", leashed.cores.busy(core)),
             ("loadgen_core_busy", leashed.cores.busy(other)),
-            ("direct_loadgen_core_busy", direct.cores.busy(other)),
+            ("loadgen_core_us_per_op", through_us),
+            ("direct_loadgen_core_us_per_op", direct_us),
+            ("ratio_bound_by_loadgen_core", bound),
             (
                 "wakes_of_leash_core_per_op",
                 leashed.cores.wakes_per_op(core, leashed.ops),
             ),
         ];
-        self.extra
-            .extend(numbers.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        let known = numbers.into_iter().filter_map(|(k, v)| Some((k, v?)));
+        self.extra.extend(known);
         self
     }
 
