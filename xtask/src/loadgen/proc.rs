@@ -48,13 +48,13 @@ pub(crate) fn raise_file_limit() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
-/// What each core did over a span: busy and total clock ticks, and the interrupts that woke a
-/// thread on it from another core (`RES`chedule and `CAL`l-function IPIs; a remote wake-up of a
-/// sleeping core is one of them). Read from `/proc/stat` and `/proc/interrupts`; empty where
+/// What each core did over a span: busy and total clock ticks, and the inter-processor
+/// interrupts it received (`RES`chedule and `CAL`l-function ones; another core waking a thread
+/// that sleeps on this one sends one). Read from `/proc/stat` and `/proc/interrupts`; empty where
 /// those do not exist.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Cores {
-    /// Per core: (busy ticks, all ticks, wake-up interrupts received).
+    /// Per core: (busy ticks, all ticks but stolen ones, inter-processor interrupts received).
     pub(crate) each: Vec<(u64, u64, u64)>,
 }
 
@@ -123,9 +123,9 @@ impl Cores {
         Some(busy as f64 * 10_000.0 / ops.max(1) as f64)
     }
 
-    /// Wake-up interrupts `core` received per operation.
-    pub(crate) fn wakes_per_op(&self, core: usize, ops: u64) -> Option<f64> {
-        let (_, _, wakes) = *self.each.get(core)?;
-        Some(wakes as f64 / ops.max(1) as f64)
+    /// Inter-processor interrupts `core` received per operation.
+    pub(crate) fn ipis_per_op(&self, core: usize, ops: u64) -> Option<f64> {
+        let (_, _, ipis) = *self.each.get(core)?;
+        Some(ipis as f64 / ops.max(1) as f64)
     }
 }

@@ -84,9 +84,9 @@ impl Row {
     /// load generator's core (clients and origins) were through leash, the load generator's core
     /// time per operation through leash and directly, the ratio that core alone allows (direct
     /// time over time through leash: what the row's ratio would be with a leash that cost
-    /// nothing), and how many wake-up interrupts leash's core received per operation (each one
-    /// sent by the other core to wake leash's sleeping thread). The ratio is bounded by whichever
-    /// core is full first.
+    /// nothing), and how many inter-processor interrupts leash's core received per operation
+    /// (rescheduling and function-call ones: the other core waking leash's sleeping thread sends
+    /// one). The ratio is bounded by whichever core is full first.
     fn with_cores(mut self, leash_core: Option<usize>, leashed: &Sample, direct: &Sample) -> Row {
         let Some(core) = leash_core else {
             return self;
@@ -106,8 +106,8 @@ impl Row {
             ("direct_loadgen_core_us_per_op", direct_us),
             ("ratio_bound_by_loadgen_core", bound),
             (
-                "wakes_of_leash_core_per_op",
-                leashed.cores.wakes_per_op(core, leashed.ops),
+                "ipis_to_leash_core_per_op",
+                leashed.cores.ipis_per_op(core, leashed.ops),
             ),
         ];
         let known = numbers.into_iter().filter_map(|(k, v)| Some((k, v?)));
