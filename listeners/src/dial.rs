@@ -481,15 +481,17 @@ impl Dialer {
         addrs: &[IpAddr],
         port: u16,
     ) -> io::Result<(TcpStream, SocketAddr)> {
-        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no address");
+        // The error is made only when every address failed: an `io::Error` with a message is an
+        // allocation, and the first address usually answers.
+        let mut last_error = None;
         for &ip in addrs {
             let peer = SocketAddr::new(ip, port);
             match self.connector.connect(peer).await {
                 Ok(stream) => return Ok((stream, peer)),
-                Err(error) => last_error = error,
+                Err(error) => last_error = Some(error),
             }
         }
-        Err(last_error)
+        Err(last_error.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
     }
 }
 
