@@ -59,7 +59,10 @@ pub(crate) fn build() -> anyhow::Result<()> {
         "link-arg=-Wl,--no-warn-symbol-ordering",
     ]);
     match tuned {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            report_stale_order(&order);
+            Ok(())
+        }
         // A linker of the user's choosing (GNU ld, a configured mold) may not take the order
         // file, and a machine may lack glibc's static libraries: then the ordinary link.
         Err(error) => {
@@ -67,6 +70,40 @@ pub(crate) fn build() -> anyhow::Result<()> {
             crate::cargo(&["build", "--release", "--package", "leash", "--bin", "leash"])
         }
     }
+}
+
+/// Says so when many of the order's names are missing from the binary just linked (dependencies
+/// or the toolchain moved on): nothing fails, but start-up code spreads out again and `idle_rss`
+/// grows. Without `nm`, says nothing.
+fn report_stale_order(order: &Path) {
+    let root = match crate::workspace_root() {
+        Ok(root) => root,
+        Err(_) => return,
+    };
+    let (Ok(text), Ok(defined)) = (
+        std::fs::read_to_string(order),
+        nm(&root.join("target/release/leash")),
+    ) else {
+        return;
+    };
+    let (missing, total) = missing_from(&text, &functions(&defined));
+    if missing * 10 > total {
+        eprintln!(
+            "xtask release: {missing} of the {total} functions in bin/startup.order are not in this \
+             build; `cargo xtask release --order` records them again (idle memory grows meanwhile)"
+        );
+    }
+}
+
+/// How many of an order file's names are not among `defined`, and how many names it has.
+fn missing_from(order: &str, defined: &BTreeSet<&str>) -> (usize, usize) {
+    let names: Vec<&str> = order
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    let missing = names.iter().filter(|name| !defined.contains(*name)).count();
+    (missing, names.len())
 }
 
 /// `bin/startup.order`, copied to a path named after its content: cargo relinks when its flags
@@ -324,6 +361,14 @@ mod tests {
                        fn=(2)\n5 7\ncfn=(3) memcpy\nfn=(1)\nob=(1) /bin/leash\n";
         let names: Vec<String> = callgrind_functions(profile).into_iter().collect();
         assert_eq!(names, ["_ZN5leash4main17h0123E", "main", "memcpy"]);
+    }
+
+    #[test]
+    fn an_order_counts_the_names_a_build_no_longer_has() {
+        let order = "# comment\nmain\n_ZN5leash3old17hdeadE\n\nmemcpy\n";
+        let defined: BTreeSet<&str> = ["main", "memcpy", "_ZN5leash3new17hbeefE"].into();
+        assert_eq!(missing_from(order, &defined), (1, 3));
+        assert_eq!(missing_from("# only a comment\n", &defined), (0, 0));
     }
 
     #[test]
