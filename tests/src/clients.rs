@@ -56,14 +56,20 @@ async fn run_curl(args: Vec<String>) -> CurlOutput {
     }
 }
 
-/// Sends `request` as raw bytes and reads until the server closes or goes quiet for a second.
+/// Sends `request` as raw bytes and reads until the server closes or goes quiet: for a second
+/// once the answer has begun, for ten before its first byte (a loaded CI machine can take more
+/// than a second to answer, and an empty answer would then pass for silence).
 pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request).await.expect("write");
     let mut response = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
-        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await {
+        let quiet = match response.is_empty() {
+            true => Duration::from_secs(10),
+            false => Duration::from_secs(1),
+        };
+        match tokio::time::timeout(quiet, stream.read(&mut buf)).await {
             Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
             Ok(Ok(n)) => response.extend_from_slice(&buf[..n]),
         }
