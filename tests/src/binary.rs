@@ -37,11 +37,29 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// A `cargo` command in the workspace root.
+/// A `cargo` command in the workspace root, without the variables `cargo test` sets for the test
+/// binary (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, …). ring's build script reruns when those
+/// change, so a build from inside a test rebuilt ring and everything above it (leash included),
+/// and the next `cargo test` rebuilt them back: twice per run, on every run.
 pub fn cargo() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command.current_dir(workspace_root());
+    let set_by_cargo_test = |name: &str| {
+        name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || name.starts_with("CARGO_CRATE_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                name,
+                "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+            )
+    };
+    for (name, _) in std::env::vars_os() {
+        if set_by_cargo_test(&name.to_string_lossy()) {
+            command.env_remove(name);
+        }
+    }
     command
 }
 

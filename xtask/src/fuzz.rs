@@ -6,9 +6,7 @@ use anyhow::{bail, Context};
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let cases = args.first().map_or("100000", String::as_str);
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .current_dir(crate::workspace_root()?)
+    let status = crate::cargo_command()?
         .env("LEASH_FUZZ_CASES", cases)
         .args([
             "test",

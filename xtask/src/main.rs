@@ -53,13 +53,35 @@ fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
     Ok(root.to_owned())
 }
 
+/// A `cargo` command in the workspace root, without the variables `cargo run` set for xtask
+/// itself (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, …): build scripts such as ring's rerun when
+/// those change, so a nested build seeing xtask's values rebuilt ring and everything above it,
+/// and the next ordinary build rebuilt them back.
+fn cargo_command() -> anyhow::Result<Command> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(workspace_root()?);
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let per_package = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ];
+        if per_package.iter().any(|p| name.starts_with(p))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*name)
+        {
+            command.env_remove(&*name);
+        }
+    }
+    Ok(command)
+}
+
 /// Runs `cargo ARGS` in the workspace root and fails unless it succeeds.
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let root = workspace_root()?;
-    let status = Command::new(cargo)
+    let status = cargo_command()?
         .args(args)
-        .current_dir(root)
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {

@@ -1,17 +1,15 @@
 //! `cargo xtask run-proxy [-- ARGS]`: builds and runs `leash proxy` with the development config
 //! (`xtask/dev.toml`); ARGS are passed to `leash proxy`.
 
-use std::{os::unix::process::CommandExt, process::Command};
+use std::os::unix::process::CommandExt;
 
 use anyhow::Context;
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let root = crate::workspace_root()?;
     let config = root.join("xtask/dev.toml");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(cargo);
+    let mut command = crate::cargo_command()?;
     command
-        .current_dir(&root)
         .args([
             "run",
             "--quiet",
