@@ -38,7 +38,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         true => {
             let mut c = Command::new("taskset");
             c.args(["-c", "1"]).arg(release.join("loadgen"));
-            c.args(["--leash-core", "0"]);
+            c.args(["--leash-core", "0", "--loadgen-core", "1"]);
             c
         }
         false => Command::new(release.join("loadgen")),

@@ -2,12 +2,14 @@
 //! proxy` child with a realistic policy, and each workload measured through leash and directly
 //! against the origin in the same run. It reports; it never passes or fails anything.
 //!
-//! `loadgen --leash PATH [--leash-core N] [--quick] [--out FILE]`: with `--leash-core`, leash runs
-//! pinned to core N (spawned from a thread pinned there), apart from this process and its origin. `--only a,b` runs only
+//! `loadgen --leash PATH [--leash-core N] [--loadgen-core M] [--quick] [--out FILE]`: with
+//! `--leash-core`, leash runs pinned to core N (spawned from a thread pinned there), apart from
+//! this process and its origin, which the caller pinned to core M (`--loadgen-core` only says which). `--only a,b` runs only
 //! the named workloads (startup and idle_rss always run). Row names that carry a size
 //! (`rss_tunnel_10k`, `startup_100k_rules`, ...) are named after the size of the run, smaller in
 //! `--quick`; `--only` takes either name.
 
+mod bare;
 mod origin;
 mod proc;
 mod tls;
@@ -34,12 +36,17 @@ pub(crate) struct Scale {
     pub(crate) file_limit: u64,
     /// The core leash is pinned to, if any.
     pub(crate) leash_core: Option<usize>,
+    /// The one core this process and its origins run on, if `cargo xtask bench` pinned them.
+    pub(crate) loadgen_core: Option<usize>,
     /// Only these workloads (comma-separated names), for profiling one at a time.
     pub(crate) only: Option<&'static str>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--bare-relay") {
+        return bare::run();
+    }
     let value = |flag: &str| {
         args.iter()
             .position(|a| a == flag)
@@ -47,7 +54,7 @@ fn main() -> anyhow::Result<()> {
             .cloned()
     };
     let Some(leash) = value("--leash").map(PathBuf::from) else {
-        bail!("usage: loadgen --leash PATH [--leash-core N] [--quick] [--out FILE]")
+        bail!("usage: loadgen --leash PATH [--leash-core N] [--loadgen-core M] [--quick] [--out FILE]")
     };
     let quick = args.iter().any(|a| a == "--quick");
     let out = value("--out")
@@ -55,6 +62,10 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("target/bench/results.json"));
     let leash_core = match value("--leash-core") {
         Some(core) => Some(core.parse().context("--leash-core takes a core number")?),
+        None => None,
+    };
+    let loadgen_core = match value("--loadgen-core") {
+        Some(core) => Some(core.parse().context("--loadgen-core takes a core number")?),
         None => None,
     };
     let only: Option<&'static str> = value("--only").map(|o| &*o.leak());
@@ -69,6 +80,7 @@ fn main() -> anyhow::Result<()> {
             rules: 10_000,
             file_limit,
             leash_core,
+            loadgen_core,
             only,
         },
         false => Scale {
@@ -80,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             rules: 100_000,
             file_limit,
             leash_core,
+            loadgen_core,
             only,
         },
     };

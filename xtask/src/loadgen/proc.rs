@@ -1,4 +1,6 @@
-//! What `/proc` says about the leash process: resident memory and CPU time.
+//! What `/proc` says about the leash process (resident memory, CPU time) and about each core.
+
+use std::collections::BTreeMap;
 
 /// The resident set of `pid` in KiB.
 pub(crate) fn rss_kib(pid: u32) -> u64 {
@@ -50,82 +52,124 @@ pub(crate) fn raise_file_limit() -> u64 {
 
 /// What each core did over a span: busy and total clock ticks, and the inter-processor
 /// interrupts it received (`RES`chedule and `CAL`l-function ones; another core waking a thread
-/// that sleeps on this one sends one). Read from `/proc/stat` and `/proc/interrupts`; empty where
-/// those do not exist.
+/// that sleeps on this one sends one). Read from `/proc/stat` and `/proc/interrupts`, by CPU
+/// number; empty where those do not exist. Machine-wide: anything else running on a core counts.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Cores {
-    /// Per core: (busy ticks, all ticks but stolen ones, inter-processor interrupts received).
-    pub(crate) each: Vec<(u64, u64, u64)>,
+    each: BTreeMap<usize, CoreTime>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct CoreTime {
+    /// Ticks spent in user, nice, system, irq and softirq (guest time is inside user and nice).
+    busy: u64,
+    /// Those and the idle and iowait ones; stolen ticks (the host ran someone else) are not time
+    /// this core had.
+    all: u64,
+    /// `None` where `/proc/interrupts` has no `RES` or `CAL` line (not x86).
+    ipis: Option<u64>,
 }
 
 impl Cores {
     pub(crate) fn now() -> Cores {
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let mut each: Vec<(u64, u64, u64)> = stat
-            .lines()
-            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-            .map(|line| {
-                let ticks: Vec<u64> = line
-                    .split_whitespace()
-                    .skip(1)
-                    .filter_map(|t| t.parse().ok())
-                    .collect();
-                // user nice system idle iowait irq softirq steal: idle and iowait are not busy,
-                // and steal is time the host gave to someone else.
-                let all: u64 = ticks.iter().take(8).sum();
-                let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
-                let steal = ticks.get(7).copied().unwrap_or(0);
-                (all - idle - steal, all - steal, 0)
-            })
-            .collect();
+        let mut each = BTreeMap::new();
+        for line in stat.lines() {
+            let mut fields = line.split_whitespace();
+            let Some(cpu) = fields
+                .next()
+                .and_then(|f| f.strip_prefix("cpu")?.parse().ok())
+            else {
+                continue;
+            };
+            let t: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
+            let at = |i: usize| t.get(i).copied().unwrap_or(0);
+            let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+            let time = CoreTime {
+                busy,
+                all: busy + at(3) + at(4),
+                ipis: None,
+            };
+            each.insert(cpu, time);
+        }
         let interrupts = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
-        for line in interrupts.lines() {
+        let mut lines = interrupts.lines();
+        let columns: Vec<Option<usize>> = lines
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|c| c.strip_prefix("CPU")?.parse().ok())
+            .collect();
+        for line in lines {
             let mut fields = line.split_whitespace();
             if !matches!(fields.next(), Some("RES:" | "CAL:")) {
                 continue;
             }
-            for (core, count) in each.iter_mut().zip(fields) {
-                core.2 += count.parse::<u64>().unwrap_or(0);
+            for (cpu, count) in columns.iter().zip(fields) {
+                let (Some(cpu), Ok(count)) = (cpu, count.parse::<u64>()) else {
+                    continue;
+                };
+                if let Some(core) = each.get_mut(cpu) {
+                    core.ipis = Some(core.ipis.unwrap_or(0) + count);
+                }
             }
         }
         Cores { each }
     }
 
-    /// What happened between `before` and `self`.
+    /// What happened between `before` and `self`; a core missing from either, or whose counters
+    /// went backwards, is left out.
     pub(crate) fn since(&self, before: &Cores) -> Cores {
-        let each = self
-            .each
-            .iter()
-            .zip(&before.each)
-            .map(|(a, b)| (a.0 - b.0, a.1 - b.1, a.2 - b.2))
-            .collect();
+        let mut each = BTreeMap::new();
+        for (cpu, now) in &self.each {
+            let Some(then) = before.each.get(cpu) else {
+                continue;
+            };
+            let ipis = match (now.ipis, then.ipis) {
+                (Some(a), Some(b)) => a.checked_sub(b),
+                _ => None,
+            };
+            if let (Some(busy), Some(all)) = (
+                now.busy.checked_sub(then.busy),
+                now.all.checked_sub(then.all),
+            ) {
+                each.insert(*cpu, CoreTime { busy, all, ipis });
+            }
+        }
         Cores { each }
     }
 
     pub(crate) fn add(&mut self, other: &Cores) {
-        if self.each.is_empty() {
-            self.each = vec![(0, 0, 0); other.each.len()];
-        }
-        for (a, b) in self.each.iter_mut().zip(&other.each) {
-            *a = (a.0 + b.0, a.1 + b.1, a.2 + b.2);
+        for (cpu, time) in &other.each {
+            let sum = self.each.entry(*cpu).or_insert(CoreTime {
+                ipis: time.ipis.map(|_| 0),
+                ..CoreTime::default()
+            });
+            sum.busy += time.busy;
+            sum.all += time.all;
+            sum.ipis = sum.ipis.zip(time.ipis).map(|(a, b)| a + b);
         }
     }
 
     /// How busy `core` was (0–1).
     pub(crate) fn busy(&self, core: usize) -> Option<f64> {
-        let (busy, all, _) = *self.each.get(core)?;
-        (all > 0).then(|| busy as f64 / all as f64)
+        let time = self.each.get(&core)?;
+        (time.all > 0).then(|| time.busy as f64 / time.all as f64)
     }
 
-    /// The busy time of `core` per operation, in microseconds (a clock tick is 10 ms).
+    /// The busy time of `core` per operation, in microseconds.
     pub(crate) fn us_per_op(&self, core: usize, ops: u64) -> Option<f64> {
-        let (busy, _, _) = *self.each.get(core)?;
-        Some(busy as f64 * 10_000.0 / ops.max(1) as f64)
+        let time = self.each.get(&core)?;
+        (ops > 0).then(|| time.busy as f64 * 1e6 / (TICKS_PER_SECOND * ops as f64))
     }
 
     /// Inter-processor interrupts `core` received per operation.
     pub(crate) fn ipis_per_op(&self, core: usize, ops: u64) -> Option<f64> {
-        let (_, _, ipis) = *self.each.get(core)?;
-        Some(ipis as f64 / ops.max(1) as f64)
+        let ipis = self.each.get(&core)?.ipis?;
+        (ops > 0).then(|| ipis as f64 / ops as f64)
     }
 }
+
+/// `/proc/stat`'s clock ticks per second (`USER_HZ`), 100 on every Linux architecture the
+/// project runs on.
+const TICKS_PER_SECOND: f64 = 100.0;

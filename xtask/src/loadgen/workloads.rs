@@ -87,11 +87,10 @@ impl Row {
     /// nothing), and how many inter-processor interrupts leash's core received per operation
     /// (rescheduling and function-call ones: the other core waking leash's sleeping thread sends
     /// one). The ratio is bounded by whichever core is full first.
-    fn with_cores(mut self, leash_core: Option<usize>, leashed: &Sample, direct: &Sample) -> Row {
-        let Some(core) = leash_core else {
+    fn with_cores(mut self, scale: Scale, leashed: &Sample, direct: &Sample) -> Row {
+        let (Some(core), Some(other)) = (scale.leash_core, scale.loadgen_core) else {
             return self;
         };
-        let other = usize::from(core == 0);
         let (through_us, direct_us) = (
             leashed.cores.us_per_op(other, leashed.ops),
             direct.cores.us_per_op(other, direct.ops),
@@ -580,7 +579,33 @@ async fn own_leash(
     if wants.one("upstream_connect_rate") {
         rows.push(upstream_connect_rate(binary, dir, origin, scale).await?);
     }
+    if wants.one("bare_connect_rate") {
+        rows.push(bare_connect_rate(origin, scale).await?);
+    }
     Ok(())
+}
+
+/// `connect_rate` through the bare relay (`bare.rs`) in leash's place, on leash's core: what the
+/// layout allows a `CONNECT` proxy that does nothing else.
+async fn bare_connect_rate(origin: SocketAddr, scale: Scale) -> anyhow::Result<Row> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("--bare-relay")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    let (mut child, _) = spawn_on_core(command, scale.leash_core)?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?)
+        .read_line(&mut line)
+        .await?;
+    let addr: SocketAddr = line.trim().parse().context("the bare relay's address")?;
+    let relay = Leash {
+        pid: child.id().context("the bare relay's pid")?,
+        http: addr,
+        socks: addr,
+        child,
+    };
+    rate("bare_connect_rate", &relay, 32, origin, scale, Via::Connect).await
 }
 
 /// `leash exec -- true` with `--isolate` (user and network namespaces, loopback up, listeners
@@ -941,7 +966,7 @@ async fn http_fresh(leash: &Leash, origin: SocketAddr, scale: Scale) -> anyhow::
     let direct = move |_| async move { anyhow::Ok(direct_fresh_get(origin)) };
     let (mut leashed, mut direct) = side_by_side(32, scale, leash.pid, through, direct).await?;
     let row = Row::compared("http_fresh", "r/s", &mut leashed, &mut direct);
-    Ok(row.with_cores(scale.leash_core, &leashed, &direct))
+    Ok(row.with_cores(scale, &leashed, &direct))
 }
 
 /// A new connection to the origin and one `GET /small` per operation: the direct side of the
@@ -1071,7 +1096,7 @@ async fn rate(
     let (mut leashed, mut direct) =
         side_by_side(concurrency, scale, leash.pid, through, direct).await?;
     let row = Row::compared(name, "op/s", &mut leashed, &mut direct);
-    Ok(row.with_cores(scale.leash_core, &leashed, &direct))
+    Ok(row.with_cores(scale, &leashed, &direct))
 }
 
 async fn deny_connect(leash: &Leash, scale: Scale) -> anyhow::Result<Row> {
