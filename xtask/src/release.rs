@@ -87,7 +87,9 @@ fn report_stale_order(order: &Path) {
         return;
     };
     let (missing, total) = missing_from(&text, &functions(&defined));
-    if missing * 10 > total {
+    // Measured: 52 of 1 521 names gone (one small change to the dialer) took `idle_rss` from
+    // 3.8 to 4.6 MB, so more than one in a hundred is worth saying.
+    if missing * 100 > total {
         eprintln!(
             "xtask release: {missing} of the {total} functions in bin/startup.order are not in this \
              build; `cargo xtask release --order` records them again (idle memory grows meanwhile)"
