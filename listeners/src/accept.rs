@@ -240,12 +240,14 @@ where
         }
         let _ = stream.set_nodelay(true);
         let connection = tracker.admit();
-        connections.spawn(handle(
+        // Boxed: a connection's future is large, and tokio moves a task's future by value
+        // several times as it spawns and finishes it; a box is moved once.
+        connections.spawn(Box::pin(handle(
             stream,
             client,
             connection,
             Stopping(stopping.clone()),
-        ));
+        )));
     }
     drop(listener);
     let _ = stop.send(true);
