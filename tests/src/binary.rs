@@ -41,6 +41,7 @@ pub fn target_dir() -> PathBuf {
 /// binary (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, …). ring's build script reruns when those
 /// change, so a build from inside a test rebuilt ring and everything above it (leash included),
 /// and the next `cargo test` rebuilt them back: twice per run, on every run.
+/// (xtask's `cargo_command` does the same for `cargo run`; the two crates share no code.)
 pub fn cargo() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);

@@ -57,6 +57,7 @@ fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
 /// itself (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, …): build scripts such as ring's rerun when
 /// those change, so a nested build seeing xtask's values rebuilt ring and everything above it,
 /// and the next ordinary build rebuilt them back.
+/// (`tests::cargo` does the same for `cargo test`; the two crates share no code.)
 fn cargo_command() -> anyhow::Result<Command> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);

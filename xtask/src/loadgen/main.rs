@@ -4,8 +4,8 @@
 //!
 //! `loadgen --leash PATH [--leash-core N] [--loadgen-core M] [--quick] [--out FILE]`: with
 //! `--leash-core`, leash runs pinned to core N (spawned from a thread pinned there), apart from
-//! this process and its origin, which the caller pinned to core M (`--loadgen-core` only says which). `--only a,b` runs only
-//! the named workloads (startup and idle_rss always run). Row names that carry a size
+//! this process and its origin, which the caller pinned to core M (`--loadgen-core` only says
+//! which). `--only a,b` runs only the named workloads (startup and idle_rss always run). Row names that carry a size
 //! (`rss_tunnel_10k`, `startup_100k_rules`, ...) are named after the size of the run, smaller in
 //! `--quick`; `--only` takes either name.
 

@@ -72,48 +72,8 @@ struct CoreTime {
 
 impl Cores {
     pub(crate) fn now() -> Cores {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let mut each = BTreeMap::new();
-        for line in stat.lines() {
-            let mut fields = line.split_whitespace();
-            let Some(cpu) = fields
-                .next()
-                .and_then(|f| f.strip_prefix("cpu")?.parse().ok())
-            else {
-                continue;
-            };
-            let t: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
-            let at = |i: usize| t.get(i).copied().unwrap_or(0);
-            let busy = at(0) + at(1) + at(2) + at(5) + at(6);
-            let time = CoreTime {
-                busy,
-                all: busy + at(3) + at(4),
-                ipis: None,
-            };
-            each.insert(cpu, time);
-        }
-        let interrupts = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
-        let mut lines = interrupts.lines();
-        let columns: Vec<Option<usize>> = lines
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .map(|c| c.strip_prefix("CPU")?.parse().ok())
-            .collect();
-        for line in lines {
-            let mut fields = line.split_whitespace();
-            if !matches!(fields.next(), Some("RES:" | "CAL:")) {
-                continue;
-            }
-            for (cpu, count) in columns.iter().zip(fields) {
-                let (Some(cpu), Ok(count)) = (cpu, count.parse::<u64>()) else {
-                    continue;
-                };
-                if let Some(core) = each.get_mut(cpu) {
-                    core.ipis = Some(core.ipis.unwrap_or(0) + count);
-                }
-            }
-        }
+        let mut each = stat_ticks();
+        add_ipis(&mut each);
         Cores { each }
     }
 
@@ -167,6 +127,58 @@ impl Cores {
     pub(crate) fn ipis_per_op(&self, core: usize, ops: u64) -> Option<f64> {
         let ipis = self.each.get(&core)?.ipis?;
         (ops > 0).then(|| ipis as f64 / ops as f64)
+    }
+}
+
+/// Each core's ticks, from `/proc/stat`'s `cpuN` lines.
+fn stat_ticks() -> BTreeMap<usize, CoreTime> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let mut each = BTreeMap::new();
+    for line in stat.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(cpu) = fields
+            .next()
+            .and_then(|f| f.strip_prefix("cpu")?.parse().ok())
+        else {
+            continue;
+        };
+        let t: Vec<u64> = fields.filter_map(|f| f.parse().ok()).collect();
+        let at = |i: usize| t.get(i).copied().unwrap_or(0);
+        let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+        let time = CoreTime {
+            busy,
+            all: busy + at(3) + at(4),
+            ipis: None,
+        };
+        each.insert(cpu, time);
+    }
+    each
+}
+
+/// Adds each core's `RES` and `CAL` counts from `/proc/interrupts`, whose columns are named
+/// `CPUn` in its first line.
+fn add_ipis(each: &mut BTreeMap<usize, CoreTime>) {
+    let interrupts = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
+    let mut lines = interrupts.lines();
+    let columns: Vec<Option<usize>> = lines
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|c| c.strip_prefix("CPU")?.parse().ok())
+        .collect();
+    for line in lines {
+        let mut fields = line.split_whitespace();
+        if !matches!(fields.next(), Some("RES:" | "CAL:")) {
+            continue;
+        }
+        for (cpu, count) in columns.iter().zip(fields) {
+            let (Some(cpu), Ok(count)) = (cpu, count.parse::<u64>()) else {
+                continue;
+            };
+            if let Some(core) = each.get_mut(cpu) {
+                core.ipis = Some(core.ipis.unwrap_or(0) + count);
+            }
+        }
     }
 }
 

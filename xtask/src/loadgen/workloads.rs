@@ -80,13 +80,12 @@ impl Row {
         row
     }
 
-    /// Adds where the time went, when leash has a core of its own: how busy leash's core and the
-    /// load generator's core (clients and origins) were through leash, the load generator's core
-    /// time per operation through leash and directly, the ratio that core alone allows (direct
-    /// time over time through leash: what the row's ratio would be with a leash that cost
-    /// nothing), and how many inter-processor interrupts leash's core received per operation
-    /// (rescheduling and function-call ones: the other core waking leash's sleeping thread sends
-    /// one). The ratio is bounded by whichever core is full first.
+    /// Adds where the time went, when leash and the load generator each have a core: how busy
+    /// both were through leash, the load generator's core time per operation through leash and
+    /// directly, their quotient (the row's ratio when that core is the one that fills; that time
+    /// itself depends on the proxy, which the load generator's core may have to wake), and how
+    /// many inter-processor interrupts leash's core received per operation (rescheduling and
+    /// function-call ones: the other core waking leash's sleeping thread sends one).
     fn with_cores(mut self, scale: Scale, leashed: &Sample, direct: &Sample) -> Row {
         let (Some(core), Some(other)) = (scale.leash_core, scale.loadgen_core) else {
             return self;
@@ -97,7 +96,7 @@ impl Row {
         );
         let bound = through_us
             .zip(direct_us)
-            .map(|(t, d)| d / t.max(f64::EPSILON));
+            .and_then(|(t, d)| (t > 0.0).then(|| d / t));
         let numbers = [
             ("leash_core_busy", leashed.cores.busy(core)),
             ("loadgen_core_busy", leashed.cores.busy(other)),
@@ -599,6 +598,7 @@ async fn bare_connect_rate(origin: SocketAddr, scale: Scale) -> anyhow::Result<R
         .read_line(&mut line)
         .await?;
     let addr: SocketAddr = line.trim().parse().context("the bare relay's address")?;
+    // `rate` takes a `Leash`; with `Via::Connect` it uses only `http` and `pid`.
     let relay = Leash {
         pid: child.id().context("the bare relay's pid")?,
         http: addr,
