@@ -48,6 +48,7 @@ fn the_benchmark_suite_runs_in_quick_mode() {
         "mitm_resume_rate",
         "upstream_connect_rate",
         "bare_connect_rate",
+        "bare_forward_rate",
         // Sized rows carry their `--quick` sizes in their names.
         "rss_tunnel_500",
         "startup_10k_rules",

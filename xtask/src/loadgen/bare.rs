@@ -4,6 +4,11 @@
 //! log, no limits, on one thread. What it reaches against direct in the bench's layout is what the
 //! layout allows a proxy, not a target for leash to beat (leash does all that this skips).
 //! Listens on 127.0.0.1 only and prints its address on the first line of stdout.
+//!
+//! `loadgen --bare-relay --forward ADDR` is less still, the yardstick of `bare_forward_rate`: a
+//! plain TCP forwarder that connects every client to ADDR and copies, with no head and no `200`.
+//! What the load generator's core pays through it, against direct, is what a connection costs when
+//! its two ends live on different cores, with no protocol at all.
 
 use std::net::SocketAddr;
 
@@ -16,7 +21,7 @@ use tokio::{
 /// The longest head it reads.
 const MAX_HEAD: usize = 8192;
 
-pub(crate) fn run() -> anyhow::Result<()> {
+pub(crate) fn run(forward_to: Option<SocketAddr>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
@@ -26,7 +31,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
         loop {
             let (client, _) = listener.accept().await?;
             tokio::spawn(async move {
-                let _ = relay(client).await;
+                let _ = match forward_to {
+                    Some(target) => forward(client, target).await,
+                    None => relay(client).await,
+                };
             });
         }
     })
@@ -52,6 +60,14 @@ async fn relay(mut client: TcpStream) -> anyhow::Result<()> {
     client
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
         .await?;
+    tokio::io::copy_bidirectional(&mut client, &mut origin).await?;
+    Ok(())
+}
+
+async fn forward(mut client: TcpStream, target: SocketAddr) -> anyhow::Result<()> {
+    client.set_nodelay(true)?;
+    let mut origin = TcpStream::connect(target).await?;
+    origin.set_nodelay(true)?;
     tokio::io::copy_bidirectional(&mut client, &mut origin).await?;
     Ok(())
 }

@@ -44,15 +44,19 @@ pub(crate) struct Scale {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--bare-relay") {
-        return bare::run();
-    }
     let value = |flag: &str| {
         args.iter()
             .position(|a| a == flag)
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    if args.first().map(String::as_str) == Some("--bare-relay") {
+        let forward_to = match value("--forward") {
+            Some(addr) => Some(addr.parse().context("--forward takes an address")?),
+            None => None,
+        };
+        return bare::run(forward_to);
+    }
     let Some(leash) = value("--leash").map(PathBuf::from) else {
         bail!("usage: loadgen --leash PATH [--leash-core N] [--loadgen-core M] [--quick] [--out FILE]")
     };

@@ -581,31 +581,56 @@ async fn own_leash(
     if wants.one("bare_connect_rate") {
         rows.push(bare_connect_rate(origin, scale).await?);
     }
+    if wants.one("bare_forward_rate") {
+        rows.push(bare_forward_rate(origin, scale).await?);
+    }
     Ok(())
 }
 
 /// `connect_rate` through the bare relay (`bare.rs`) in leash's place, on leash's core: what the
 /// layout allows a `CONNECT` proxy that does nothing else.
 async fn bare_connect_rate(origin: SocketAddr, scale: Scale) -> anyhow::Result<Row> {
+    let relay = bare_relay(None, scale).await?;
+    rate("bare_connect_rate", &relay, 32, origin, scale, Via::Connect).await
+}
+
+/// `connect_rate`'s direct operation (a new connection, one `GET /small`) through the bare relay
+/// as a plain forwarder to the origin, on leash's core, beside the same directly: what the layout
+/// costs a connection whose ends are on two cores, before any proxy protocol.
+async fn bare_forward_rate(origin: SocketAddr, scale: Scale) -> anyhow::Result<Row> {
+    let forwarder = bare_relay(Some(origin), scale).await?;
+    let to = forwarder.http;
+    let through = move |_| async move { anyhow::Ok(direct_fresh_get(to)) };
+    let direct = move |_| async move { anyhow::Ok(direct_fresh_get(origin)) };
+    let (mut forwarded, mut direct) =
+        side_by_side(32, scale, forwarder.pid, through, direct).await?;
+    let row = Row::compared("bare_forward_rate", "op/s", &mut forwarded, &mut direct);
+    Ok(row.with_cores(scale, &forwarded, &direct))
+}
+
+/// The bare relay (`bare.rs`) started on leash's core, standing in for leash: a `CONNECT` relay,
+/// or with `forward_to` a plain forwarder. `rate` uses only the stand-in's `http` and `pid`.
+async fn bare_relay(forward_to: Option<SocketAddr>, scale: Scale) -> anyhow::Result<Leash> {
     let mut command = Command::new(std::env::current_exe()?);
     command
         .arg("--bare-relay")
         .stdout(Stdio::piped())
         .kill_on_drop(true);
+    if let Some(target) = forward_to {
+        command.arg("--forward").arg(target.to_string());
+    }
     let (mut child, _) = spawn_on_core(command, scale.leash_core)?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().context("stdout")?)
         .read_line(&mut line)
         .await?;
     let addr: SocketAddr = line.trim().parse().context("the bare relay's address")?;
-    // `rate` takes a `Leash`; with `Via::Connect` it uses only `http` and `pid`.
-    let relay = Leash {
+    Ok(Leash {
         pid: child.id().context("the bare relay's pid")?,
         http: addr,
         socks: addr,
         child,
-    };
-    rate("bare_connect_rate", &relay, 32, origin, scale, Via::Connect).await
+    })
 }
 
 /// `leash exec -- true` with `--isolate` (user and network namespaces, loopback up, listeners
@@ -957,7 +982,7 @@ async fn http_fresh(leash: &Leash, origin: SocketAddr, scale: Scale) -> anyhow::
                 let uri = uri.clone();
                 Box::pin(async move {
                     let mut stream = TcpStream::connect(proxy).await?;
-                    get_close(&mut stream, &uri).await.map(|_| ())
+                    get_close(&mut stream, &uri, SMALL_SINK).await.map(|_| ())
                 })
             };
             anyhow::Ok(OpLoop::Fresh(Box::new(op)))
@@ -975,7 +1000,9 @@ fn direct_fresh_get(origin: SocketAddr) -> OpLoop {
     let op = move || -> OpFuture {
         Box::pin(async move {
             let mut stream = TcpStream::connect(origin).await?;
-            get_close(&mut stream, "/small").await.map(|_| ())
+            get_close(&mut stream, "/small", SMALL_SINK)
+                .await
+                .map(|_| ())
         })
     };
     OpLoop::Fresh(Box::new(op))
@@ -1050,14 +1077,22 @@ async fn read_head(stream: &mut TcpStream) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One `GET path` with `Connection: close`; returns the bytes read.
-async fn get_close(stream: &mut TcpStream, path: &str) -> anyhow::Result<usize> {
+/// What `get_close` reads into for a small answer. A zeroed 256 KiB per operation cost the load
+/// generator's core more than the rest of a fresh-connection operation's client side (perf: page
+/// faults and memset, and more of them on the side through leash, where the heap's top moved more).
+const SMALL_SINK: usize = 8 * 1024;
+/// What `get_close` reads into for a bulk download: few reads per MiB.
+const BULK_SINK: usize = 256 * 1024;
+
+/// One `GET path` with `Connection: close`, read into a buffer of `sink` bytes; returns the bytes
+/// read.
+async fn get_close(stream: &mut TcpStream, path: &str, sink: usize) -> anyhow::Result<usize> {
     stream
         .write_all(
             format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await?;
-    let mut sink = vec![0u8; 256 * 1024];
+    let mut sink = vec![0u8; sink];
     let mut total = 0;
     loop {
         match stream.read(&mut sink).await? {
@@ -1087,7 +1122,9 @@ async fn rate(
                     Via::Socks => socks,
                 };
                 let mut stream = open(via, to, origin).await?;
-                get_close(&mut stream, "/small").await.map(|_| ())
+                get_close(&mut stream, "/small", SMALL_SINK)
+                    .await
+                    .map(|_| ())
             })
         };
         anyhow::Ok(OpLoop::Fresh(Box::new(op)))
@@ -1141,7 +1178,7 @@ async fn bulk(
                 true => open(via, to, origin).await?,
                 false => TcpStream::connect(origin).await?,
             };
-            get_close(&mut stream, &path).await
+            get_close(&mut stream, &path, BULK_SINK).await
         }
     };
     let (mut leashed, mut direct) = bulk_rounds(leash.pid, scale, fetch).await?;
