@@ -10,9 +10,9 @@ use std::{io, os::fd::OwnedFd};
 use rustix::{
     io::Errno,
     net::{
-        recv,
+        recv, send,
         sockopt::{set_socket_recv_buffer_size, set_socket_send_buffer_size},
-        RecvFlags, Shutdown,
+        RecvFlags, SendFlags, Shutdown,
     },
     pipe::{fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags},
 };
@@ -120,17 +120,73 @@ async fn copy(
             return Ok(Copied::Ended);
         }
         direction.moved(read);
-        write_all(to, &bytes[..read]).await?;
         if read == size && until == Until::Filled {
+            write_all(to, bytes, Flush::Now).await?;
             return Ok(Copied::Filled);
+        }
+        match read_on(from, bytes, direction)? {
+            After::Ended => {
+                write_all(to, bytes, Flush::WithTheEnd).await?;
+                end(to);
+                return Ok(Copied::Ended);
+            }
+            After::Drained => {
+                write_all(to, bytes, Flush::Now).await?;
+                buffer = None;
+            }
+            After::More => write_all(to, bytes, Flush::Now).await?,
         }
     }
 }
 
-async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+/// What a second read, made before the first one's bytes are written, found.
+enum After {
+    /// The end of the source: the bytes and the end go out together.
+    Ended,
+    /// Nothing more for now (tokio's readiness is cleared, as it must be before waiting).
+    Drained,
+    /// More bytes (now in the buffer), or no room to look.
+    More,
+}
+
+/// Reads once more into `bytes`' spare room before they are written. A server that answers and
+/// closes (every `Connection: close` answer, most of an agent's short tunnels) sends its answer
+/// and its end moments apart, so both are usually here already. Sent as one segment, they cost
+/// the client one wake-up instead of two, and leash one loopback segment fewer. The read costs
+/// nothing extra: the loop would make it after the write anyway.
+fn read_on(from: &TcpStream, bytes: &mut Vec<u8>, direction: &Direction) -> io::Result<After> {
+    if bytes.len() == bytes.capacity() {
+        return Ok(After::More);
+    }
+    let before = bytes.len();
+    match from.try_read_buf(bytes) {
+        Ok(0) => Ok(After::Ended),
+        Ok(read) => {
+            direction.moved(read);
+            debug_assert_eq!(bytes.len(), before + read);
+            Ok(After::More)
+        }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(After::Drained),
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether [`write_all`] sends its bytes at once, or holds the last of them for the end that
+/// follows (`MSG_MORE`: the half-close then rides on the same segment).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    Now,
+    WithTheEnd,
+}
+
+async fn write_all(to: &TcpStream, mut bytes: &[u8], flush: Flush) -> io::Result<()> {
+    let flags = match flush {
+        Flush::Now => SendFlags::NOSIGNAL,
+        Flush::WithTheEnd => SendFlags::NOSIGNAL | SendFlags::MORE,
+    };
     while !bytes.is_empty() {
         let written = to
-            .async_io(Interest::WRITABLE, || to.try_write(bytes))
+            .async_io(Interest::WRITABLE, || Ok(send(to, bytes, flags)?))
             .await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
@@ -181,7 +237,7 @@ impl Pipe {
                 }
                 Moved::Read(read) => {
                     direction.moved(read);
-                    write_all(to, &urgent[..read]).await?;
+                    write_all(to, &urgent[..read], Flush::Now).await?;
                     continue;
                 }
                 Moved::Spliced(read) => read,

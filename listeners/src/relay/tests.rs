@@ -111,6 +111,43 @@ async fn a_short_exchange_ends_when_both_sides_close(mode: RelayMode) {
     );
 }
 
+/// An answer whose end is already there when the relay reads it (a server that answered and
+/// closed) goes out with the end held for it (`MSG_MORE`, then the half-close): the client gets
+/// every byte and then the end, and the tunnel counts the bytes once. Had the held bytes never
+/// been pushed, the client would wait for ever: the timeout bounds that.
+async fn an_answer_and_its_end_that_arrive_together_are_passed_on_whole(mode: RelayMode) {
+    let (mut client, client_side) = pair().await;
+    let (upstream_side, mut origin) = pair().await;
+    let answer = pattern(3000, 5);
+    origin.write_all(&answer).await.unwrap();
+    origin.shutdown().await.unwrap();
+    let tunnels = Arc::new(Tunnels::default());
+    let handle = tunnel(&tunnels);
+    let relayed = tokio::spawn(relay_sockets(
+        client_side,
+        Early::default(),
+        upstream_side,
+        Duration::from_secs(30),
+        mode,
+        handle,
+    ));
+    let mut at_client = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut at_client))
+        .await
+        .expect("the answer and its end arrived")
+        .unwrap();
+    assert!(at_client == answer, "the answer differs");
+    client.shutdown().await.unwrap();
+    let mut at_origin = Vec::new();
+    origin.read_to_end(&mut at_origin).await.unwrap();
+    assert!(at_origin.is_empty());
+    tokio::time::timeout(Duration::from_secs(10), relayed)
+        .await
+        .expect("the relay ended")
+        .unwrap();
+    assert_eq!(tunnels.bytes_down(), answer.len() as u64);
+}
+
 /// No byte moving for the idle timeout ends the tunnel even though neither side closed.
 async fn an_idle_tunnel_is_closed(mode: RelayMode) {
     let (_client, client_side) = pair().await;
@@ -193,6 +230,7 @@ macro_rules! through_both_relays {
 through_both_relays!(
     sockets_relay_both_ways_losslessly_with_early_bytes_and_half_close,
     a_short_exchange_ends_when_both_sides_close,
+    an_answer_and_its_end_that_arrive_together_are_passed_on_whole,
     an_idle_tunnel_is_closed,
     urgent_data_in_a_bulk_direction_does_not_stall_it
 );

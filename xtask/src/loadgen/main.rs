@@ -8,6 +8,9 @@
 //! which). `--only a,b` runs only the named workloads (startup and idle_rss always run). Row names that carry a size
 //! (`rss_tunnel_10k`, `startup_100k_rules`, ...) are named after the size of the run, smaller in
 //! `--quick`; `--only` takes either name.
+//!
+//! `loadgen --bare-relay [--forward ADDR]` is the bench's own child, the yardstick that stands in
+//! for leash in `bare_connect_rate` and `bare_forward_rate` (`bare.rs`).
 
 mod bare;
 mod origin;

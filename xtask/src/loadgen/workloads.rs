@@ -1085,19 +1085,33 @@ const SMALL_SINK: usize = 8 * 1024;
 const BULK_SINK: usize = 256 * 1024;
 
 /// One `GET path` with `Connection: close`, read into a buffer of `sink` bytes; returns the bytes
-/// read.
+/// read. Fails unless the answer is a `200`: a refusal, or a relay that closes at once, must not
+/// count as a fast operation.
 async fn get_close(stream: &mut TcpStream, path: &str, sink: usize) -> anyhow::Result<usize> {
+    const OK: &[u8] = b"HTTP/1.1 200";
     stream
         .write_all(
             format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await?;
-    let mut sink = vec![0u8; sink];
+    let mut sink = vec![0u8; sink.max(OK.len())];
+    let mut status = Vec::with_capacity(OK.len());
     let mut total = 0;
     loop {
         match stream.read(&mut sink).await? {
-            0 => return Ok(total),
-            n => total += n,
+            0 => {
+                anyhow::ensure!(
+                    status == OK,
+                    "not a 200: {:?}",
+                    String::from_utf8_lossy(&status)
+                );
+                return Ok(total);
+            }
+            n => {
+                let wanted = (OK.len() - status.len()).min(n);
+                status.extend_from_slice(&sink[..wanted]);
+                total += n;
+            }
         }
     }
 }
