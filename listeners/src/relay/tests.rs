@@ -49,6 +49,23 @@ fn tunnel(tunnels: &Arc<Tunnels>) -> TunnelHandle {
     })
 }
 
+/// The relay between two socket pairs' inner ends, on its own task, with no early bytes.
+fn spawn_relay(
+    client_side: TcpStream,
+    upstream_side: TcpStream,
+    mode: RelayMode,
+    tunnels: &Arc<Tunnels>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(relay_sockets(
+        client_side,
+        Early::default(),
+        upstream_side,
+        Duration::from_secs(30),
+        mode,
+        tunnel(tunnels),
+    ))
+}
+
 /// Both directions at once, past the size where a direction switches from copying to splicing,
 /// with early bytes first (each side's: a client's after `CONNECT`, a server's after `101`) and
 /// half-closes passed through: every byte arrives, in order, and is counted once.
@@ -91,15 +108,7 @@ async fn a_short_exchange_ends_when_both_sides_close(mode: RelayMode) {
     let (client, client_side) = pair().await;
     let (upstream_side, origin) = pair().await;
     let tunnels = Arc::new(Tunnels::default());
-    let handle = tunnel(&tunnels);
-    let relayed = tokio::spawn(relay_sockets(
-        client_side,
-        Early::default(),
-        upstream_side,
-        Duration::from_secs(30),
-        mode,
-        handle,
-    ));
+    let relayed = spawn_relay(client_side, upstream_side, mode, &tunnels);
     let (at_origin, at_client) = tokio::join!(
         exchange(origin, b"pong".to_vec()),
         exchange(client, b"ping".to_vec())
@@ -122,15 +131,7 @@ async fn an_answer_and_its_end_that_arrive_together_are_passed_on_whole(mode: Re
     origin.write_all(&answer).await.unwrap();
     origin.shutdown().await.unwrap();
     let tunnels = Arc::new(Tunnels::default());
-    let handle = tunnel(&tunnels);
-    let relayed = tokio::spawn(relay_sockets(
-        client_side,
-        Early::default(),
-        upstream_side,
-        Duration::from_secs(30),
-        mode,
-        handle,
-    ));
+    let relayed = spawn_relay(client_side, upstream_side, mode, &tunnels);
     let mut at_client = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut at_client))
         .await
