@@ -20,7 +20,8 @@ use tokio::{io::Interest, net::TcpStream};
 
 use crate::relay::Direction;
 
-/// A direction copies through a buffer this large until one read fills it; then it splices.
+/// A direction copies through a buffer this large until a round of reads fills it; then it
+/// splices.
 const COPY_BUFFER: usize = 16 * 1024;
 
 /// Pipe capacity asked for: larger than the default 64 KiB so one wake-up moves more, small
@@ -79,7 +80,7 @@ fn bound_loopback_buffers(from: &TcpStream, to: &TcpStream) {
 /// When [`copy`] stops.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Until {
-    /// At the end of the source, or as soon as one read fills the buffer (bulk is coming).
+    /// At the end of the source, or as soon as a round of reads fills the buffer (bulk is coming).
     Filled,
     /// Only at the end of the source.
     Ended,
@@ -124,7 +125,7 @@ async fn copy(
             write_all(to, bytes, Flush::Now).await?;
             return Ok(Copied::Filled);
         }
-        match read_on(from, bytes, direction)? {
+        match read_on(from, bytes, direction) {
             After::Ended => {
                 write_all(to, bytes, Flush::WithTheEnd).await?;
                 end(to);
@@ -134,7 +135,18 @@ async fn copy(
                 write_all(to, bytes, Flush::Now).await?;
                 buffer = None;
             }
-            After::More => write_all(to, bytes, Flush::Now).await?,
+            After::More => {
+                write_all(to, bytes, Flush::Now).await?;
+                if bytes.len() == size && until == Until::Filled {
+                    return Ok(Copied::Filled);
+                }
+            }
+            After::Failed(error) => {
+                // What came before the failure (an answer, then a reset) still goes out, as it
+                // did when the write came before the second read.
+                write_all(to, bytes, Flush::Now).await?;
+                return Err(error);
+            }
         }
     }
 }
@@ -147,27 +159,27 @@ enum After {
     Drained,
     /// More bytes (now in the buffer), or no room to look.
     More,
+    /// The source failed (a reset, most often) after the bytes already in the buffer.
+    Failed(io::Error),
 }
 
 /// Reads once more into `bytes`' spare room before they are written. A server that answers and
-/// closes (every `Connection: close` answer, most of an agent's short tunnels) sends its answer
-/// and its end moments apart, so both are usually here already. Sent as one segment, they cost
-/// the client one wake-up instead of two, and leash one loopback segment fewer. The read costs
-/// nothing extra: the loop would make it after the write anyway.
-fn read_on(from: &TcpStream, bytes: &mut Vec<u8>, direction: &Direction) -> io::Result<After> {
+/// closes (a `Connection: close` answer in plain HTTP) sends its answer and its end moments apart,
+/// so both are often here already. Sent as one segment, they cost the client one wake-up instead
+/// of two, and leash one loopback segment fewer. (A TLS tunnel the client closes gains nothing
+/// here.) The read costs nothing extra: the loop would make it after the write anyway.
+fn read_on(from: &TcpStream, bytes: &mut Vec<u8>, direction: &Direction) -> After {
     if bytes.len() == bytes.capacity() {
-        return Ok(After::More);
+        return After::More;
     }
-    let before = bytes.len();
     match from.try_read_buf(bytes) {
-        Ok(0) => Ok(After::Ended),
+        Ok(0) => After::Ended,
         Ok(read) => {
             direction.moved(read);
-            debug_assert_eq!(bytes.len(), before + read);
-            Ok(After::More)
+            After::More
         }
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(After::Drained),
-        Err(error) => Err(error),
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => After::Drained,
+        Err(error) => After::Failed(error),
     }
 }
 

@@ -121,32 +121,99 @@ async fn a_short_exchange_ends_when_both_sides_close(mode: RelayMode) {
 }
 
 /// An answer whose end is already there when the relay reads it (a server that answered and
-/// closed) goes out with the end held for it (`MSG_MORE`, then the half-close): the client gets
-/// every byte and then the end, and the tunnel counts the bytes once. Had the held bytes never
-/// been pushed, the client would wait for ever: the timeout bounds that.
+/// closed): the splice relay sends it with `MSG_MORE` and then half-closes, and the client must
+/// get every byte and then the end, counted once. Had the half-close been lost after the held
+/// bytes, the client would wait for ever: the timeout bounds that (checked by withholding it).
+/// The copy relay is tokio's own and must show the same.
 async fn an_answer_and_its_end_that_arrive_together_are_passed_on_whole(mode: RelayMode) {
-    let (mut client, client_side) = pair().await;
+    let (client, client_side) = pair().await;
     let (upstream_side, mut origin) = pair().await;
     let answer = pattern(3000, 5);
     origin.write_all(&answer).await.unwrap();
     origin.shutdown().await.unwrap();
     let tunnels = Arc::new(Tunnels::default());
-    let relayed = spawn_relay(client_side, upstream_side, mode, &tunnels);
-    let mut at_client = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut at_client))
-        .await
-        .expect("the answer and its end arrived")
-        .unwrap();
+    let at_client = relay_to_the_end(client, client_side, upstream_side, mode, &tunnels).await;
     assert!(at_client == answer, "the answer differs");
-    client.shutdown().await.unwrap();
     let mut at_origin = Vec::new();
     origin.read_to_end(&mut at_origin).await.unwrap();
     assert!(at_origin.is_empty());
+    assert_eq!(tunnels.bytes_down(), answer.len() as u64);
+}
+
+/// Relays between two pairs' inner ends until the client has read to the end, then ends the
+/// client's side and waits for the relay to finish; returns what the client read.
+async fn relay_to_the_end(
+    mut client: TcpStream,
+    client_side: TcpStream,
+    upstream_side: TcpStream,
+    mode: RelayMode,
+    tunnels: &Arc<Tunnels>,
+) -> Vec<u8> {
+    let relayed = spawn_relay(client_side, upstream_side, mode, tunnels);
+    let mut at_client = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut at_client))
+        .await
+        .expect("the bytes and the end arrived")
+        .unwrap();
+    client.shutdown().await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), relayed)
         .await
         .expect("the relay ended")
         .unwrap();
-    assert_eq!(tunnels.bytes_down(), answer.len() as u64);
+    at_client
+}
+
+/// An answer followed by a reset (a server closing with input it did not read, or dropping its
+/// socket with linger 0), both there when the relay reads: the answer must still reach the
+/// client. The splice relay's second read finds the reset before the answer is written.
+async fn an_answer_before_a_reset_still_reaches_the_client(mode: RelayMode) {
+    let (mut client, client_side) = pair().await;
+    let (upstream_side, origin) = pair().await;
+    let answer = pattern(2000, 9);
+    let mut origin = origin;
+    origin.write_all(&answer).await.unwrap();
+    rustix::net::sockopt::set_socket_linger(&origin, Some(Duration::ZERO)).unwrap();
+    drop(origin);
+    let tunnels = Arc::new(Tunnels::default());
+    let relayed = spawn_relay(client_side, upstream_side, mode, &tunnels);
+    let mut at_client = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read_all = async {
+        // Until the end or a reset: what matters is what arrived before it.
+        while let Ok(n @ 1..) = client.read(&mut chunk).await {
+            at_client.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("the relay ended the client's side");
+    assert!(
+        at_client == answer,
+        "{} of {} bytes arrived",
+        at_client.len(),
+        answer.len()
+    );
+    tokio::time::timeout(Duration::from_secs(10), relayed)
+        .await
+        .expect("the relay ended")
+        .unwrap();
+}
+
+/// Bytes that the relay's second read finds (here: past an urgent mark, where the first read
+/// stops) are sent with the first read's and counted once.
+async fn bytes_a_second_read_finds_are_sent_and_counted_once(mode: RelayMode) {
+    use rustix::net::{send, SendFlags};
+
+    let (client, client_side) = pair().await;
+    let (upstream_side, mut origin) = pair().await;
+    origin.write_all(b"abc").await.unwrap();
+    send(&origin, b"!", SendFlags::OOB).unwrap();
+    origin.write_all(b"def").await.unwrap();
+    origin.shutdown().await.unwrap();
+    let tunnels = Arc::new(Tunnels::default());
+    let at_client = relay_to_the_end(client, client_side, upstream_side, mode, &tunnels).await;
+    assert_eq!(at_client, b"abcdef");
+    assert_eq!(tunnels.bytes_down(), 6);
 }
 
 /// No byte moving for the idle timeout ends the tunnel even though neither side closed.
@@ -232,6 +299,8 @@ through_both_relays!(
     sockets_relay_both_ways_losslessly_with_early_bytes_and_half_close,
     a_short_exchange_ends_when_both_sides_close,
     an_answer_and_its_end_that_arrive_together_are_passed_on_whole,
+    an_answer_before_a_reset_still_reaches_the_client,
+    bytes_a_second_read_finds_are_sent_and_counted_once,
     an_idle_tunnel_is_closed,
     urgent_data_in_a_bulk_direction_does_not_stall_it
 );
