@@ -10,9 +10,9 @@ use std::{io, os::fd::OwnedFd};
 use rustix::{
     io::Errno,
     net::{
-        recv, send,
+        recv,
         sockopt::{set_socket_recv_buffer_size, set_socket_send_buffer_size},
-        RecvFlags, SendFlags, Shutdown,
+        RecvFlags, Shutdown,
     },
     pipe::{fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags},
 };
@@ -20,8 +20,7 @@ use tokio::{io::Interest, net::TcpStream};
 
 use crate::relay::Direction;
 
-/// A direction copies through a buffer this large until a round of reads fills it; then it
-/// splices.
+/// A direction copies through a buffer this large until one read fills it; then it splices.
 const COPY_BUFFER: usize = 16 * 1024;
 
 /// Pipe capacity asked for: larger than the default 64 KiB so one wake-up moves more, small
@@ -80,7 +79,7 @@ fn bound_loopback_buffers(from: &TcpStream, to: &TcpStream) {
 /// When [`copy`] stops.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Until {
-    /// At the end of the source, or as soon as a round of reads fills the buffer (bulk is coming).
+    /// At the end of the source, or as soon as one read fills the buffer (bulk is coming).
     Filled,
     /// Only at the end of the source.
     Ended,
@@ -121,84 +120,17 @@ async fn copy(
             return Ok(Copied::Ended);
         }
         direction.moved(read);
+        write_all(to, &bytes[..read]).await?;
         if read == size && until == Until::Filled {
-            write_all(to, bytes, Flush::Now).await?;
             return Ok(Copied::Filled);
         }
-        match read_on(from, bytes, direction) {
-            After::Ended => {
-                write_all(to, bytes, Flush::WithTheEnd).await?;
-                end(to);
-                return Ok(Copied::Ended);
-            }
-            After::Drained => {
-                write_all(to, bytes, Flush::Now).await?;
-                buffer = None;
-            }
-            After::More => {
-                write_all(to, bytes, Flush::Now).await?;
-                if bytes.len() == size && until == Until::Filled {
-                    return Ok(Copied::Filled);
-                }
-            }
-            After::Failed(error) => {
-                // What came before the failure (an answer, then a reset) still goes out, as it
-                // did when the write came before the second read.
-                write_all(to, bytes, Flush::Now).await?;
-                return Err(error);
-            }
-        }
     }
 }
 
-/// What a second read, made before the first one's bytes are written, found.
-enum After {
-    /// The end of the source: the bytes and the end go out together.
-    Ended,
-    /// Nothing more for now (tokio's readiness is cleared, as it must be before waiting).
-    Drained,
-    /// More bytes (now in the buffer), or no room to look.
-    More,
-    /// The source failed (a reset, most often) after the bytes already in the buffer.
-    Failed(io::Error),
-}
-
-/// Reads once more into `bytes`' spare room before they are written. A server that answers and
-/// closes (a `Connection: close` answer in plain HTTP) sends its answer and its end moments apart,
-/// so both are often here already. Sent as one segment, they cost the client one wake-up instead
-/// of two, and leash one loopback segment fewer. (A TLS tunnel the client closes gains nothing
-/// here.) The read costs nothing extra: the loop would make it after the write anyway.
-fn read_on(from: &TcpStream, bytes: &mut Vec<u8>, direction: &Direction) -> After {
-    if bytes.len() == bytes.capacity() {
-        return After::More;
-    }
-    match from.try_read_buf(bytes) {
-        Ok(0) => After::Ended,
-        Ok(read) => {
-            direction.moved(read);
-            After::More
-        }
-        Err(error) if error.kind() == io::ErrorKind::WouldBlock => After::Drained,
-        Err(error) => After::Failed(error),
-    }
-}
-
-/// Whether [`write_all`] sends its bytes at once, or holds the last of them for the end that
-/// follows (`MSG_MORE`: the half-close then rides on the same segment).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Flush {
-    Now,
-    WithTheEnd,
-}
-
-async fn write_all(to: &TcpStream, mut bytes: &[u8], flush: Flush) -> io::Result<()> {
-    let flags = match flush {
-        Flush::Now => SendFlags::NOSIGNAL,
-        Flush::WithTheEnd => SendFlags::NOSIGNAL | SendFlags::MORE,
-    };
+async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         let written = to
-            .async_io(Interest::WRITABLE, || Ok(send(to, bytes, flags)?))
+            .async_io(Interest::WRITABLE, || to.try_write(bytes))
             .await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
@@ -249,7 +181,7 @@ impl Pipe {
                 }
                 Moved::Read(read) => {
                     direction.moved(read);
-                    write_all(to, &urgent[..read], Flush::Now).await?;
+                    write_all(to, &urgent[..read]).await?;
                     continue;
                 }
                 Moved::Spliced(read) => read,

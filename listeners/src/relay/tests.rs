@@ -120,11 +120,9 @@ async fn a_short_exchange_ends_when_both_sides_close(mode: RelayMode) {
     );
 }
 
-/// An answer whose end is already there when the relay reads it (a server that answered and
-/// closed): the splice relay sends it with `MSG_MORE` and then half-closes, and the client must
-/// get every byte and then the end, counted once. Had the half-close been lost after the held
-/// bytes, the client would wait for ever: the timeout bounds that (checked by withholding it).
-/// The copy relay is tokio's own and must show the same.
+/// An answer whose end is already there when the relay first reads (a server that answered and
+/// closed before the relay started): the client gets every byte and then the end, counted once.
+/// A relay that lost the half-close would leave the client waiting: the timeout bounds that.
 async fn an_answer_and_its_end_that_arrive_together_are_passed_on_whole(mode: RelayMode) {
     let (client, client_side) = pair().await;
     let (upstream_side, mut origin) = pair().await;
@@ -164,8 +162,9 @@ async fn relay_to_the_end(
 }
 
 /// An answer followed by a reset (a server closing with input it did not read, or dropping its
-/// socket with linger 0), both there when the relay reads: the answer must still reach the
-/// client. The splice relay's second read finds the reset before the answer is written.
+/// socket with linger 0), both there when the relay first reads: the answer must still reach
+/// the client. A relay that read on before writing would meet the reset first and lose the
+/// answer (a tried change did, and failed this test).
 async fn an_answer_before_a_reset_still_reaches_the_client(mode: RelayMode) {
     let (mut client, client_side) = pair().await;
     let (upstream_side, origin) = pair().await;
@@ -199,8 +198,8 @@ async fn an_answer_before_a_reset_still_reaches_the_client(mode: RelayMode) {
         .unwrap();
 }
 
-/// Bytes that the relay's second read finds (here: past an urgent mark, where the first read
-/// stops) are sent with the first read's and counted once.
+/// Bytes on both sides of an urgent mark (where a read stops), all there before the relay
+/// starts, are sent in order without the urgent byte and counted once.
 async fn bytes_a_second_read_finds_are_sent_and_counted_once(mode: RelayMode) {
     use rustix::net::{send, SendFlags};
 
