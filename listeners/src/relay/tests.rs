@@ -200,7 +200,7 @@ async fn an_answer_before_a_reset_still_reaches_the_client(mode: RelayMode) {
 
 /// Bytes on both sides of an urgent mark (where a read stops), all there before the relay
 /// starts, are sent in order without the urgent byte and counted once.
-async fn bytes_a_second_read_finds_are_sent_and_counted_once(mode: RelayMode) {
+async fn bytes_around_an_urgent_mark_are_sent_and_counted_once(mode: RelayMode) {
     use rustix::net::{send, SendFlags};
 
     let (client, client_side) = pair().await;
@@ -299,7 +299,7 @@ through_both_relays!(
     a_short_exchange_ends_when_both_sides_close,
     an_answer_and_its_end_that_arrive_together_are_passed_on_whole,
     an_answer_before_a_reset_still_reaches_the_client,
-    bytes_a_second_read_finds_are_sent_and_counted_once,
+    bytes_around_an_urgent_mark_are_sent_and_counted_once,
     an_idle_tunnel_is_closed,
     urgent_data_in_a_bulk_direction_does_not_stall_it
 );
