@@ -55,19 +55,29 @@ async fn relay(mut client: TcpStream) -> anyhow::Result<()> {
         .and_then(|rest| rest.split(' ').next())
         .context("a CONNECT head")?
         .parse()?;
-    let mut origin = TcpStream::connect(target).await?;
-    origin.set_nodelay(true)?;
-    client
-        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        .await?;
-    tokio::io::copy_bidirectional(&mut client, &mut origin).await?;
-    Ok(())
+    connect_and_copy(
+        client,
+        target,
+        b"HTTP/1.1 200 Connection established\r\n\r\n",
+    )
+    .await
 }
 
-async fn forward(mut client: TcpStream, target: SocketAddr) -> anyhow::Result<()> {
+async fn forward(client: TcpStream, target: SocketAddr) -> anyhow::Result<()> {
     client.set_nodelay(true)?;
+    connect_and_copy(client, target, b"").await
+}
+
+/// Connects to `target`, sends the client `answer` (if any), and copies both ways until both
+/// sides are done.
+async fn connect_and_copy(
+    mut client: TcpStream,
+    target: SocketAddr,
+    answer: &[u8],
+) -> anyhow::Result<()> {
     let mut origin = TcpStream::connect(target).await?;
     origin.set_nodelay(true)?;
+    client.write_all(answer).await?;
     tokio::io::copy_bidirectional(&mut client, &mut origin).await?;
     Ok(())
 }

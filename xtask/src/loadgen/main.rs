@@ -5,8 +5,8 @@
 //! `loadgen --leash PATH [--leash-core N] [--loadgen-core M] [--quick] [--out FILE]`: with
 //! `--leash-core`, leash runs pinned to core N (spawned from a thread pinned there), apart from
 //! this process and its origin, which the caller pinned to core M (`--loadgen-core` only says
-//! which). `--only a,b` runs only the named workloads (startup and idle_rss always run). Row names that carry a size
-//! (`rss_tunnel_10k`, `startup_100k_rules`, ...) are named after the size of the run, smaller in
+//! which). `--only a,b` runs only the named workloads (startup and idle_rss always run). Row names
+//! that carry a size (`rss_tunnel_10k`, `startup_100k_rules`, ...) are named after the size of the run, smaller in
 //! `--quick`; `--only` takes either name.
 //!
 //! `loadgen --bare-relay [--forward ADDR]` is the bench's own child, the yardstick that stands in
@@ -67,14 +67,15 @@ fn main() -> anyhow::Result<()> {
     let out = value("--out")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/bench/results.json"));
-    let leash_core = match value("--leash-core") {
-        Some(core) => Some(core.parse().context("--leash-core takes a core number")?),
-        None => None,
+    let core = |flag: &str| -> anyhow::Result<Option<usize>> {
+        value(flag)
+            .map(|core| {
+                core.parse()
+                    .with_context(|| format!("{flag} takes a core number"))
+            })
+            .transpose()
     };
-    let loadgen_core = match value("--loadgen-core") {
-        Some(core) => Some(core.parse().context("--loadgen-core takes a core number")?),
-        None => None,
-    };
+    let (leash_core, loadgen_core) = (core("--leash-core")?, core("--loadgen-core")?);
     let only: Option<&'static str> = value("--only").map(|o| &*o.leak());
     let file_limit = proc::raise_file_limit();
     let scale = match quick {

@@ -1095,21 +1095,21 @@ async fn get_close(stream: &mut TcpStream, path: &str, sink: usize) -> anyhow::R
         )
         .await?;
     let mut sink = vec![0u8; sink.max(OK.len())];
-    let mut status = Vec::with_capacity(OK.len());
+    // The answer's first bytes, kept across reads (a read may return fewer).
+    let mut status = [0u8; OK.len()];
     let mut total = 0;
     loop {
         match stream.read(&mut sink).await? {
             0 => {
-                anyhow::ensure!(
-                    status == OK,
-                    "not a 200: {:?}",
-                    String::from_utf8_lossy(&status)
-                );
+                let seen = &status[..total.min(OK.len())];
+                anyhow::ensure!(seen == OK, "not a 200: {:?}", String::from_utf8_lossy(seen));
                 return Ok(total);
             }
             n => {
-                let wanted = (OK.len() - status.len()).min(n);
-                status.extend_from_slice(&sink[..wanted]);
+                if total < OK.len() {
+                    let wanted = (OK.len() - total).min(n);
+                    status[total..total + wanted].copy_from_slice(&sink[..wanted]);
+                }
                 total += n;
             }
         }
